@@ -1,0 +1,311 @@
+//! The one codec of the store: record values are postcard, keys are big-endian byte
+//! strings laid out so that byte order is the order the runtime scans in.
+//!
+//! Key layouts (`id` is an instance id, prefixed by its length as a big-endian `u16` so
+//! that one id is never a prefix of another's keys):
+//!
+//! | keyspace     | key                                         | value              |
+//! |--------------|---------------------------------------------|--------------------|
+//! | `meta`       | ASCII name                                  | raw bytes          |
+//! | `instances`  | id (plain UTF-8, so prefix scans work)      | [`InstanceRecord`] |
+//! | `history`    | len, id, execution u64, seq u64             | [`HistoryEvent`]   |
+//! | `inbox`      | len, id, seq u64                            | [`InboxMessage`]   |
+//! | `activities` | len, id, execution u64, task u64            | [`ActivityWorkItem`] |
+//! | `timers`     | fire_at u64, len, id, execution u64, task u64 | [`TimerRecord`]  |
+
+use crate::error::Error;
+use crate::ids::{ExecutionId, InstanceId};
+use crate::model::{
+    ActivityKey, ActivityWorkItem, HistoryEvent, InboxKey, InboxMessage, InstanceRecord, TimerKey,
+    TimerRecord,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The keyspaces of the embedded stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Space {
+    /// Store-wide metadata such as the format version.
+    Meta,
+    /// One [`InstanceRecord`] per instance.
+    Instances,
+    /// History events by instance, execution and sequence number.
+    History,
+    /// Inbox messages by instance and arrival.
+    Inbox,
+    /// Pending activity work items.
+    Activities,
+    /// Pending timers, by due time.
+    Timers,
+}
+
+impl Space {
+    /// Every keyspace.
+    pub const ALL: [Space; 6] = [
+        Space::Meta,
+        Space::Instances,
+        Space::History,
+        Space::Inbox,
+        Space::Activities,
+        Space::Timers,
+    ];
+
+    /// The keyspace's name on disk.
+    pub fn name(self) -> &'static str {
+        match self {
+            Space::Meta => "meta",
+            Space::Instances => "instances",
+            Space::History => "history",
+            Space::Inbox => "inbox",
+            Space::Activities => "activities",
+            Space::Timers => "timers",
+        }
+    }
+
+    /// Position in [`Space::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Encodes a record value.
+pub fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing our own record types into a Vec cannot fail: they contain no maps with
+    // non-string keys and postcard's Vec flavor has no size limit.
+    postcard::to_allocvec(value).unwrap_or_else(|error| {
+        unreachable!("postcard cannot fail to encode a record into a Vec: {error}")
+    })
+}
+
+/// Decodes a record value read from `space`; `instance` names the instance for the error.
+///
+/// # Errors
+/// [`Error::Corrupt`] when the bytes are not a valid record.
+pub fn decode_value<T: DeserializeOwned>(
+    space: Space,
+    instance: Option<&InstanceId>,
+    bytes: &[u8],
+) -> Result<T, Error> {
+    postcard::from_bytes(bytes).map_err(|error| Error::Corrupt {
+        keyspace: space.name(),
+        instance: instance.map(ToString::to_string),
+        detail: format!("undecodable record ({} bytes): {error}", bytes.len()),
+    })
+}
+
+/// The key of an instance record.
+pub fn instance_key(id: &InstanceId) -> Vec<u8> {
+    id.as_str().as_bytes().to_vec()
+}
+
+/// The length-prefixed id that begins every per-instance key.
+pub fn instance_prefix(id: &InstanceId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + id.as_str().len() + 16);
+    push_instance(&mut key, id);
+    key
+}
+
+fn push_instance(key: &mut Vec<u8>, id: &InstanceId) {
+    let bytes = id.as_str().as_bytes();
+    // Instance ids are at most 256 bytes (checked by `InstanceId::new`).
+    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(bytes);
+}
+
+/// The prefix of all history keys of one execution.
+pub fn history_prefix(id: &InstanceId, execution: ExecutionId) -> Vec<u8> {
+    let mut key = instance_prefix(id);
+    key.extend_from_slice(&execution.0.to_be_bytes());
+    key
+}
+
+/// The key of one history event.
+pub fn history_key(id: &InstanceId, execution: ExecutionId, seq: u64) -> Vec<u8> {
+    let mut key = history_prefix(id, execution);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The key of an inbox message.
+pub fn inbox_key(key: &InboxKey) -> Vec<u8> {
+    let mut bytes = instance_prefix(&key.instance);
+    bytes.extend_from_slice(&key.seq.to_be_bytes());
+    bytes
+}
+
+/// Reads the sequence number back from an inbox key.
+///
+/// # Errors
+/// [`Error::Corrupt`] when the key is too short.
+pub fn inbox_seq(id: &InstanceId, key: &[u8]) -> Result<u64, Error> {
+    read_u64_at_end(key).ok_or_else(|| Error::Corrupt {
+        keyspace: Space::Inbox.name(),
+        instance: Some(id.to_string()),
+        detail: format!("inbox key of {} bytes has no sequence number", key.len()),
+    })
+}
+
+fn read_u64_at_end(key: &[u8]) -> Option<u64> {
+    let start = key.len().checked_sub(8)?;
+    let tail: [u8; 8] = key.get(start..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// The key of an activity work item.
+pub fn activity_key(key: &ActivityKey) -> Vec<u8> {
+    let mut bytes = instance_prefix(&key.instance);
+    bytes.extend_from_slice(&key.execution.0.to_be_bytes());
+    bytes.extend_from_slice(&key.task.0.to_be_bytes());
+    bytes
+}
+
+/// The key of a timer.
+pub fn timer_key(key: &TimerKey) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8 + 2 + key.instance.as_str().len() + 16);
+    bytes.extend_from_slice(&key.fire_at.0.to_be_bytes());
+    push_instance(&mut bytes, &key.instance);
+    bytes.extend_from_slice(&key.execution.0.to_be_bytes());
+    bytes.extend_from_slice(&key.task.0.to_be_bytes());
+    bytes
+}
+
+/// Checks that a decoded activity work item belongs where it was found.
+pub(crate) fn check_activity(key: &[u8], item: &ActivityWorkItem) -> Result<(), Error> {
+    check_key(
+        Space::Activities,
+        &item.instance,
+        key,
+        &activity_key(&item.key()),
+    )
+}
+
+/// Checks that a decoded timer belongs where it was found.
+pub(crate) fn check_timer(key: &[u8], timer: &TimerRecord) -> Result<(), Error> {
+    check_key(
+        Space::Timers,
+        &timer.instance,
+        key,
+        &timer_key(&timer.key()),
+    )
+}
+
+/// Checks that a decoded inbox message belongs to the instance of its key.
+pub(crate) fn check_inbox(key: &[u8], message: &InboxMessage) -> Result<u64, Error> {
+    let seq = inbox_seq(&message.target, key)?;
+    let expected = inbox_key(&InboxKey {
+        instance: message.target.clone(),
+        seq,
+    });
+    check_key(Space::Inbox, &message.target, key, &expected)?;
+    Ok(seq)
+}
+
+/// Checks that an instance record is stored under its own id.
+pub(crate) fn check_instance(key: &[u8], record: &InstanceRecord) -> Result<(), Error> {
+    check_key(Space::Instances, &record.id, key, &instance_key(&record.id))
+}
+
+fn check_key(space: Space, id: &InstanceId, found: &[u8], expected: &[u8]) -> Result<(), Error> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(Error::Corrupt {
+            keyspace: space.name(),
+            instance: Some(id.to_string()),
+            detail: "record does not match the key it is stored under".to_owned(),
+        })
+    }
+}
+
+/// Decodes a history event of `id`.
+pub(crate) fn decode_event(id: &InstanceId, bytes: &[u8]) -> Result<HistoryEvent, Error> {
+    decode_value(Space::History, Some(id), bytes)
+}
+
+/// Test-only helpers for building keys from parts.
+#[cfg(test)]
+pub(crate) fn task_key_parts(key: &[u8]) -> Option<(u64, u64)> {
+    let start = key.len().checked_sub(16)?;
+    let execution = u64::from_be_bytes(key.get(start..start + 8)?.try_into().ok()?);
+    let task = u64::from_be_bytes(key.get(start + 8..)?.try_into().ok()?);
+    Some((execution, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{Json, TaskId, Timestamp};
+    use crate::model::{Failure, FailureKind};
+
+    fn id(s: &str) -> InstanceId {
+        InstanceId::new(s).unwrap()
+    }
+
+    #[test]
+    fn one_id_is_never_a_prefix_of_anothers_keys() {
+        let a = history_prefix(&id("a"), ExecutionId(1));
+        let ab = history_key(&id("ab"), ExecutionId(1), 0);
+        assert!(!ab.starts_with(&a));
+    }
+
+    #[test]
+    fn timer_keys_order_by_due_time() {
+        let early = timer_key(&TimerKey {
+            fire_at: Timestamp(5),
+            instance: id("zzz"),
+            execution: ExecutionId(9),
+            task: TaskId(9),
+        });
+        let late = timer_key(&TimerKey {
+            fire_at: Timestamp(6),
+            instance: id("a"),
+            execution: ExecutionId(1),
+            task: TaskId(0),
+        });
+        assert!(early < late);
+    }
+
+    #[test]
+    fn history_keys_order_by_sequence() {
+        let keys: Vec<_> = [0u64, 1, 255, 256, 70_000]
+            .iter()
+            .map(|seq| history_key(&id("x"), ExecutionId(1), *seq))
+            .collect();
+        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(task_key_parts(&keys[4]), Some((1, 70_000)));
+    }
+
+    #[test]
+    fn events_roundtrip() {
+        let events = vec![
+            HistoryEvent::ExecutionStarted {
+                name: "chain".into(),
+                input: Json::encode(&1).unwrap(),
+                parent: None,
+            },
+            HistoryEvent::TaskFailed {
+                id: TaskId(3),
+                failure: Failure {
+                    kind: FailureKind::ActivityFailed,
+                    message: "boom".into(),
+                    details: Some(Json::null()),
+                    cause: Some(Box::new(Failure::new(FailureKind::Application, "inner"))),
+                },
+            },
+        ];
+        for event in events {
+            let bytes = encode_value(&event);
+            let back: HistoryEvent = decode_value(Space::History, None, &bytes).unwrap();
+            assert_eq!(back, event);
+        }
+    }
+
+    #[test]
+    fn garbage_is_a_typed_error_naming_the_instance() {
+        let error =
+            decode_value::<HistoryEvent>(Space::History, Some(&id("x")), &[0xff; 3]).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("history") && text.contains('x'), "{text}");
+    }
+}

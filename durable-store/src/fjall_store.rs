@@ -1,0 +1,186 @@
+//! The fjall engine: the embedded default. One fjall database per store directory, one
+//! keyspace per [`Space`], every commit one atomic fjall write batch followed (by default)
+//! by one `fdatasync` of the journal.
+
+use crate::codec::Space;
+use crate::error::Error;
+use crate::kv::{KvEngine, KvOp, KvStore, Scan};
+use crate::store::Durability;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::collections::HashSet;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+/// The fjall [`KvEngine`].
+pub struct FjallEngine {
+    db: Database,
+    spaces: Vec<Keyspace>,
+    durability: Durability,
+    path: PathBuf,
+}
+
+/// The embedded default [`crate::Store`]: fjall, an LSM-tree, in one directory.
+///
+/// Only one process may open a directory at a time; a second open fails with
+/// [`Error::Locked`].
+///
+/// ```
+/// use durable_store::{Durability, FjallStore, Store};
+/// let dir = tempfile::tempdir()?;
+/// let store = FjallStore::open(dir.path(), Durability::Fsync)?;
+/// assert_eq!(store.name(), "fjall");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub type FjallStore = KvStore<FjallEngine>;
+
+impl KvStore<FjallEngine> {
+    /// Opens (or creates) the store in directory `path`.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when another process has it open, [`Error::IncompatibleFormat`] for a
+    /// store of another format version, [`Error::ReadOnly`] and [`Error::StorageFull`] for
+    /// a directory that cannot be written, other I/O errors.
+    pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<FjallStore, Error> {
+        let engine = FjallEngine::open(path.as_ref(), durability)?;
+        let path = engine.path.clone();
+        KvStore::with_engine(engine, &path)
+    }
+
+    /// The store directory.
+    pub fn path(&self) -> &Path {
+        &self.engine().path
+    }
+}
+
+impl FjallEngine {
+    fn open(path: &Path, durability: Durability) -> Result<FjallEngine, Error> {
+        std::fs::create_dir_all(path).map_err(|error| Error::from_io(path, error))?;
+        let db = Database::builder(path)
+            // We decide when to persist: after each commit, per `durability`.
+            .manual_journal_persist(true)
+            .open()
+            .map_err(|error| map_error(path, error))?;
+        let mut spaces = Vec::with_capacity(Space::ALL.len());
+        for space in Space::ALL {
+            let keyspace = db
+                .keyspace(space.name(), KeyspaceCreateOptions::default)
+                .map_err(|error| map_error(path, error))?;
+            spaces.push(keyspace);
+        }
+        Ok(FjallEngine {
+            db,
+            spaces,
+            durability,
+            path: path.to_owned(),
+        })
+    }
+
+    fn keyspace(&self, space: Space) -> &Keyspace {
+        &self.spaces[space.index()]
+    }
+
+    fn error(&self, error: fjall::Error) -> Error {
+        map_error(&self.path, error)
+    }
+}
+
+fn map_error(path: &Path, error: fjall::Error) -> Error {
+    match error {
+        fjall::Error::Locked => Error::Locked {
+            path: path.to_owned(),
+        },
+        fjall::Error::Poisoned => Error::Poisoned,
+        fjall::Error::Io(error) => Error::from_io(path, error),
+        fjall::Error::Storage(fjall::LsmError::Io(error)) => Error::from_io(path, error),
+        other => Error::Backend(format!("fjall: {other:?}")),
+    }
+}
+
+impl KvEngine for FjallEngine {
+    fn name(&self) -> &'static str {
+        "fjall"
+    }
+
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let value = self.keyspace(space).get(key).map_err(|e| self.error(e))?;
+        Ok(value.map(|slice| slice.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Scan, Error>,
+    ) -> Result<(), Error> {
+        for guard in self.keyspace(space).range::<&[u8], _>((lower, upper)) {
+            let (key, value) = guard.into_inner().map_err(|e| self.error(e))?;
+            if visit(&key, &value)? == Scan::Stop {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, ops: Vec<KvOp>) -> Result<(), Error> {
+        let ops = last_write_wins(ops);
+        let mode = match self.durability {
+            Durability::Fsync => PersistMode::SyncData,
+            Durability::Buffered => PersistMode::Buffer,
+        };
+        let mut batch = self.db.batch().durability(Some(mode));
+        for op in ops {
+            match op {
+                KvOp::Put(space, key, value) => batch.insert(self.keyspace(space), key, value),
+                KvOp::Delete(space, key) => batch.remove(self.keyspace(space), key),
+            }
+        }
+        batch.commit().map_err(|e| self.error(e))
+    }
+}
+
+/// Drops every operation that a later one on the same key overrides. fjall gives all
+/// items of a batch one sequence number, so two items on one key would be ambiguous.
+fn last_write_wins(ops: Vec<KvOp>) -> Vec<KvOp> {
+    let mut seen: HashSet<(Space, &[u8])> = HashSet::with_capacity(ops.len());
+    let keep: Vec<bool> = ops
+        .iter()
+        .rev()
+        .map(|op| seen.insert(op.target()))
+        .collect();
+    if keep.iter().all(|keep| *keep) {
+        return ops;
+    }
+    ops.into_iter()
+        .zip(keep.into_iter().rev())
+        .filter_map(|(op, keep)| keep.then_some(op))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_operations_on_a_key_win() {
+        let ops = vec![
+            KvOp::Put(Space::Meta, b"a".to_vec(), b"1".to_vec()),
+            KvOp::Put(Space::Meta, b"b".to_vec(), b"1".to_vec()),
+            KvOp::Delete(Space::Meta, b"a".to_vec()),
+            KvOp::Put(Space::Inbox, b"a".to_vec(), b"2".to_vec()),
+        ];
+        let kept = last_write_wins(ops);
+        assert_eq!(
+            kept,
+            vec![
+                KvOp::Put(Space::Meta, b"b".to_vec(), b"1".to_vec()),
+                KvOp::Delete(Space::Meta, b"a".to_vec()),
+                KvOp::Put(Space::Inbox, b"a".to_vec(), b"2".to_vec()),
+            ]
+        );
+    }
+}

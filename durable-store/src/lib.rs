@@ -1,0 +1,40 @@
+//! Storage for the `durable` runtime: the records it persists, the [`Store`] trait it
+//! needs, one codec, and two embedded stores — [`FjallStore`] (the default, on disk) and
+//! [`MemoryStore`] (for tests).
+//!
+//! The storage contract (key layout, record encoding, commit protocol, fsync assumptions,
+//! format version) is written down in `ARCHITECTURE.md` at the repository root and in
+//! [`codec`]. Every store must pass the same [`conformance`] suite (feature
+//! `conformance`).
+//!
+//! Records are encoded with postcard, whose 1.x wire format is frozen and documented —
+//! durable data needs that. (bincode is not an option: its last release is a compile-error
+//! tombstone and 2.x is unmaintained.) Payloads inside records — inputs, outputs, event
+//! data — are JSON text, so tools and the HTTP API can show them.
+
+pub mod codec;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+mod batch;
+mod error;
+mod fjall_store;
+mod ids;
+mod kv;
+mod memory;
+mod model;
+mod store;
+
+pub use batch::{Op, WriteBatch};
+pub use error::Error;
+pub use fjall_store::{FjallEngine, FjallStore};
+pub use ids::{
+    ExecutionId, INSTANCE_ID_MAX_LEN, InstanceId, InvalidInstanceId, Json, TaskId, Timestamp,
+};
+pub use kv::{FORMAT_VERSION, KvEngine, KvOp, KvStore, Scan, encode_batch};
+pub use memory::{MemoryEngine, MemoryStore};
+pub use model::{
+    ActivityKey, ActivityWorkItem, Failure, FailureKind, HistoryEvent, InboxKey, InboxMessage,
+    InstanceQuery, InstanceRecord, ParentRef, RuntimeStatus, TimerKey, TimerRecord,
+};
+pub use store::{Durability, Store};

@@ -1,0 +1,438 @@
+//! The records the runtime persists: history events (past-tense facts), instance
+//! records, inbox messages, activity work items and timers.
+//!
+//! These types are the storage contract. Their postcard encoding is the on-disk format:
+//! new enum variants go at the end of their enum, and any other change bumps
+//! [`crate::FORMAT_VERSION`].
+
+use crate::ids::{ExecutionId, InstanceId, Json, TaskId, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One fact in the history of an orchestration execution.
+///
+/// A history is a sequence of *turns*; each begins with [`HistoryEvent::OrchestratorStarted`]
+/// and holds the messages the turn consumed and the tasks it scheduled, in the order they
+/// happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HistoryEvent {
+    /// The execution began with this input.
+    ExecutionStarted {
+        /// Registered name of the orchestrator.
+        name: String,
+        /// The orchestrator's input.
+        input: Json,
+        /// The orchestration that started this one as a sub-orchestration, if any.
+        parent: Option<ParentRef>,
+    },
+    /// A turn began at this time; `current_utc_datetime` reads it.
+    OrchestratorStarted {
+        /// The time of the turn.
+        at: Timestamp,
+    },
+    /// The orchestrator scheduled an activity.
+    TaskScheduled {
+        /// The task's sequence number.
+        id: TaskId,
+        /// Registered name of the activity.
+        name: String,
+        /// The activity's input.
+        input: Json,
+    },
+    /// An activity returned a value.
+    TaskCompleted {
+        /// The task's sequence number.
+        id: TaskId,
+        /// The activity's output.
+        output: Json,
+    },
+    /// An activity returned an error or panicked.
+    TaskFailed {
+        /// The task's sequence number.
+        id: TaskId,
+        /// What went wrong.
+        failure: Failure,
+    },
+    /// The orchestrator created a durable timer.
+    TimerCreated {
+        /// The task's sequence number.
+        id: TaskId,
+        /// When the timer is due.
+        fire_at: Timestamp,
+    },
+    /// A durable timer came due.
+    TimerFired {
+        /// The task's sequence number.
+        id: TaskId,
+    },
+    /// The orchestrator started a sub-orchestration.
+    SubOrchestrationCreated {
+        /// The task's sequence number.
+        id: TaskId,
+        /// Registered name of the child orchestrator.
+        name: String,
+        /// The child's instance id.
+        instance: InstanceId,
+        /// The child's input.
+        input: Json,
+    },
+    /// A sub-orchestration completed.
+    SubOrchestrationCompleted {
+        /// The task's sequence number.
+        id: TaskId,
+        /// The child's output.
+        output: Json,
+    },
+    /// A sub-orchestration failed or was terminated.
+    SubOrchestrationFailed {
+        /// The task's sequence number.
+        id: TaskId,
+        /// What went wrong.
+        failure: Failure,
+    },
+    /// An external event arrived.
+    EventRaised {
+        /// The event's name.
+        name: String,
+        /// The event's payload.
+        input: Json,
+    },
+    /// The execution returned a value.
+    ExecutionCompleted {
+        /// The orchestrator's output.
+        output: Json,
+    },
+    /// The execution failed.
+    ExecutionFailed {
+        /// What went wrong.
+        failure: Failure,
+    },
+    /// The execution ended by `continue_as_new`; the next execution starts with this input.
+    ContinuedAsNew {
+        /// Input of the next execution.
+        input: Json,
+    },
+    /// The instance was terminated.
+    ExecutionTerminated {
+        /// The reason given by the caller.
+        reason: String,
+    },
+}
+
+impl HistoryEvent {
+    /// A short name of the variant, for logs and error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HistoryEvent::ExecutionStarted { .. } => "ExecutionStarted",
+            HistoryEvent::OrchestratorStarted { .. } => "OrchestratorStarted",
+            HistoryEvent::TaskScheduled { .. } => "TaskScheduled",
+            HistoryEvent::TaskCompleted { .. } => "TaskCompleted",
+            HistoryEvent::TaskFailed { .. } => "TaskFailed",
+            HistoryEvent::TimerCreated { .. } => "TimerCreated",
+            HistoryEvent::TimerFired { .. } => "TimerFired",
+            HistoryEvent::SubOrchestrationCreated { .. } => "SubOrchestrationCreated",
+            HistoryEvent::SubOrchestrationCompleted { .. } => "SubOrchestrationCompleted",
+            HistoryEvent::SubOrchestrationFailed { .. } => "SubOrchestrationFailed",
+            HistoryEvent::EventRaised { .. } => "EventRaised",
+            HistoryEvent::ExecutionCompleted { .. } => "ExecutionCompleted",
+            HistoryEvent::ExecutionFailed { .. } => "ExecutionFailed",
+            HistoryEvent::ContinuedAsNew { .. } => "ContinuedAsNew",
+            HistoryEvent::ExecutionTerminated { .. } => "ExecutionTerminated",
+        }
+    }
+}
+
+/// The parent of a sub-orchestration: where its result goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    /// The parent instance.
+    pub instance: InstanceId,
+    /// The parent's execution that is waiting.
+    pub execution: ExecutionId,
+    /// The parent's task that is waiting.
+    pub task: TaskId,
+}
+
+/// What went wrong in an activity, an orchestrator or the runtime on their behalf.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The category of the failure.
+    pub kind: FailureKind,
+    /// A message for people.
+    pub message: String,
+    /// Optional structured details supplied by user code.
+    pub details: Option<Json>,
+    /// The failure that caused this one, if any (an activity's own error beneath the
+    /// orchestrator's "activity failed").
+    pub cause: Option<Box<Failure>>,
+}
+
+impl Failure {
+    /// A failure of `kind` with `message` and nothing else.
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
+            details: None,
+            cause: None,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The category of a [`Failure`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// User code returned an error.
+    Application,
+    /// User code panicked.
+    Panic,
+    /// An activity failed (the cause holds the activity's error).
+    ActivityFailed,
+    /// A sub-orchestration failed (the cause holds its failure).
+    SubOrchestrationFailed,
+    /// Replay diverged from the recorded history.
+    NonDeterminism,
+    /// The orchestrator or activity is not registered with the runtime.
+    NotRegistered,
+    /// An input or output did not match the declared type.
+    Serialization,
+    /// The instance was terminated.
+    Terminated,
+    /// The runtime could not run the work (for example a store error).
+    Internal,
+}
+
+/// The lifecycle state of an orchestration instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RuntimeStatus {
+    /// Accepted, but no turn has run yet.
+    Pending,
+    /// Started and not ended.
+    Running,
+    /// Returned a value.
+    Completed,
+    /// Ended with an error.
+    Failed,
+    /// Ended by a terminate request.
+    Terminated,
+    /// Suspended: receives messages but runs no turn until resumed.
+    Suspended,
+}
+
+impl RuntimeStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [RuntimeStatus; 6] = [
+        RuntimeStatus::Pending,
+        RuntimeStatus::Running,
+        RuntimeStatus::Completed,
+        RuntimeStatus::Failed,
+        RuntimeStatus::Terminated,
+        RuntimeStatus::Suspended,
+    ];
+
+    /// Whether the instance has ended (completed, failed or terminated).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RuntimeStatus::Completed | RuntimeStatus::Failed | RuntimeStatus::Terminated
+        )
+    }
+
+    /// The status's name as Durable Functions spells it (`"Running"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeStatus::Pending => "Pending",
+            RuntimeStatus::Running => "Running",
+            RuntimeStatus::Completed => "Completed",
+            RuntimeStatus::Failed => "Failed",
+            RuntimeStatus::Terminated => "Terminated",
+            RuntimeStatus::Suspended => "Suspended",
+        }
+    }
+}
+
+impl fmt::Display for RuntimeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RuntimeStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RuntimeStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!(
+                    "unknown runtime status `{s}`; expected one of Pending, Running, Completed, Failed, Terminated, Suspended"
+                )
+            })
+    }
+}
+
+/// The stored state of one instance: which execution is current, its status and result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// The instance id.
+    pub id: InstanceId,
+    /// Registered name of the orchestrator.
+    pub name: String,
+    /// The current execution.
+    pub execution: ExecutionId,
+    /// Lifecycle state.
+    pub status: RuntimeStatus,
+    /// Input of the current execution.
+    pub input: Json,
+    /// Output, once completed.
+    pub output: Option<Json>,
+    /// Failure, once failed or terminated.
+    pub failure: Option<Failure>,
+    /// The value last set with `set_custom_status`.
+    pub custom_status: Option<Json>,
+    /// When the instance was first created (kept across executions).
+    pub created_at: Timestamp,
+    /// When the record last changed.
+    pub last_updated_at: Timestamp,
+    /// Number of history events of the current execution; the next event's sequence number.
+    pub history_len: u64,
+    /// The parent orchestration, for a sub-orchestration.
+    pub parent: Option<ParentRef>,
+}
+
+/// A message waiting in an instance's inbox: a history event addressed to an instance (and,
+/// for replies, to one execution of it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxMessage {
+    /// The receiving instance.
+    pub target: InstanceId,
+    /// The receiving execution; `None` for whichever is current.
+    pub execution: Option<ExecutionId>,
+    /// The message.
+    pub event: HistoryEvent,
+}
+
+/// Where an inbox message is stored: its instance and a sequence number that orders the
+/// instance's messages by arrival.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InboxKey {
+    /// The receiving instance.
+    pub instance: InstanceId,
+    /// Arrival order (unique per store).
+    pub seq: u64,
+}
+
+/// An activity to run: stored when scheduled, deleted when its result is committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityWorkItem {
+    /// The orchestration that scheduled it.
+    pub instance: InstanceId,
+    /// The execution that scheduled it.
+    pub execution: ExecutionId,
+    /// The task's sequence number in that execution.
+    pub task: TaskId,
+    /// Registered name of the activity.
+    pub name: String,
+    /// The activity's input.
+    pub input: Json,
+}
+
+impl ActivityWorkItem {
+    /// This work item's key.
+    pub fn key(&self) -> ActivityKey {
+        ActivityKey {
+            instance: self.instance.clone(),
+            execution: self.execution,
+            task: self.task,
+        }
+    }
+}
+
+/// Where an activity work item is stored.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ActivityKey {
+    /// The orchestration that scheduled it.
+    pub instance: InstanceId,
+    /// The execution that scheduled it.
+    pub execution: ExecutionId,
+    /// The task's sequence number.
+    pub task: TaskId,
+}
+
+/// A durable timer: stored when created, deleted when its firing is committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerRecord {
+    /// When the timer is due.
+    pub fire_at: Timestamp,
+    /// The orchestration that created it.
+    pub instance: InstanceId,
+    /// The execution that created it.
+    pub execution: ExecutionId,
+    /// The task's sequence number.
+    pub task: TaskId,
+}
+
+impl TimerRecord {
+    /// This timer's key.
+    pub fn key(&self) -> TimerKey {
+        TimerKey {
+            fire_at: self.fire_at,
+            instance: self.instance.clone(),
+            execution: self.execution,
+            task: self.task,
+        }
+    }
+}
+
+/// Where a timer is stored; keys order by due time first.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimerKey {
+    /// When the timer is due.
+    pub fire_at: Timestamp,
+    /// The orchestration that created it.
+    pub instance: InstanceId,
+    /// The execution that created it.
+    pub execution: ExecutionId,
+    /// The task's sequence number.
+    pub task: TaskId,
+}
+
+/// A filter for [`crate::Store::list_instances`]; every field that is set must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InstanceQuery {
+    /// Statuses to include; `None` for all.
+    pub statuses: Option<Vec<RuntimeStatus>>,
+    /// Orchestrator name, exactly.
+    pub name: Option<String>,
+    /// Only instances created at or after this time.
+    pub created_from: Option<Timestamp>,
+    /// Only instances created at or before this time.
+    pub created_to: Option<Timestamp>,
+    /// Only instance ids with this prefix.
+    pub id_prefix: Option<String>,
+}
+
+impl InstanceQuery {
+    /// Whether `record` passes this filter.
+    pub fn matches(&self, record: &InstanceRecord) -> bool {
+        self.statuses
+            .as_ref()
+            .is_none_or(|statuses| statuses.contains(&record.status))
+            && self.name.as_ref().is_none_or(|name| *name == record.name)
+            && self
+                .created_from
+                .is_none_or(|from| record.created_at >= from)
+            && self.created_to.is_none_or(|to| record.created_at <= to)
+            && self
+                .id_prefix
+                .as_ref()
+                .is_none_or(|prefix| record.id.as_str().starts_with(prefix.as_str()))
+    }
+}

@@ -1,0 +1,122 @@
+//! The [`Store`] trait: what the runtime needs from durable storage.
+
+use crate::batch::WriteBatch;
+use crate::error::Error;
+use crate::ids::{ExecutionId, InstanceId};
+use crate::model::{
+    ActivityKey, ActivityWorkItem, HistoryEvent, InboxKey, InboxMessage, InstanceQuery,
+    InstanceRecord, TimerKey, TimerRecord,
+};
+
+/// How a store makes a commit durable before [`Store::commit`] returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Write and `fdatasync`: a returned commit survives a power loss. The default.
+    #[default]
+    Fsync,
+    /// Write to the operating system's buffers only: a returned commit survives a crash of
+    /// the process, but the last moments before a power loss or kernel crash may be lost.
+    Buffered,
+}
+
+impl Durability {
+    /// The name used in logs and benchmark output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::Buffered => "buffered",
+        }
+    }
+}
+
+/// Durable storage for the runtime.
+///
+/// Methods block; the runtime calls them from its own writer thread and from blocking
+/// tasks, never on an async worker. Implementations must be safe to call from several
+/// threads at once; the runtime issues every [`Store::commit`] from one thread, in order.
+///
+/// # Contract
+/// - [`Store::commit`] applies a whole batch atomically, or nothing, and returns only once
+///   the batch is as durable as the store's [`Durability`] promises. Within a batch the later
+///   of two operations on one key wins.
+/// - After a commit fails, the store may refuse every later commit with [`Error::Poisoned`];
+///   the runtime then stops and recovers from what is on disk at the next start.
+/// - Reads see every commit that returned before the read began.
+/// - Scans return records in key order, starting strictly after the given key.
+/// - An undecodable record is [`Error::Corrupt`] naming the instance, never a panic.
+///
+/// `durable_store::conformance` (feature `conformance`) checks all of this.
+pub trait Store: Send + Sync + 'static {
+    /// A short name of the implementation, such as `"fjall"`.
+    fn name(&self) -> &'static str;
+
+    /// The durability of commits.
+    fn durability(&self) -> Durability;
+
+    /// Applies `batch` atomically and durably.
+    ///
+    /// # Errors
+    /// Any store error; the batch then did not commit.
+    fn commit(&self, batch: &WriteBatch) -> Result<(), Error>;
+
+    /// Reads one instance record.
+    ///
+    /// # Errors
+    /// Read errors and undecodable records.
+    fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, Error>;
+
+    /// Reads the whole history of one execution, in order.
+    ///
+    /// # Errors
+    /// Read errors and undecodable records.
+    fn history(&self, id: &InstanceId, execution: ExecutionId) -> Result<Vec<HistoryEvent>, Error>;
+
+    /// Reads the inbox of one instance, in arrival order.
+    ///
+    /// # Errors
+    /// Read errors and undecodable records.
+    fn inbox(&self, id: &InstanceId) -> Result<Vec<(InboxKey, InboxMessage)>, Error>;
+
+    /// Reads up to `limit` inbox messages of all instances after `after`, in key order.
+    ///
+    /// # Errors
+    /// Read errors and undecodable records.
+    fn scan_inbox(
+        &self,
+        after: Option<&InboxKey>,
+        limit: usize,
+    ) -> Result<Vec<(InboxKey, InboxMessage)>, Error>;
+
+    /// Reads up to `limit` activity work items after `after`, in key order.
+    ///
+    /// # Errors
+    /// Read errors and undecodable records.
+    fn scan_activities(
+        &self,
+        after: Option<&ActivityKey>,
+        limit: usize,
+    ) -> Result<Vec<ActivityWorkItem>, Error>;
+
+    /// Reads up to `limit` timers after `after`, earliest due first.
+    ///
+    /// # Errors
+    /// Read errors and undecodable records.
+    fn scan_timers(
+        &self,
+        after: Option<&TimerKey>,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, Error>;
+
+    /// Reads up to `limit` instance records that match `query`, with ids after `after`, in
+    /// id order.
+    ///
+    /// # Errors
+    /// Read errors and undecodable records.
+    fn list_instances(
+        &self,
+        query: &InstanceQuery,
+        after: Option<&InstanceId>,
+        limit: usize,
+    ) -> Result<Vec<InstanceRecord>, Error>;
+}
