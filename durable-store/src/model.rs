@@ -180,8 +180,15 @@ impl Failure {
 }
 
 impl fmt::Display for Failure {
+    /// The message followed by each cause's message: `activity `charge` failed: card declined`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.message)?;
+        let mut cause = &self.cause;
+        while let Some(failure) = cause {
+            write!(f, ": {}", failure.message)?;
+            cause = &failure.cause;
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,150 @@
+//! [`Action`]: what the orchestrator code asks for (imperative), and [`Outcome`]: how an
+//! execution ended. Each action has exactly one history event that records it.
+
+use durable_store::{Failure, HistoryEvent, InstanceId, Json, TaskId, Timestamp};
+
+/// A command produced by orchestrator code during a turn, performed by the runtime after
+/// the turn commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Run an activity.
+    ScheduleActivity {
+        /// The task's sequence number.
+        id: TaskId,
+        /// Registered activity name.
+        name: String,
+        /// The activity's input.
+        input: Json,
+    },
+    /// Fire a timer at `fire_at`.
+    CreateTimer {
+        /// The task's sequence number.
+        id: TaskId,
+        /// When it is due.
+        fire_at: Timestamp,
+    },
+    /// Start a sub-orchestration.
+    StartSubOrchestration {
+        /// The task's sequence number.
+        id: TaskId,
+        /// Registered orchestrator name.
+        name: String,
+        /// The child's instance id.
+        instance: InstanceId,
+        /// The child's input.
+        input: Json,
+    },
+}
+
+impl Action {
+    /// The history event that records this action.
+    pub fn to_event(&self) -> HistoryEvent {
+        match self {
+            Action::ScheduleActivity { id, name, input } => HistoryEvent::TaskScheduled {
+                id: *id,
+                name: name.clone(),
+                input: input.clone(),
+            },
+            Action::CreateTimer { id, fire_at } => HistoryEvent::TimerCreated {
+                id: *id,
+                fire_at: *fire_at,
+            },
+            Action::StartSubOrchestration {
+                id,
+                name,
+                instance,
+                input,
+            } => HistoryEvent::SubOrchestrationCreated {
+                id: *id,
+                name: name.clone(),
+                instance: instance.clone(),
+                input: input.clone(),
+            },
+        }
+    }
+
+    /// Describes the action for a nondeterminism message.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::ScheduleActivity { id, name, .. } => format!("activity `{name}` as task {id}"),
+            Action::CreateTimer { id, .. } => format!("a timer as task {id}"),
+            Action::StartSubOrchestration { id, name, .. } => {
+                format!("sub-orchestration `{name}` as task {id}")
+            }
+        }
+    }
+
+    /// Whether `event` records this action. Inputs and due times are not compared: they may
+    /// legitimately differ on replay (a serializer change, the clock of a retried turn); the
+    /// kind, the task id, the name and the child instance must not.
+    pub fn is_recorded_by(&self, event: &HistoryEvent) -> bool {
+        match (self, event) {
+            (
+                Action::ScheduleActivity { id, name, .. },
+                HistoryEvent::TaskScheduled {
+                    id: recorded_id,
+                    name: recorded_name,
+                    ..
+                },
+            ) => id == recorded_id && name == recorded_name,
+            (Action::CreateTimer { id, .. }, HistoryEvent::TimerCreated { id: recorded, .. }) => {
+                id == recorded
+            }
+            (
+                Action::StartSubOrchestration { id, name, instance, .. },
+                HistoryEvent::SubOrchestrationCreated {
+                    id: recorded_id,
+                    name: recorded_name,
+                    instance: recorded_instance,
+                    ..
+                },
+            ) => id == recorded_id && name == recorded_name && instance == recorded_instance,
+            _ => false,
+        }
+    }
+}
+
+/// Describes a history event that records an action, for a nondeterminism message.
+pub(crate) fn describe_recorded(event: &HistoryEvent) -> String {
+    match event {
+        HistoryEvent::TaskScheduled { id, name, .. } => format!("activity `{name}` as task {id}"),
+        HistoryEvent::TimerCreated { id, .. } => format!("a timer as task {id}"),
+        HistoryEvent::SubOrchestrationCreated { id, name, .. } => {
+            format!("sub-orchestration `{name}` as task {id}")
+        }
+        other => other.kind().to_owned(),
+    }
+}
+
+/// How an execution ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The orchestrator returned a value.
+    Completed(Json),
+    /// The orchestrator returned an error, panicked, or diverged from its history.
+    Failed(Failure),
+    /// The orchestrator called `continue_as_new` with this input.
+    ContinuedAsNew(Json),
+    /// A terminate request ended it.
+    Terminated(String),
+}
+
+impl Outcome {
+    /// The history event that records this outcome.
+    pub fn to_event(&self) -> HistoryEvent {
+        match self {
+            Outcome::Completed(output) => HistoryEvent::ExecutionCompleted {
+                output: output.clone(),
+            },
+            Outcome::Failed(failure) => HistoryEvent::ExecutionFailed {
+                failure: failure.clone(),
+            },
+            Outcome::ContinuedAsNew(input) => HistoryEvent::ContinuedAsNew {
+                input: input.clone(),
+            },
+            Outcome::Terminated(reason) => HistoryEvent::ExecutionTerminated {
+                reason: reason.clone(),
+            },
+        }
+    }
+}

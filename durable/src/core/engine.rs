@@ -1,0 +1,418 @@
+//! [`Engine`]: drives one execution of an orchestrator. It turns (history so far, new
+//! events) into (events to append, actions to perform, outcome), polling the orchestrator's
+//! future in between. It does no I/O and reads no clock: the time of a turn is an input.
+//!
+//! Replay and live turns share one rule, which is what makes replay reproduce the live run:
+//! events are applied one at a time, in history order, and the orchestrator is polled after
+//! each event that woke it. During replay, each action the code produces must be matched by
+//! the history event that recorded it; any mismatch is nondeterminism and fails the
+//! execution instead of silently diverging.
+
+use super::action::{Action, Outcome, describe_recorded};
+use super::state::{State, TaskKind};
+use crate::context::OrchestrationContext;
+use crate::error::Error;
+use crate::function::{LocalBoxFuture, OrchestratorFn};
+use durable_store::{ExecutionId, Failure, FailureKind, HistoryEvent, InstanceId, Json, Timestamp};
+use std::cell::RefCell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+
+/// What one live turn produced.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Turn {
+    /// Events to append to the history, beginning with `OrchestratorStarted`.
+    pub events: Vec<HistoryEvent>,
+    /// Work to perform once the turn has committed.
+    pub actions: Vec<Action>,
+    /// How the execution ended, if it ended in this turn.
+    pub outcome: Option<Outcome>,
+    /// Inputs that did not apply (a duplicate or stale completion) and why; they are not
+    /// appended to the history.
+    pub discarded: Vec<(HistoryEvent, &'static str)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Replay,
+    Live,
+}
+
+/// Sets a flag when the orchestrator's future is woken.
+#[derive(Default)]
+struct WakeFlag(AtomicBool);
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One execution of an orchestrator, kept in memory between turns.
+pub struct Engine {
+    state: Rc<RefCell<State>>,
+    orchestrator: OrchestratorFn,
+    future: Option<LocalBoxFuture<'static, Result<Json, Error>>>,
+    wake_flag: Arc<WakeFlag>,
+    waker: Waker,
+    outcome: Option<Outcome>,
+    /// History events replayed so far, to say where replay diverged.
+    replayed: u64,
+}
+
+impl Engine {
+    /// An engine for execution `execution` of `instance`, before any event.
+    pub fn new(instance: InstanceId, execution: ExecutionId, orchestrator: OrchestratorFn) -> Engine {
+        let wake_flag = Arc::new(WakeFlag::default());
+        Engine {
+            state: Rc::new(RefCell::new(State::new(instance, execution))),
+            orchestrator,
+            future: None,
+            waker: Waker::from(Arc::clone(&wake_flag)),
+            wake_flag,
+            outcome: None,
+            replayed: 0,
+        }
+    }
+
+    /// Replays the committed history of the execution, bringing the orchestrator back to
+    /// where it stopped.
+    ///
+    /// # Errors
+    /// A nondeterminism failure when the code does not reproduce the history, or the
+    /// execution's failure if the code panicked during replay.
+    pub fn replay(&mut self, history: &[HistoryEvent]) -> Result<(), Failure> {
+        self.state.borrow_mut().replaying = true;
+        let mut sink = Turn::default();
+        for event in history {
+            self.apply(event.clone(), Mode::Replay, &mut sink)?;
+        }
+        self.state.borrow_mut().replaying = false;
+        if let Some(action) = self.state.borrow().produced.front() {
+            return Err(self.nondeterminism(format!(
+                "the code scheduled {} after the last recorded event, which history does not record",
+                action.describe()
+            )));
+        }
+        let history_ended = history.last().is_some_and(is_terminal);
+        match &self.outcome {
+            _ if history_ended => Ok(()),
+            None if self.future.is_none() && !history.is_empty() => Err(self.nondeterminism(
+                "history has no ExecutionStarted event, so the orchestrator never started"
+                    .to_owned(),
+            )),
+            None => Ok(()),
+            // A panic during replay is reported as itself: it may not be nondeterminism at
+            // all (a bug reached only on this path, an environment-dependent panic).
+            Some(Outcome::Failed(failure)) if failure.kind == FailureKind::Panic => {
+                Err(failure.clone())
+            }
+            Some(_) => Err(self.nondeterminism(
+                "the code ended during replay, but history shows the execution still running"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// Runs one live turn at time `now`, consuming `inputs` (new messages: the start of the
+    /// execution, task completions, external events, a terminate request) in order.
+    pub fn run_turn(&mut self, now: Timestamp, inputs: Vec<HistoryEvent>) -> Turn {
+        let mut turn = Turn::default();
+        if self.outcome.is_some() {
+            turn.discarded = inputs
+                .into_iter()
+                .map(|input| (input, "the execution has ended"))
+                .collect();
+            return turn;
+        }
+        self.state.borrow_mut().replaying = false;
+        let started = HistoryEvent::OrchestratorStarted { at: now };
+        // Applying live events cannot fail: failures become outcomes.
+        let _ = self.apply(started, Mode::Live, &mut turn);
+        let mut inputs = inputs.into_iter();
+        for input in inputs.by_ref() {
+            let _ = self.apply(input, Mode::Live, &mut turn);
+            if self.outcome.is_some() {
+                break;
+            }
+        }
+        turn.discarded
+            .extend(inputs.map(|input| (input, "the execution ended earlier in the turn")));
+        if let Some(outcome) = &self.outcome {
+            turn.events.push(outcome.to_event());
+            turn.outcome = Some(outcome.clone());
+        }
+        turn
+    }
+
+    /// The outcome, once the execution has ended.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    /// The value last passed to `set_custom_status`.
+    pub fn custom_status(&self) -> Option<Json> {
+        self.state.borrow().custom_status.clone()
+    }
+
+    /// Timers and tasks scheduled and not completed: what a terminate must cancel.
+    pub fn outstanding_tasks(&self) -> Vec<(durable_store::TaskId, bool)> {
+        self.state
+            .borrow()
+            .outstanding()
+            .map(|(id, kind)| (id, matches!(kind, TaskKind::Timer)))
+            .collect()
+    }
+
+    fn apply(&mut self, event: HistoryEvent, mode: Mode, turn: &mut Turn) -> Result<(), Failure> {
+        if mode == Mode::Replay {
+            self.replayed += 1;
+        }
+        match &event {
+            HistoryEvent::ExecutionStarted { input, .. } => {
+                let input = input.clone();
+                if mode == Mode::Live {
+                    turn.events.push(event);
+                }
+                self.start(input);
+                self.poll_code(mode, turn);
+                Ok(())
+            }
+            HistoryEvent::OrchestratorStarted { at } => {
+                if mode == Mode::Replay {
+                    self.check_turn_boundary()?;
+                } else {
+                    turn.events.push(event.clone());
+                }
+                self.state.borrow_mut().now = *at;
+                Ok(())
+            }
+            HistoryEvent::TaskScheduled { .. }
+            | HistoryEvent::TimerCreated { .. }
+            | HistoryEvent::SubOrchestrationCreated { .. } => match mode {
+                Mode::Replay => self.match_recorded(&event),
+                Mode::Live => {
+                    turn.discarded.push((event, "actions are not inputs"));
+                    Ok(())
+                }
+            },
+            HistoryEvent::TaskCompleted { id, output } => {
+                let outcome = Ok(output.clone());
+                self.complete(*id, is_activity, outcome, event, mode, turn)
+            }
+            HistoryEvent::TaskFailed { id, failure } => {
+                let outcome = Err(failure.clone());
+                self.complete(*id, is_activity, outcome, event, mode, turn)
+            }
+            HistoryEvent::TimerFired { id } => {
+                self.complete(*id, is_timer, Ok(Json::null()), event, mode, turn)
+            }
+            HistoryEvent::SubOrchestrationCompleted { id, output } => {
+                let outcome = Ok(output.clone());
+                self.complete(*id, is_sub_orchestration, outcome, event, mode, turn)
+            }
+            HistoryEvent::SubOrchestrationFailed { id, failure } => {
+                let outcome = Err(failure.clone());
+                self.complete(*id, is_sub_orchestration, outcome, event, mode, turn)
+            }
+            HistoryEvent::EventRaised { .. } => {
+                // External events are recorded so they are never lost; delivering them to
+                // `wait_for_event` arrives with the events feature.
+                if mode == Mode::Live {
+                    turn.events.push(event);
+                }
+                Ok(())
+            }
+            HistoryEvent::ExecutionTerminated { reason } => {
+                self.end(Outcome::Terminated(reason.clone()));
+                Ok(())
+            }
+            HistoryEvent::ExecutionCompleted { .. }
+            | HistoryEvent::ExecutionFailed { .. }
+            | HistoryEvent::ContinuedAsNew { .. } => match mode {
+                Mode::Replay => {
+                    self.end_as_recorded(&event);
+                    Ok(())
+                }
+                Mode::Live => {
+                    turn.discarded.push((event, "outcomes are not inputs"));
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    fn start(&mut self, input: Json) {
+        let ctx = OrchestrationContext::new(Rc::clone(&self.state));
+        self.future = Some((self.orchestrator)(ctx, input));
+        self.wake_flag.0.store(true, Ordering::Relaxed);
+    }
+
+    fn complete(
+        &mut self,
+        id: durable_store::TaskId,
+        expected: fn(&TaskKind) -> bool,
+        outcome: Result<Json, Failure>,
+        event: HistoryEvent,
+        mode: Mode,
+        turn: &mut Turn,
+    ) -> Result<(), Failure> {
+        let completed = self.state.borrow_mut().complete(id, expected, outcome);
+        match completed {
+            Ok(waker) => {
+                if mode == Mode::Live {
+                    turn.events.push(event);
+                }
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+                self.poll_code(mode, turn);
+                Ok(())
+            }
+            Err(reason) => match mode {
+                Mode::Live => {
+                    turn.discarded.push((event, reason));
+                    Ok(())
+                }
+                Mode::Replay => Err(self.nondeterminism(format!(
+                    "history records {} for task {id}, but {reason} in the code's run",
+                    event.kind()
+                ))),
+            },
+        }
+    }
+
+    /// Polls the orchestrator if something woke it, then hands its new actions on: in a
+    /// live turn they become history events and actions; in replay they wait to be matched.
+    fn poll_code(&mut self, mode: Mode, turn: &mut Turn) {
+        if let Some(future) = self.future.as_mut() {
+            if self.wake_flag.0.swap(false, Ordering::Relaxed) {
+                let mut cx = Context::from_waker(&self.waker);
+                let polled = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
+                let continue_as_new = self.state.borrow_mut().continue_as_new.take();
+                let ended = match (continue_as_new, polled) {
+                    (Some(input), _) => Some(Outcome::ContinuedAsNew(input)),
+                    (None, Ok(Poll::Pending)) => None,
+                    (None, Ok(Poll::Ready(Ok(output)))) => Some(Outcome::Completed(output)),
+                    (None, Ok(Poll::Ready(Err(error)))) => Some(Outcome::Failed(error.into_failure())),
+                    (None, Err(panic)) => Some(Outcome::Failed(Failure::new(
+                        FailureKind::Panic,
+                        format!("the orchestrator panicked: {}", panic_message(&*panic)),
+                    ))),
+                };
+                if let Some(outcome) = ended {
+                    self.end(outcome);
+                }
+            }
+        }
+        if mode == Mode::Live {
+            let mut state = self.state.borrow_mut();
+            for action in state.produced.drain(..) {
+                turn.events.push(action.to_event());
+                turn.actions.push(action);
+            }
+        }
+    }
+
+    fn end(&mut self, outcome: Outcome) {
+        // Dropping the future releases everything the orchestrator held.
+        self.future = None;
+        if self.outcome.is_none() {
+            self.outcome = Some(outcome);
+        }
+    }
+
+    fn check_turn_boundary(&self) -> Result<(), Failure> {
+        match self.state.borrow().produced.front() {
+            Some(action) => Err(self.nondeterminism(format!(
+                "the code scheduled {}, which history does not record in that turn",
+                action.describe()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn match_recorded(&self, event: &HistoryEvent) -> Result<(), Failure> {
+        let produced = self.state.borrow_mut().produced.pop_front();
+        match produced {
+            Some(action) if action.is_recorded_by(event) => Ok(()),
+            Some(action) => Err(self.nondeterminism(format!(
+                "history records {}, but the code scheduled {}",
+                describe_recorded(event),
+                action.describe()
+            ))),
+            None => Err(self.nondeterminism(format!(
+                "history records {}, but the code did not schedule it",
+                describe_recorded(event)
+            ))),
+        }
+    }
+
+    /// Ends the execution as its history says it ended (replaying an ended execution, for
+    /// example to show it).
+    fn end_as_recorded(&mut self, event: &HistoryEvent) {
+        let recorded = match event {
+            HistoryEvent::ExecutionCompleted { output } => Outcome::Completed(output.clone()),
+            HistoryEvent::ExecutionFailed { failure } => Outcome::Failed(failure.clone()),
+            HistoryEvent::ContinuedAsNew { input } => Outcome::ContinuedAsNew(input.clone()),
+            HistoryEvent::ExecutionTerminated { reason } => Outcome::Terminated(reason.clone()),
+            _ => return,
+        };
+        self.future = None;
+        self.outcome = Some(recorded);
+    }
+
+    fn nondeterminism(&self, detail: String) -> Failure {
+        let state = self.state.borrow();
+        Failure::new(
+            FailureKind::NonDeterminism,
+            format!(
+                "nondeterminism in instance `{}` (execution {}) at history event {}: {detail}. \
+                 The orchestrator's code changed while this instance was running, or it depends \
+                 on something that is not replay-safe",
+                state.instance,
+                state.execution,
+                self.replayed.saturating_sub(1)
+            ),
+        )
+    }
+}
+
+fn is_terminal(event: &HistoryEvent) -> bool {
+    matches!(
+        event,
+        HistoryEvent::ExecutionCompleted { .. }
+            | HistoryEvent::ExecutionFailed { .. }
+            | HistoryEvent::ContinuedAsNew { .. }
+            | HistoryEvent::ExecutionTerminated { .. }
+    )
+}
+
+fn is_activity(kind: &TaskKind) -> bool {
+    matches!(kind, TaskKind::Activity { .. })
+}
+
+fn is_timer(kind: &TaskKind) -> bool {
+    matches!(kind, TaskKind::Timer)
+}
+
+fn is_sub_orchestration(kind: &TaskKind) -> bool {
+    matches!(kind, TaskKind::SubOrchestration { .. })
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a non-string panic payload".to_owned()
+    }
+}
