@@ -173,7 +173,7 @@ impl OrchestrationContext {
         let id = self
             .state
             .borrow_mut()
-            .schedule(TaskKind::Timer, |id| Action::CreateTimer { id, fire_at });
+            .schedule(TaskKind::Timer { fire_at }, |id| Action::CreateTimer { id, fire_at });
         DurableTask::scheduled(Rc::clone(&self.state), id)
     }
 

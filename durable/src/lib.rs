@@ -5,12 +5,17 @@
 extern crate self as durable;
 
 mod activity;
+pub mod client;
 mod context;
 pub(crate) mod core;
 mod error;
 mod function;
+mod runtime;
 
 pub use activity::ActivityContext;
+pub use client::{Client, InstanceHandle, InstanceStatus};
+pub use runtime::{Clock, MetricsSnapshot, Runtime, RuntimeBuilder};
+pub use durable_store::{Durability, InstanceQuery};
 pub use context::{OrchestrationContext, RetryPolicy};
 pub use core::tasks::{ContinueAsNew, DurableTask, JoinAll};
 pub use durable_macros::{activity, orchestrator};
@@ -22,7 +27,8 @@ pub use function::{Activity, BoxFuture, LocalBoxFuture, Orchestrator, Registrabl
 /// Everything an application needs in scope: `use durable::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Activity, ActivityContext, Error, ErrorKind, OrchestrationContext, Orchestrator,
-        RetryPolicy, RuntimeStatus, activity, orchestrator,
+        Activity, ActivityContext, Client, Error, ErrorKind, InstanceStatus,
+        OrchestrationContext, Orchestrator, RetryPolicy, Runtime, RuntimeStatus, activity,
+        orchestrator,
     };
 }

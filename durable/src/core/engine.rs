@@ -13,7 +13,9 @@ use super::state::{State, TaskKind};
 use crate::context::OrchestrationContext;
 use crate::error::Error;
 use crate::function::{LocalBoxFuture, OrchestratorFn};
-use durable_store::{ExecutionId, Failure, FailureKind, HistoryEvent, InstanceId, Json, Timestamp};
+use durable_store::{
+    ExecutionId, Failure, FailureKind, HistoryEvent, InstanceId, Json, TaskId, Timestamp,
+};
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
@@ -39,6 +41,17 @@ pub struct Turn {
 enum Mode {
     Replay,
     Live,
+}
+
+/// A task of the execution that has not completed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outstanding {
+    /// An activity.
+    Activity(TaskId),
+    /// A timer, with its due time.
+    Timer(TaskId, Timestamp),
+    /// A sub-orchestration.
+    SubOrchestration(TaskId),
 }
 
 /// Sets a flag when the orchestrator's future is woken.
@@ -161,12 +174,16 @@ impl Engine {
         self.state.borrow().custom_status.clone()
     }
 
-    /// Timers and tasks scheduled and not completed: what a terminate must cancel.
-    pub fn outstanding_tasks(&self) -> Vec<(durable_store::TaskId, bool)> {
+    /// Tasks scheduled and not completed: what the end of the execution must cancel.
+    pub fn outstanding(&self) -> Vec<Outstanding> {
         self.state
             .borrow()
             .outstanding()
-            .map(|(id, kind)| (id, matches!(kind, TaskKind::Timer)))
+            .map(|(id, kind)| match kind {
+                TaskKind::Activity { .. } => Outstanding::Activity(id),
+                TaskKind::Timer { fire_at } => Outstanding::Timer(id, *fire_at),
+                TaskKind::SubOrchestration { .. } => Outstanding::SubOrchestration(id),
+            })
             .collect()
     }
 
@@ -256,7 +273,7 @@ impl Engine {
 
     fn complete(
         &mut self,
-        id: durable_store::TaskId,
+        id: TaskId,
         expected: fn(&TaskKind) -> bool,
         outcome: Result<Json, Failure>,
         event: HistoryEvent,
@@ -399,7 +416,7 @@ fn is_activity(kind: &TaskKind) -> bool {
 }
 
 fn is_timer(kind: &TaskKind) -> bool {
-    matches!(kind, TaskKind::Timer)
+    matches!(kind, TaskKind::Timer { .. })
 }
 
 fn is_sub_orchestration(kind: &TaskKind) -> bool {

@@ -12,7 +12,8 @@ pub(crate) mod state;
 pub(crate) mod tasks;
 
 pub use action::{Action, Outcome};
-pub use engine::{Engine, Turn};
+pub use engine::{Engine, Outstanding, Turn};
+pub(crate) use engine::panic_message;
 
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use std::task::Waker;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum TaskKind {
     Activity { name: String },
-    Timer,
+    Timer { fire_at: Timestamp },
     SubOrchestration { name: String, instance: InstanceId },
 }
 
@@ -20,7 +20,7 @@ impl TaskKind {
     pub(crate) fn describe(&self) -> String {
         match self {
             TaskKind::Activity { name } => format!("activity `{name}`"),
-            TaskKind::Timer => "timer".to_owned(),
+            TaskKind::Timer { .. } => "timer".to_owned(),
             TaskKind::SubOrchestration { name, instance } => {
                 format!("sub-orchestration `{name}` (instance `{instance}`)")
             }

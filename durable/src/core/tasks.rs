@@ -130,7 +130,7 @@ fn resolve<T: DeserializeOwned>(kind: &TaskKind, outcome: Result<Json, Failure>)
                 format!("sub-orchestration `{name}` (instance `{instance}`) failed"),
                 failure,
             ),
-            TaskKind::Timer => Error::from_failure(failure),
+            TaskKind::Timer { .. } => Error::from_failure(failure),
         }),
     }
 }

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use super::{Action, Engine, Outcome, Turn};
+use super::{Action, Engine, Outcome, Outstanding, Turn};
 use crate::function::{BoxFuture, LocalBoxFuture, Registry};
 use crate::{Activity, ActivityContext, Error, ErrorKind, OrchestrationContext, Orchestrator, RetryPolicy};
 use durable_store::{
@@ -355,8 +355,8 @@ fn terminate_ends_the_execution_and_reports_outstanding_work() {
     engine.run_turn(Timestamp(1), vec![started("Fan", 3)]);
     engine.run_turn(Timestamp(2), vec![completed(1, 2)]);
     assert_eq!(
-        engine.outstanding_tasks(),
-        vec![(TaskId(0), false), (TaskId(2), false)]
+        engine.outstanding(),
+        vec![Outstanding::Activity(TaskId(0)), Outstanding::Activity(TaskId(2))]
     );
     let turn = engine.run_turn(
         Timestamp(3),

@@ -1,0 +1,574 @@
+//! The runtime: the thin shell around the deterministic core. It owns the store, the
+//! orchestration shards (threads that run turns), the writer (the thread that commits),
+//! the activity workers (tokio tasks) and the timer service (one tokio task).
+//!
+//! A work item flows like this: an input (a client start, an activity result, a timer
+//! firing, a message from another instance) reaches the instance's shard in memory; the
+//! shard runs one turn of the engine; the turn's writes (new history, new work, consumed
+//! inputs, the instance record) go to the writer, which commits the writes of every turn
+//! waiting at that moment in one batch; after the commit the writer starts the new
+//! activities, arms the new timers and delivers the new messages. The store is read only
+//! at start-up (to recover) and when an instance is not in memory.
+
+pub(crate) mod activities;
+mod clock;
+pub(crate) mod metrics;
+pub(crate) mod shard;
+pub(crate) mod timers;
+pub(crate) mod writer;
+
+pub use clock::Clock;
+pub use metrics::MetricsSnapshot;
+
+use crate::client::Client;
+use crate::function::{Registrable, Registry};
+use durable_store::{Durability, FjallStore, InboxKey, InstanceId, MemoryStore, Store};
+use metrics::Metrics;
+use shard::ShardMsg;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use timers::TimerHandle;
+use tokio::sync::{Notify, Semaphore};
+use writer::WriterMsg;
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No store was chosen.
+    #[error(
+        "choose where the runtime keeps its state: `.store_path(\"./durable-data\")` for the embedded fjall store, or `.in_memory()` for tests"
+    )]
+    NoStore,
+    /// `start` was called outside a tokio runtime.
+    #[error("Runtime::start must be called from within a tokio runtime (for example under #[tokio::main])")]
+    NoTokioRuntime,
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] durable_store::Error),
+    /// A thread could not be started.
+    #[error("cannot start a runtime thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Tuning knobs; the defaults suit most applications.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) orchestration_threads: usize,
+    pub(crate) max_cached_instances: usize,
+    pub(crate) max_concurrent_activities: usize,
+    pub(crate) timers_in_memory: usize,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            orchestration_threads: 1,
+            max_cached_instances: 10_000,
+            max_concurrent_activities: 1_000,
+            timers_in_memory: 10_000,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+enum StoreChoice {
+    Unset,
+    Path(PathBuf),
+    Memory,
+    Custom(Arc<dyn Store>),
+}
+
+/// Configures and starts a [`Runtime`].
+///
+/// ```
+/// # use durable::prelude::*;
+/// # #[activity]
+/// # async fn add_one(_ctx: ActivityContext, x: u64) -> Result<u64, Error> { Ok(x + 1) }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = durable::Runtime::builder()
+///     .in_memory()
+///     .register(add_one)
+///     .start()
+///     .await?;
+/// runtime.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[must_use = "a builder does nothing until `start` is awaited"]
+pub struct RuntimeBuilder {
+    store: StoreChoice,
+    durability: Durability,
+    registry: Registry,
+    clock: Clock,
+    config: Config,
+}
+
+impl RuntimeBuilder {
+    /// Keeps state in the embedded fjall store in directory `path` (created if missing).
+    pub fn store_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.store = StoreChoice::Path(path.into());
+        self
+    }
+
+    /// Keeps state in memory: nothing survives the process. For tests.
+    pub fn in_memory(mut self) -> Self {
+        self.store = StoreChoice::Memory;
+        self
+    }
+
+    /// Uses a store of your own.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = StoreChoice::Custom(store);
+        self
+    }
+
+    /// When a commit counts as done, for [`RuntimeBuilder::store_path`]:
+    /// [`Durability::Fsync`] (the default) acknowledges only what is on disk;
+    /// [`Durability::Buffered`] acknowledges what is in the operating system's buffers,
+    /// which survives a crash of the process but not of the machine.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Registers an orchestrator or activity (a function marked `#[orchestrator]` or
+    /// `#[activity]`).
+    pub fn register(mut self, function: impl Registrable) -> Self {
+        function.register(&mut self.registry);
+        self
+    }
+
+    /// Uses `clock` for the time of turns and timers (for tests: [`Clock::manual`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The number of threads that run orchestrator turns (default 1; turns are short, and
+    /// one thread runs tens of thousands per second).
+    pub fn orchestration_threads(mut self, threads: usize) -> Self {
+        self.config.orchestration_threads = threads.max(1);
+        self
+    }
+
+    /// How many instances a shard keeps in memory between turns (default 10,000). Beyond
+    /// that the least recently used idle ones are dropped and replayed when next needed.
+    pub fn max_cached_instances(mut self, instances: usize) -> Self {
+        self.config.max_cached_instances = instances.max(1);
+        self
+    }
+
+    /// How many activities run at once (default 1,000); the rest wait their turn.
+    pub fn max_concurrent_activities(mut self, activities: usize) -> Self {
+        self.config.max_concurrent_activities = activities.max(1);
+        self
+    }
+
+    /// How many pending timers the timer service keeps in memory (default 10,000); the
+    /// later ones wait on disk.
+    pub fn timers_in_memory(mut self, timers: usize) -> Self {
+        self.config.timers_in_memory = timers.max(2);
+        self
+    }
+
+    /// How long [`Runtime::shutdown`] waits for running activities (default 10 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.config.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Opens the store, recovers committed work and starts the runtime.
+    ///
+    /// # Errors
+    /// [`Error::NoStore`] if no store was chosen, [`Error::NoTokioRuntime`] outside tokio,
+    /// [`Error::Store`] if the store cannot be opened (for example
+    /// [`durable_store::Error::Locked`] when another process uses the directory).
+    pub async fn start(self) -> Result<Runtime, Error> {
+        let tokio = tokio::runtime::Handle::try_current().map_err(|_| Error::NoTokioRuntime)?;
+        let store: Arc<dyn Store> = match self.store {
+            StoreChoice::Unset => return Err(Error::NoStore),
+            StoreChoice::Memory => Arc::new(MemoryStore::new()),
+            StoreChoice::Custom(store) => store,
+            StoreChoice::Path(path) => {
+                let durability = self.durability;
+                let opened = tokio::task::spawn_blocking(move || FjallStore::open(path, durability))
+                    .await
+                    .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))??;
+                Arc::new(opened)
+            }
+        };
+        Runtime::launch(store, self.registry, self.clock, self.config, tokio).await
+    }
+}
+
+/// Counts running tasks so that shutdown can wait for them.
+#[derive(Default)]
+pub(crate) struct TaskCounter {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// Holds one count of a [`TaskCounter`] until dropped.
+pub(crate) struct TaskGuard(Arc<TaskCounter>);
+
+impl TaskCounter {
+    pub(crate) fn start(self: &Arc<Self>) -> TaskGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        TaskGuard(Arc::clone(self))
+    }
+
+    /// Waits until no task runs; false if `timeout` passed first.
+    async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.count.load(Ordering::SeqCst) == 0;
+            }
+        }
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Clients waiting for instances to end.
+#[derive(Default)]
+pub(crate) struct Watchers {
+    waiting: Mutex<HashMap<InstanceId, Arc<Notify>>>,
+}
+
+impl Watchers {
+    /// The notification for `instance`'s end; hand it back with [`Watchers::release`].
+    pub(crate) fn watch(&self, instance: &InstanceId) -> Arc<Notify> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(waiting.entry(instance.clone()).or_default())
+    }
+
+    pub(crate) fn release(&self, instance: &InstanceId, notify: Arc<Notify>) {
+        drop(notify);
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if waiting.get(instance).is_some_and(|notify| Arc::strong_count(notify) == 1) {
+            waiting.remove(instance);
+        }
+    }
+
+    pub(crate) fn notify(&self, instance: &InstanceId) {
+        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(notify) = waiting.get(instance) {
+            notify.notify_waiters();
+        }
+    }
+}
+
+const RUNNING: u8 = 0;
+const STOPPING: u8 = 1;
+const POISONED: u8 = 2;
+
+/// What every part of the runtime shares.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) registry: Registry,
+    pub(crate) clock: Clock,
+    pub(crate) config: Config,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) writer: mpsc::Sender<WriterMsg>,
+    shards: Vec<mpsc::Sender<ShardMsg>>,
+    pub(crate) timers: TimerHandle,
+    pub(crate) tokio: tokio::runtime::Handle,
+    pub(crate) activity_slots: Arc<Semaphore>,
+    pub(crate) running_activities: Arc<TaskCounter>,
+    pub(crate) watchers: Watchers,
+    inbox_seq: AtomicU64,
+    state: AtomicU8,
+}
+
+impl Shared {
+    /// The shard that runs `instance`.
+    pub(crate) fn shard_of(&self, instance: &InstanceId) -> usize {
+        if self.shards.len() == 1 {
+            return 0;
+        }
+        // DefaultHasher::new() has fixed keys: the same id maps to the same shard.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        instance.hash(&mut hasher);
+        (hasher.finish() % self.shards.len() as u64) as usize
+    }
+
+    pub(crate) fn send_to_shard(&self, shard: usize, message: ShardMsg) {
+        if let Some(sender) = self.shards.get(shard) {
+            // A closed shard means the runtime stopped; durable inputs come back at restart.
+            let _ = sender.send(message);
+        }
+    }
+
+    pub(crate) fn shard_sender(&self, instance: &InstanceId) -> mpsc::Sender<ShardMsg> {
+        self.shards[self.shard_of(instance)].clone()
+    }
+
+    /// A new key for a message to `instance`, later than every stored one.
+    pub(crate) fn next_inbox_key(&self, instance: &InstanceId) -> InboxKey {
+        InboxKey {
+            instance: instance.clone(),
+            seq: self.inbox_seq.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.state.load(Ordering::Acquire) != RUNNING
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.state.load(Ordering::Acquire) == POISONED
+    }
+
+    pub(crate) fn poison(&self) {
+        self.state.store(POISONED, Ordering::Release);
+    }
+}
+
+/// A running durable runtime: orchestrations, activities and timers over a store.
+///
+/// Start one with [`Runtime::builder`]; talk to it through [`Runtime::client`]; stop it
+/// with [`Runtime::shutdown`]. Everything committed survives a crash: the next runtime
+/// over the same store resumes every instance where it stopped.
+pub struct Runtime {
+    shared: Option<Arc<Shared>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    timer_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A builder for a runtime.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder {
+            store: StoreChoice::Unset,
+            durability: Durability::Fsync,
+            registry: Registry::new(),
+            clock: Clock::system(),
+            config: Config::default(),
+        }
+    }
+
+    /// A client for starting, querying and managing instances. Clients are cheap to clone
+    /// and stop working (with [`client::Error::ShuttingDown`](crate::client::Error)) once
+    /// the runtime shuts down.
+    pub fn client(&self) -> Client {
+        match &self.shared {
+            Some(shared) => Client::new(Arc::downgrade(shared)),
+            None => Client::new(std::sync::Weak::new()),
+        }
+    }
+
+    /// The runtime's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared
+            .as_ref()
+            .map(|shared| shared.metrics.snapshot())
+            .unwrap_or_default()
+    }
+
+    /// The name of the store in use (`"fjall"`, `"memory"`, ...) and its durability.
+    pub fn store_description(&self) -> (&'static str, Durability) {
+        match &self.shared {
+            Some(shared) => (shared.store.name(), shared.store.durability()),
+            None => ("closed", Durability::Fsync),
+        }
+    }
+
+    async fn launch(
+        store: Arc<dyn Store>,
+        registry: Registry,
+        clock: Clock,
+        config: Config,
+        tokio: tokio::runtime::Handle,
+    ) -> Result<Runtime, Error> {
+        let recovery = {
+            let store = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || recover(&*store))
+                .await
+                .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))??
+        };
+        let (writer_tx, writer_rx) = mpsc::channel();
+        let mut shard_receivers = Vec::new();
+        let mut shards = Vec::new();
+        for _ in 0..config.orchestration_threads {
+            let (tx, rx) = mpsc::channel();
+            shards.push(tx);
+            shard_receivers.push(rx);
+        }
+        let (timers, armed) = TimerHandle::new();
+        let shared = Arc::new(Shared {
+            store,
+            registry,
+            clock,
+            activity_slots: Arc::new(Semaphore::new(config.max_concurrent_activities)),
+            config,
+            metrics: Arc::new(Metrics::default()),
+            writer: writer_tx,
+            shards,
+            timers,
+            tokio: tokio.clone(),
+            running_activities: Arc::new(TaskCounter::default()),
+            watchers: Watchers::default(),
+            inbox_seq: AtomicU64::new(recovery.next_inbox_seq),
+            state: AtomicU8::new(RUNNING),
+        });
+        let mut runtime = Runtime {
+            shared: Some(Arc::clone(&shared)),
+            threads: Vec::new(),
+            timer_task: None,
+        };
+        let writer_shared = Arc::clone(&shared);
+        runtime.threads.push(
+            std::thread::Builder::new()
+                .name("durable-writer".into())
+                .spawn(move || writer::run(writer_shared, writer_rx))
+                .map_err(Error::Thread)?,
+        );
+        for (index, receiver) in shard_receivers.into_iter().enumerate() {
+            let shard_shared = Arc::clone(&shared);
+            runtime.threads.push(
+                std::thread::Builder::new()
+                    .name(format!("durable-orchestration-{index}"))
+                    .spawn(move || shard::run(index, shard_shared, receiver))
+                    .map_err(Error::Thread)?,
+            );
+        }
+        runtime.timer_task = Some(tokio.spawn(timers::run(Arc::clone(&shared), armed)));
+        for (key, message) in recovery.inbox {
+            let shard = shared.shard_of(&message.target);
+            shared.send_to_shard(shard, ShardMsg::Inbox { key, message });
+        }
+        for item in recovery.activities {
+            activities::spawn(&shared, item);
+        }
+        Ok(runtime)
+    }
+
+    /// Stops the runtime gracefully: stops taking work, lets running activities finish
+    /// (up to the shutdown timeout), commits what finished, and closes the store. Work in
+    /// flight resumes at the next start.
+    pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let _ = shared
+            .state
+            .compare_exchange(RUNNING, STOPPING, Ordering::AcqRel, Ordering::Acquire);
+        if let Some(task) = self.timer_task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        if !shared.running_activities.wait_idle(shared.config.shutdown_timeout).await {
+            tracing::warn!(
+                "activities still running after the shutdown timeout; they will run again at the next start"
+            );
+        }
+        shared.activity_slots.close();
+        for shard in &shared.shards {
+            let _ = shard.send(ShardMsg::Stop);
+        }
+        let threads = std::mem::take(&mut self.threads);
+        let writer = Arc::clone(&shared);
+        drop(shared);
+        // Shards first (they flush their last turns to the writer), then the writer.
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut threads = threads.into_iter();
+            let writer_thread = threads.next();
+            for thread in threads {
+                let _ = thread.join();
+            }
+            let _ = writer.writer.send(WriterMsg::Stop);
+            drop(writer);
+            if let Some(thread) = writer_thread {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // Without `shutdown`, stop the threads without waiting for them.
+        if let Some(shared) = self.shared.take() {
+            shared.state.store(STOPPING, Ordering::Release);
+            if let Some(task) = self.timer_task.take() {
+                task.abort();
+            }
+            for shard in &shared.shards {
+                let _ = shard.send(ShardMsg::Stop);
+            }
+            let _ = shared.writer.send(WriterMsg::Stop);
+        }
+    }
+}
+
+/// What start-up found in the store.
+struct Recovery {
+    inbox: Vec<(InboxKey, durable_store::InboxMessage)>,
+    activities: Vec<durable_store::ActivityWorkItem>,
+    next_inbox_seq: u64,
+}
+
+/// Reads every committed, unconsumed message and activity. Timers are read by the timer
+/// service itself.
+fn recover(store: &dyn Store) -> Result<Recovery, durable_store::Error> {
+    const PAGE: usize = 4096;
+    let mut inbox = Vec::new();
+    loop {
+        let page = store.scan_inbox(inbox.last().map(|(key, _)| key), PAGE)?;
+        let done = page.len() < PAGE;
+        inbox.extend(page);
+        if done {
+            break;
+        }
+    }
+    let mut activities: Vec<durable_store::ActivityWorkItem> = Vec::new();
+    loop {
+        let after = activities.last().map(durable_store::ActivityWorkItem::key);
+        let page = store.scan_activities(after.as_ref(), PAGE)?;
+        let done = page.len() < PAGE;
+        activities.extend(page);
+        if done {
+            break;
+        }
+    }
+    let next_inbox_seq = inbox.iter().map(|(key, _)| key.seq).max().map_or(1, |max| max + 1);
+    // Deliver in arrival order across instances, as they were sent.
+    inbox.sort_by_key(|(key, _)| key.seq);
+    Ok(Recovery {
+        inbox,
+        activities,
+        next_inbox_seq,
+    })
+}

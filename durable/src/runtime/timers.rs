@@ -1,0 +1,152 @@
+//! The timer service: one tokio task that fires durable timers when they come due.
+//!
+//! Timers live in the store's `timers` keyspace, ordered by due time. The service keeps
+//! in memory only the earliest of them, at most `capacity`: every pending timer with a key
+//! up to its *horizon* is in memory, later ones stay on disk until memory runs empty and
+//! the service reads the next page. So a million timers due next month cost disk space,
+//! not memory or tasks. A timer that came due while the process was down is the first one
+//! read at start-up and fires at once.
+//!
+//! Firing sends the instance's shard a `TimerFired` message in memory; the firing becomes
+//! durable with the turn that consumes it, which also deletes the timer. If a timer fires
+//! twice (a page read races with a firing not yet committed), the engine discards the
+//! second firing: a task completes once.
+
+use super::Shared;
+use super::metrics::Metrics;
+use super::shard::ShardMsg;
+use durable_store::{TimerKey, TimerRecord};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// The handle other parts of the runtime use to arm timers.
+pub(crate) struct TimerHandle {
+    sender: mpsc::UnboundedSender<TimerRecord>,
+}
+
+impl TimerHandle {
+    pub(crate) fn new() -> (TimerHandle, mpsc::UnboundedReceiver<TimerRecord>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        (TimerHandle { sender }, receiver)
+    }
+
+    /// Arms a committed timer.
+    pub(crate) fn arm(&self, timer: TimerRecord) {
+        // A closed channel means the runtime stopped; the timer is on disk.
+        let _ = self.sender.send(timer);
+    }
+}
+
+/// Which pending timers are in memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Horizon {
+    /// Nothing has been read yet.
+    Unread,
+    /// Every pending timer with a key up to and including this one is in memory.
+    Through(TimerKey),
+    /// Every pending timer is in memory.
+    All,
+}
+
+struct TimerService {
+    shared: Arc<Shared>,
+    armed: mpsc::UnboundedReceiver<TimerRecord>,
+    in_memory: BTreeSet<TimerKey>,
+    horizon: Horizon,
+    capacity: usize,
+}
+
+/// Runs the timer service until the runtime stops.
+pub(crate) async fn run(shared: Arc<Shared>, armed: mpsc::UnboundedReceiver<TimerRecord>) {
+    let capacity = shared.config.timers_in_memory.max(2);
+    let mut service = TimerService {
+        shared,
+        armed,
+        in_memory: BTreeSet::new(),
+        horizon: Horizon::Unread,
+        capacity,
+    };
+    service.run().await;
+}
+
+impl TimerService {
+    async fn run(&mut self) {
+        loop {
+            if self.in_memory.is_empty() && self.horizon != Horizon::All {
+                if let Err(error) = self.read_page().await {
+                    tracing::error!(%error, "cannot read timers from the store; retrying in 1 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            let next_due = self.in_memory.first().map(|key| key.fire_at);
+            let clock = self.shared.clock.clone();
+            tokio::select! {
+                armed = self.armed.recv() => match armed {
+                    Some(timer) => self.add(timer.key()),
+                    None => return,
+                },
+                () = async {
+                    match next_due {
+                        Some(due) => clock.sleep_until(due).await,
+                        None => std::future::pending().await,
+                    }
+                } => self.fire_due(),
+            }
+        }
+    }
+
+    /// Keeps `key` in memory if it is within the horizon, evicting the latest timer when
+    /// memory is full.
+    fn add(&mut self, key: TimerKey) {
+        let within = match &self.horizon {
+            Horizon::Unread => false, // the first page read will find it on disk
+            Horizon::Through(last) => key <= *last,
+            Horizon::All => true,
+        };
+        if !within {
+            return;
+        }
+        self.in_memory.insert(key);
+        if self.in_memory.len() > self.capacity {
+            self.in_memory.pop_last();
+            if let Some(last) = self.in_memory.last() {
+                self.horizon = Horizon::Through(last.clone());
+            }
+        }
+    }
+
+    fn fire_due(&mut self) {
+        let now = self.shared.clock.timestamp();
+        while let Some(first) = self.in_memory.first() {
+            if first.fire_at > now {
+                break;
+            }
+            let Some(key) = self.in_memory.pop_first() else {
+                break;
+            };
+            Metrics::add(&self.shared.metrics.timers_fired, 1);
+            let shard = self.shared.shard_of(&key.instance);
+            self.shared.send_to_shard(shard, ShardMsg::TimerFired { key });
+        }
+    }
+
+    async fn read_page(&mut self) -> Result<(), durable_store::Error> {
+        let after = match &self.horizon {
+            Horizon::Through(last) => Some(last.clone()),
+            Horizon::Unread | Horizon::All => None,
+        };
+        let limit = self.capacity / 2;
+        let store = Arc::clone(&self.shared.store);
+        let page = tokio::task::spawn_blocking(move || store.scan_timers(after.as_ref(), limit))
+            .await
+            .unwrap_or_else(|join| Err(durable_store::Error::Backend(join.to_string())))?;
+        self.horizon = match page.last() {
+            Some(last) if page.len() >= limit => Horizon::Through(last.key()),
+            _ => Horizon::All,
+        };
+        self.in_memory.extend(page.iter().map(TimerRecord::key));
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! The writer: one thread that owns every store commit. It takes all commit requests
+//! waiting at that moment — the turns of many instances, activity results, client
+//! requests — merges them into one batch, commits it with one write and (by default) one
+//! fsync, and only then performs what the requests asked to happen after their commit:
+//! start activities, arm timers, deliver messages, answer clients.
+//!
+//! Nothing is dispatched before it is durable, so no activity runs for a turn that did not
+//! commit, and no client hears "started" about an instance that a crash would lose.
+
+use super::Shared;
+use super::activities;
+use super::shard::ShardMsg;
+use crate::client;
+use crate::runtime::metrics::Metrics;
+use durable_store::{ActivityWorkItem, InboxKey, InboxMessage, InstanceId, TimerRecord, WriteBatch};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use tokio::sync::oneshot;
+
+/// Bounds how much one commit carries, so one commit's latency stays bounded under load.
+const MAX_OPS_PER_COMMIT: usize = 200_000;
+
+/// A reply to a client, sent once the request's commit is durable.
+pub(crate) type ReplySender = oneshot::Sender<Result<(), client::Error>>;
+
+/// What happens after a commit succeeds.
+pub(crate) enum Dispatch {
+    /// Run an activity.
+    Activity(ActivityWorkItem),
+    /// Arm a durable timer.
+    Timer(TimerRecord),
+    /// Deliver a stored inbox message to its instance.
+    Deliver(InboxKey, InboxMessage),
+    /// Answer a client.
+    Reply(ReplySender),
+    /// Tell a shard its commits for these instances are durable.
+    Committed { shard: usize, instances: Vec<InstanceId> },
+    /// Wake clients waiting for this instance to end.
+    Ended(InstanceId),
+}
+
+/// A batch to commit and what to do once it is durable.
+pub(crate) struct CommitRequest {
+    pub(crate) batch: WriteBatch,
+    pub(crate) after: Vec<Dispatch>,
+}
+
+/// Messages to the writer thread.
+pub(crate) enum WriterMsg {
+    Commit(CommitRequest),
+    /// Commit everything queued so far, then exit.
+    Stop,
+}
+
+/// The writer thread's loop. Returns when told to stop or when every sender is gone.
+pub(crate) fn run(shared: Arc<Shared>, inbox: Receiver<WriterMsg>) {
+    let mut stopping = false;
+    while !stopping {
+        let Ok(first) = inbox.recv() else {
+            return;
+        };
+        let mut requests = Vec::new();
+        let mut ops = 0;
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                WriterMsg::Commit(request) => {
+                    ops += request.batch.len();
+                    requests.push(request);
+                }
+                WriterMsg::Stop => stopping = true,
+            }
+            if ops >= MAX_OPS_PER_COMMIT {
+                break;
+            }
+            next = match inbox.try_recv() {
+                Ok(message) => Some(message),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+            };
+        }
+        if !requests.is_empty() {
+            commit(&shared, requests);
+        }
+    }
+}
+
+fn commit(shared: &Arc<Shared>, requests: Vec<CommitRequest>) {
+    let count = requests.len() as u64;
+    let mut merged = WriteBatch::new();
+    let mut after = Vec::new();
+    for mut request in requests {
+        merged.append(&mut request.batch);
+        after.append(&mut request.after);
+    }
+    let result = if shared.is_poisoned() {
+        Err(client::Error::Poisoned)
+    } else {
+        shared.store.commit(&merged).map_err(|error| {
+            // What is on disk is now unknown: stop accepting work instead of guessing.
+            tracing::error!(%error, "store commit failed; the runtime stops accepting work");
+            shared.poison();
+            client::Error::Store(Arc::new(error))
+        })
+    };
+    Metrics::add(&shared.metrics.commit_requests, count);
+    match result {
+        Ok(()) => {
+            Metrics::add(&shared.metrics.commits, 1);
+            for dispatch in after {
+                perform(shared, dispatch);
+            }
+        }
+        Err(error) => {
+            for dispatch in after {
+                if let Dispatch::Reply(reply) = dispatch {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn perform(shared: &Arc<Shared>, dispatch: Dispatch) {
+    match dispatch {
+        Dispatch::Activity(item) => activities::spawn(shared, item),
+        Dispatch::Timer(timer) => shared.timers.arm(timer),
+        Dispatch::Deliver(key, message) => {
+            let shard = shared.shard_of(&message.target);
+            shared.send_to_shard(shard, ShardMsg::Inbox { key, message });
+        }
+        Dispatch::Reply(reply) => {
+            let _ = reply.send(Ok(()));
+        }
+        Dispatch::Committed { shard, instances } => {
+            shared.send_to_shard(shard, ShardMsg::Committed { instances });
+        }
+        Dispatch::Ended(instance) => shared.watchers.notify(&instance),
+    }
+}
