@@ -20,9 +20,12 @@ use std::sync::Arc;
 /// Makes a fresh, empty store for one check.
 pub type Factory<'a> = dyn FnMut() -> Arc<dyn Store> + 'a;
 
+/// One check: a name and a function of a fresh store.
+type Check = (&'static str, fn(&dyn Store));
+
 /// Runs every check that needs only a fresh store; panics naming the first check that fails.
 pub fn run_all(factory: &mut Factory<'_>) {
-    let checks: [(&str, fn(&dyn Store)); 10] = [
+    let checks: [Check; 10] = [
         ("empty_store_reads_nothing", empty_store_reads_nothing),
         ("instance_records_roundtrip", instance_records_roundtrip),
         (

@@ -4,7 +4,7 @@
 
 use crate::codec::Space;
 use crate::error::Error;
-use crate::kv::{KvEngine, KvOp, KvStore, Scan};
+use crate::kv::{KvEngine, KvOp, KvStore, Scan, Visitor};
 use crate::store::Durability;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::collections::HashSet;
@@ -115,7 +115,7 @@ impl KvEngine for FjallEngine {
         space: Space,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Scan, Error>,
+        visit: &mut Visitor<'_>,
     ) -> Result<(), Error> {
         for guard in self.keyspace(space).range::<&[u8], _>((lower, upper)) {
             let (key, value) = guard.into_inner().map_err(|e| self.error(e))?;

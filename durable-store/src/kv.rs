@@ -45,6 +45,9 @@ pub enum Scan {
     Stop,
 }
 
+/// The visitor of [`KvEngine::scan`]: sees each key and value, says whether to go on.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<Scan, Error> + 'a;
+
 /// An ordered key-value engine with the keyspaces of [`Space`].
 pub trait KvEngine: Send + Sync + 'static {
     /// A short name of the engine, such as `"fjall"`.
@@ -68,7 +71,7 @@ pub trait KvEngine: Send + Sync + 'static {
         space: Space,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Scan, Error>,
+        visit: &mut Visitor<'_>,
     ) -> Result<(), Error>;
 
     /// Applies `ops` atomically and as durably as [`KvEngine::durability`] says; of two

@@ -12,6 +12,9 @@
 //! tombstone and 2.x is unmaintained.) Payloads inside records — inputs, outputs, event
 //! data — are JSON text, so tools and the HTTP API can show them.
 
+// Data from disk or the network never reaches `unwrap()`.
+#![warn(clippy::unwrap_used)]
+
 pub mod codec;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -31,7 +34,7 @@ pub use fjall_store::{FjallEngine, FjallStore};
 pub use ids::{
     ExecutionId, INSTANCE_ID_MAX_LEN, InstanceId, InvalidInstanceId, Json, TaskId, Timestamp,
 };
-pub use kv::{FORMAT_VERSION, KvEngine, KvOp, KvStore, Scan, encode_batch};
+pub use kv::{FORMAT_VERSION, KvEngine, KvOp, KvStore, Scan, Visitor, encode_batch};
 pub use memory::{MemoryEngine, MemoryStore};
 pub use model::{
     ActivityKey, ActivityWorkItem, Failure, FailureKind, HistoryEvent, InboxKey, InboxMessage,

@@ -3,7 +3,7 @@
 
 use crate::codec::Space;
 use crate::error::Error;
-use crate::kv::{KvEngine, KvOp, KvStore, Scan};
+use crate::kv::{KvEngine, KvOp, KvStore, Scan, Visitor};
 use crate::store::Durability;
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -69,7 +69,7 @@ impl KvEngine for MemoryEngine {
         space: Space,
         lower: Bound<&[u8]>,
         upper: Bound<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<Scan, Error>,
+        visit: &mut Visitor<'_>,
     ) -> Result<(), Error> {
         let spaces = self.lock();
         for (key, value) in spaces[space.index()].range::<[u8], _>((lower, upper)) {

@@ -45,7 +45,9 @@ pub enum Error {
         status: RuntimeStatus,
     },
     /// The request needs an ended instance (purge), and this one is still running.
-    #[error("instance `{instance}` is {status}; only ended instances can be purged: terminate it or wait for it to end")]
+    #[error(
+        "instance `{instance}` is {status}; only ended instances can be purged: terminate it or wait for it to end"
+    )]
     NotEnded {
         /// The id.
         instance: InstanceId,
@@ -381,7 +383,12 @@ impl Client {
         Ok(id)
     }
 
-    async fn start_instance(&self, name: &str, instance: InstanceId, input: Json) -> Result<(), Error> {
+    async fn start_instance(
+        &self,
+        name: &str,
+        instance: InstanceId,
+        input: Json,
+    ) -> Result<(), Error> {
         {
             let shared = self.shared()?;
             if !shared.registry.has_orchestrator(name) {
@@ -403,7 +410,11 @@ impl Client {
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::NotRunning`] for an ended instance, store errors.
-    pub async fn terminate(&self, instance_id: impl AsRef<str>, reason: impl Into<String>) -> Result<(), Error> {
+    pub async fn terminate(
+        &self,
+        instance_id: impl AsRef<str>,
+        reason: impl Into<String>,
+    ) -> Result<(), Error> {
         let instance = InstanceId::new(instance_id)?;
         let request = Request::Terminate {
             instance: instance.clone(),
@@ -431,7 +442,11 @@ impl Client {
     /// Store errors.
     pub async fn purge_where(&self, query: &InstanceQuery) -> Result<u64, Error> {
         let mut query = query.clone();
-        let ended = [RuntimeStatus::Completed, RuntimeStatus::Failed, RuntimeStatus::Terminated];
+        let ended = [
+            RuntimeStatus::Completed,
+            RuntimeStatus::Failed,
+            RuntimeStatus::Terminated,
+        ];
         query.statuses = Some(match query.statuses.take() {
             Some(statuses) => statuses.into_iter().filter(|s| ended.contains(s)).collect(),
             None => ended.to_vec(),
@@ -459,7 +474,10 @@ impl Client {
     ///
     /// # Errors
     /// [`Error::InvalidInstanceId`], store errors.
-    pub async fn status(&self, instance_id: impl AsRef<str>) -> Result<Option<InstanceStatus>, Error> {
+    pub async fn status(
+        &self,
+        instance_id: impl AsRef<str>,
+    ) -> Result<Option<InstanceStatus>, Error> {
         let instance = InstanceId::new(instance_id)?;
         let record = self.read(move |store| store.instance(&instance)).await?;
         Ok(record.map(InstanceStatus::from_record))
@@ -551,7 +569,10 @@ impl Client {
             _ => None,
         };
         Ok(InstancePage {
-            instances: records.into_iter().map(InstanceStatus::from_record).collect(),
+            instances: records
+                .into_iter()
+                .map(InstanceStatus::from_record)
+                .collect(),
             continuation,
         })
     }
@@ -593,12 +614,15 @@ impl Client {
 }
 
 fn encode_continuation(id: &InstanceId) -> String {
-    id.as_str().bytes().map(|byte| format!("{byte:02x}")).collect()
+    id.as_str()
+        .bytes()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 fn decode_continuation(token: &str) -> Result<InstanceId, Error> {
     let bytes = token.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(Error::InvalidContinuation);
     }
     let decoded: Option<Vec<u8>> = bytes

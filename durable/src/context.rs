@@ -2,9 +2,9 @@
 //! sub-orchestrations, create durable timers, read the replay-safe clock, make
 //! deterministic ids, continue as new.
 
+use crate::core::Action;
 use crate::core::state::{State, TaskKind};
 use crate::core::tasks::{ContinueAsNew, DurableTask, JoinAll};
-use crate::core::Action;
 use crate::error::{Error, ErrorKind};
 use crate::function::{Activity, LocalBoxFuture, Orchestrator};
 use durable_store::{ExecutionId, InstanceId, Json, Timestamp};
@@ -67,7 +67,10 @@ impl OrchestrationContext {
     /// `Uuid::new_v4()`. Derived from the instance id, the execution and a counter.
     pub fn new_guid(&self) -> uuid::Uuid {
         let mut state = self.state.borrow_mut();
-        let name = format!("{}\u{1f}{}\u{1f}{}", state.instance, state.execution, state.guids);
+        let name = format!(
+            "{}\u{1f}{}\u{1f}{}",
+            state.instance, state.execution, state.guids
+        );
         state.guids += 1;
         uuid::Uuid::new_v5(&GUID_NAMESPACE, name.as_bytes())
     }
@@ -87,13 +90,20 @@ impl OrchestrationContext {
     ///     ctx.call_activity(add_one, a).await
     /// }
     /// ```
-    pub fn call_activity<A: Activity>(&self, activity: A, input: A::Input) -> DurableTask<A::Output> {
+    pub fn call_activity<A: Activity>(
+        &self,
+        activity: A,
+        input: A::Input,
+    ) -> DurableTask<A::Output> {
         let _ = activity;
         match Json::encode(&input) {
             Ok(input) => self.schedule_activity(A::NAME, input),
             Err(error) => self.invalid(Error::new(
                 ErrorKind::Serialization,
-                format!("the input of activity `{}` cannot be serialized to JSON: {error}", A::NAME),
+                format!(
+                    "the input of activity `{}` cannot be serialized to JSON: {error}",
+                    A::NAME
+                ),
             )),
         }
     }
@@ -113,12 +123,17 @@ impl OrchestrationContext {
             let input = input.map_err(|error| {
                 Error::new(
                     ErrorKind::Serialization,
-                    format!("the input of activity `{}` cannot be serialized to JSON: {error}", A::NAME),
+                    format!(
+                        "the input of activity `{}` cannot be serialized to JSON: {error}",
+                        A::NAME
+                    ),
                 )
             })?;
             let mut attempt = 1;
             loop {
-                let result = ctx.schedule_activity::<A::Output>(A::NAME, input.clone()).await;
+                let result = ctx
+                    .schedule_activity::<A::Output>(A::NAME, input.clone())
+                    .await;
                 match result {
                     Ok(output) => return Ok(output),
                     Err(error) if attempt >= policy.max_attempts => return Err(error),
@@ -143,7 +158,12 @@ impl OrchestrationContext {
     ) -> DurableTask<O::Output> {
         let child = {
             let state = self.state.borrow();
-            let id = format!("{}:{}:{}", state.instance, state.execution, state.tasks.len());
+            let id = format!(
+                "{}:{}:{}",
+                state.instance,
+                state.execution,
+                state.tasks.len()
+            );
             drop(state);
             InstanceId::new(id).unwrap_or_else(|_| self.guid_instance_id())
         };
@@ -173,7 +193,10 @@ impl OrchestrationContext {
         let id = self
             .state
             .borrow_mut()
-            .schedule(TaskKind::Timer { fire_at }, |id| Action::CreateTimer { id, fire_at });
+            .schedule(TaskKind::Timer { fire_at }, |id| Action::CreateTimer {
+                id,
+                fire_at,
+            });
         DurableTask::scheduled(Rc::clone(&self.state), id)
     }
 
@@ -225,11 +248,14 @@ impl OrchestrationContext {
         let kind = TaskKind::Activity {
             name: name.to_owned(),
         };
-        let id = self.state.borrow_mut().schedule(kind, |id| Action::ScheduleActivity {
-            id,
-            name: name.to_owned(),
-            input,
-        });
+        let id = self
+            .state
+            .borrow_mut()
+            .schedule(kind, |id| Action::ScheduleActivity {
+                id,
+                name: name.to_owned(),
+                input,
+            });
         DurableTask::scheduled(Rc::clone(&self.state), id)
     }
 
@@ -255,12 +281,15 @@ impl OrchestrationContext {
             name: O::NAME.to_owned(),
             instance: child.clone(),
         };
-        let id = self.state.borrow_mut().schedule(kind, |id| Action::StartSubOrchestration {
-            id,
-            name: O::NAME.to_owned(),
-            instance: child,
-            input,
-        });
+        let id = self
+            .state
+            .borrow_mut()
+            .schedule(kind, |id| Action::StartSubOrchestration {
+                id,
+                name: O::NAME.to_owned(),
+                instance: child,
+                input,
+            });
         DurableTask::scheduled(Rc::clone(&self.state), id)
     }
 

@@ -34,7 +34,10 @@ pub trait Activity: Copy + Send + Sync + 'static {
     /// The registered name; stored in history, so renaming breaks running instances.
     const NAME: &'static str;
     /// Runs the activity.
-    fn run(ctx: ActivityContext, input: Self::Input) -> BoxFuture<'static, Result<Self::Output, Error>>;
+    fn run(
+        ctx: ActivityContext,
+        input: Self::Input,
+    ) -> BoxFuture<'static, Result<Self::Output, Error>>;
 }
 
 /// An orchestrator function: deterministic code that is replayed from its history.
@@ -149,7 +152,10 @@ impl Registry {
 }
 
 fn check_input<T: DeserializeOwned>(input: &Json) -> Result<(), String> {
-    input.decode::<T>().map(drop).map_err(|error| error.to_string())
+    input
+        .decode::<T>()
+        .map(drop)
+        .map_err(|error| error.to_string())
 }
 
 fn run_orchestrator<O: Orchestrator>(

@@ -1,5 +1,46 @@
-//! durable: Durable Functions for Rust.
-#![allow(missing_docs)]
+//! Durable Functions for Rust: stateful workflows written as ordinary `async` code.
+//!
+//! An [`Orchestrator`] is deterministic code that is checkpointed at every `.await` on a
+//! durable task and replayed from its history after a crash; [`Activity`] functions do the
+//! real work and run at least once. The [`Runtime`] executes them over an embedded store
+//! (fjall, or memory for tests); a [`Client`] starts and manages instances.
+//!
+//! ```
+//! use durable::prelude::*;
+//! use std::time::Duration;
+//!
+//! #[activity]
+//! async fn add_one(_ctx: ActivityContext, x: u64) -> Result<u64, Error> {
+//!     Ok(x + 1)
+//! }
+//!
+//! #[orchestrator]
+//! async fn chain(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
+//!     let a = ctx.call_activity(add_one, x).await?; // `x` must be a u64; `a` is one
+//!     ctx.call_activity(add_one, a).await
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Runtime::builder()
+//!     .in_memory() // or .store_path("./durable-data")
+//!     .register(chain)
+//!     .register(add_one)
+//!     .start()
+//!     .await?;
+//! let instance = runtime.client().start(chain, 1).await?;
+//! let out: u64 = instance.wait(Duration::from_secs(10)).await?;
+//! assert_eq!(out, 3);
+//! runtime.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The guarantees, the architecture and the storage contract are described in the
+//! repository's `README.md` and `ARCHITECTURE.md`.
+
+// Data from disk or the network never reaches `unwrap()`.
+#![warn(clippy::unwrap_used)]
 
 // Lets the macros' `::durable::` paths resolve inside this crate's own tests.
 extern crate self as durable;
@@ -10,25 +51,24 @@ mod context;
 pub(crate) mod core;
 mod error;
 mod function;
-mod runtime;
+pub mod runtime;
 
 pub use activity::ActivityContext;
 pub use client::{Client, InstanceHandle, InstanceStatus};
-pub use runtime::{Clock, MetricsSnapshot, Runtime, RuntimeBuilder};
-pub use durable_store::{Durability, InstanceQuery};
 pub use context::{OrchestrationContext, RetryPolicy};
 pub use core::tasks::{ContinueAsNew, DurableTask, JoinAll};
 pub use durable_macros::{activity, orchestrator};
 pub use durable_store as store;
+pub use durable_store::{Durability, InstanceQuery};
 pub use durable_store::{ExecutionId, InstanceId, Json, RuntimeStatus, TaskId, Timestamp};
 pub use error::{Error, ErrorKind};
 pub use function::{Activity, BoxFuture, LocalBoxFuture, Orchestrator, Registrable, Registry};
+pub use runtime::{Clock, MetricsSnapshot, Runtime, RuntimeBuilder};
 
 /// Everything an application needs in scope: `use durable::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Activity, ActivityContext, Client, Error, ErrorKind, InstanceStatus,
-        OrchestrationContext, Orchestrator, RetryPolicy, Runtime, RuntimeStatus, activity,
-        orchestrator,
+        Activity, ActivityContext, Client, Error, ErrorKind, InstanceStatus, OrchestrationContext,
+        Orchestrator, RetryPolicy, Runtime, RuntimeStatus, activity, orchestrator,
     };
 }

@@ -1,3 +1,95 @@
-//! Helpers shared by the integration tests and examples of the workspace: a side-effect
-//! log that activities append to, and a way to run a test body in a child process that a
-//! test can kill with SIGKILL.
+//! Helpers shared by the integration tests of the workspace: a side-effect log that
+//! activities append to (so a test can count how often each one really ran, across
+//! processes), and a way to run a test body as a child process that a test can kill with
+//! SIGKILL.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An append-only file of lines, one per side effect.
+///
+/// Each line is written with one `write` call on a file opened with `O_APPEND`, so lines
+/// from concurrent writers do not interleave, and a process killed mid-write leaves at most
+/// one incomplete last line, which [`SideEffectLog::lines`] ignores.
+#[derive(Clone, Debug)]
+pub struct SideEffectLog {
+    path: PathBuf,
+}
+
+impl SideEffectLog {
+    /// A log at `path` (created on first append).
+    pub fn new(path: impl Into<PathBuf>) -> SideEffectLog {
+        SideEffectLog { path: path.into() }
+    }
+
+    /// Appends one line.
+    ///
+    /// # Panics
+    /// When the file cannot be written: a test cannot go on without its evidence.
+    pub fn append(&self, line: &str) {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .unwrap_or_else(|error| panic!("cannot open {}: {error}", self.path.display()));
+        let record = format!("{line}\n");
+        file.write_all(record.as_bytes())
+            .unwrap_or_else(|error| panic!("cannot append to {}: {error}", self.path.display()));
+    }
+
+    /// Every complete line so far.
+    pub fn lines(&self) -> Vec<String> {
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return Vec::new();
+        };
+        let complete = match text.rfind('\n') {
+            Some(end) => &text[..end],
+            None => "",
+        };
+        complete
+            .lines()
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Runs the test named `test` of the current test binary in a child process, with `env`
+/// set. The child's output goes to this process's stderr.
+///
+/// # Panics
+/// When the child cannot be started.
+pub fn spawn_test_child(test: &str, env: &[(&str, String)]) -> Child {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let mut command = Command::new(exe);
+    command
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.spawn().expect("cannot start the child process")
+}
+
+/// Polls `condition` every few milliseconds until it holds or `timeout` passes; returns
+/// whether it held.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    condition()
+}

@@ -91,7 +91,9 @@ impl Action {
                 id == recorded
             }
             (
-                Action::StartSubOrchestration { id, name, instance, .. },
+                Action::StartSubOrchestration {
+                    id, name, instance, ..
+                },
                 HistoryEvent::SubOrchestrationCreated {
                     id: recorded_id,
                     name: recorded_name,

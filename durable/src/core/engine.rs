@@ -81,7 +81,11 @@ pub struct Engine {
 
 impl Engine {
     /// An engine for execution `execution` of `instance`, before any event.
-    pub fn new(instance: InstanceId, execution: ExecutionId, orchestrator: OrchestratorFn) -> Engine {
+    pub fn new(
+        instance: InstanceId,
+        execution: ExecutionId,
+        orchestrator: OrchestratorFn,
+    ) -> Engine {
         let wake_flag = Arc::new(WakeFlag::default());
         Engine {
             state: Rc::new(RefCell::new(State::new(instance, execution))),
@@ -165,6 +169,7 @@ impl Engine {
     }
 
     /// The outcome, once the execution has ended.
+    #[cfg(test)]
     pub fn outcome(&self) -> Option<&Outcome> {
         self.outcome.as_ref()
     }
@@ -308,24 +313,24 @@ impl Engine {
     /// Polls the orchestrator if something woke it, then hands its new actions on: in a
     /// live turn they become history events and actions; in replay they wait to be matched.
     fn poll_code(&mut self, mode: Mode, turn: &mut Turn) {
-        if let Some(future) = self.future.as_mut() {
-            if self.wake_flag.0.swap(false, Ordering::Relaxed) {
-                let mut cx = Context::from_waker(&self.waker);
-                let polled = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
-                let continue_as_new = self.state.borrow_mut().continue_as_new.take();
-                let ended = match (continue_as_new, polled) {
-                    (Some(input), _) => Some(Outcome::ContinuedAsNew(input)),
-                    (None, Ok(Poll::Pending)) => None,
-                    (None, Ok(Poll::Ready(Ok(output)))) => Some(Outcome::Completed(output)),
-                    (None, Ok(Poll::Ready(Err(error)))) => Some(Outcome::Failed(error.into_failure())),
-                    (None, Err(panic)) => Some(Outcome::Failed(Failure::new(
-                        FailureKind::Panic,
-                        format!("the orchestrator panicked: {}", panic_message(&*panic)),
-                    ))),
-                };
-                if let Some(outcome) = ended {
-                    self.end(outcome);
-                }
+        if let Some(future) = self.future.as_mut()
+            && self.wake_flag.0.swap(false, Ordering::Relaxed)
+        {
+            let mut cx = Context::from_waker(&self.waker);
+            let polled = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
+            let continue_as_new = self.state.borrow_mut().continue_as_new.take();
+            let ended = match (continue_as_new, polled) {
+                (Some(input), _) => Some(Outcome::ContinuedAsNew(input)),
+                (None, Ok(Poll::Pending)) => None,
+                (None, Ok(Poll::Ready(Ok(output)))) => Some(Outcome::Completed(output)),
+                (None, Ok(Poll::Ready(Err(error)))) => Some(Outcome::Failed(error.into_failure())),
+                (None, Err(panic)) => Some(Outcome::Failed(Failure::new(
+                    FailureKind::Panic,
+                    format!("the orchestrator panicked: {}", panic_message(&*panic)),
+                ))),
+            };
+            if let Some(outcome) = ended {
+                self.end(outcome);
             }
         }
         if mode == Mode::Live {

@@ -12,8 +12,8 @@ pub(crate) mod state;
 pub(crate) mod tasks;
 
 pub use action::{Action, Outcome};
-pub use engine::{Engine, Outstanding, Turn};
 pub(crate) use engine::panic_message;
+pub use engine::{Engine, Outstanding, Turn};
 
 #[cfg(test)]
 mod tests;

@@ -78,7 +78,11 @@ impl State {
     }
 
     /// Creates a task and records the action that schedules it.
-    pub(crate) fn schedule(&mut self, kind: TaskKind, action: impl FnOnce(TaskId) -> Action) -> TaskId {
+    pub(crate) fn schedule(
+        &mut self,
+        kind: TaskKind,
+        action: impl FnOnce(TaskId) -> Action,
+    ) -> TaskId {
         let id = TaskId(self.tasks.len() as u64);
         self.tasks.push(TaskSlot {
             kind,
@@ -92,11 +96,15 @@ impl State {
     }
 
     pub(crate) fn slot(&self, id: TaskId) -> Option<&TaskSlot> {
-        usize::try_from(id.0).ok().and_then(|index| self.tasks.get(index))
+        usize::try_from(id.0)
+            .ok()
+            .and_then(|index| self.tasks.get(index))
     }
 
     pub(crate) fn slot_mut(&mut self, id: TaskId) -> Option<&mut TaskSlot> {
-        usize::try_from(id.0).ok().and_then(|index| self.tasks.get_mut(index))
+        usize::try_from(id.0)
+            .ok()
+            .and_then(|index| self.tasks.get_mut(index))
     }
 
     /// Records the outcome of task `id`; returns the waker to wake, or why the completion

@@ -108,7 +108,10 @@ impl<T: DeserializeOwned> Future for DurableTask<T> {
     }
 }
 
-fn resolve<T: DeserializeOwned>(kind: &TaskKind, outcome: Result<Json, Failure>) -> Result<T, Error> {
+fn resolve<T: DeserializeOwned>(
+    kind: &TaskKind,
+    outcome: Result<Json, Failure>,
+) -> Result<T, Error> {
     match outcome {
         Ok(output) => output.decode().map_err(|error| {
             Error::new(
@@ -173,7 +176,11 @@ impl Wake for ChildWake {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(self.index);
-        let parent = self.shared.parent.lock().unwrap_or_else(PoisonError::into_inner);
+        let parent = self
+            .shared
+            .parent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(waker) = parent.as_ref() {
             waker.wake_by_ref();
         }
@@ -211,14 +218,24 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = Pin::into_inner(self);
         {
-            let mut parent = this.shared.parent.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut parent = this
+                .shared
+                .parent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             match parent.as_mut() {
                 Some(waker) => waker.clone_from(cx.waker()),
                 None => *parent = Some(cx.waker().clone()),
             }
         }
         let to_poll: Vec<usize> = if this.started {
-            std::mem::take(&mut *this.shared.ready.lock().unwrap_or_else(PoisonError::into_inner))
+            std::mem::take(
+                &mut *this
+                    .shared
+                    .ready
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            )
         } else {
             this.started = true;
             this.wakers = (0..this.children.len())
@@ -250,7 +267,10 @@ where
             }
         }
         if this.remaining == 0 {
-            let outputs = std::mem::take(&mut this.outputs).into_iter().flatten().collect();
+            let outputs = std::mem::take(&mut this.outputs)
+                .into_iter()
+                .flatten()
+                .collect();
             Poll::Ready(Ok(outputs))
         } else {
             Poll::Pending

@@ -5,7 +5,9 @@
 
 use super::{Action, Engine, Outcome, Outstanding, Turn};
 use crate::function::{BoxFuture, LocalBoxFuture, Registry};
-use crate::{Activity, ActivityContext, Error, ErrorKind, OrchestrationContext, Orchestrator, RetryPolicy};
+use crate::{
+    Activity, ActivityContext, Error, ErrorKind, OrchestrationContext, Orchestrator, RetryPolicy,
+};
 use durable_store::{
     ExecutionId, Failure, FailureKind, HistoryEvent, InstanceId, Json, TaskId, Timestamp,
 };
@@ -176,13 +178,20 @@ fn chain_runs_turn_by_turn() {
     assert_eq!(first.outcome, None);
 
     let second = engine.run_turn(Timestamp(2000), vec![completed(0, 2)]);
-    assert_eq!(second.events, vec![at(2000), completed(0, 2), scheduled(1, "add_one", 2)]);
+    assert_eq!(
+        second.events,
+        vec![at(2000), completed(0, 2), scheduled(1, "add_one", 2)]
+    );
 
     let third = engine.run_turn(Timestamp(3000), vec![completed(1, 3)]);
     assert_eq!(third.outcome, Some(Outcome::Completed(json(3))));
     assert_eq!(
         third.events,
-        vec![at(3000), completed(1, 3), HistoryEvent::ExecutionCompleted { output: json(3) }]
+        vec![
+            at(3000),
+            completed(1, 3),
+            HistoryEvent::ExecutionCompleted { output: json(3) }
+        ]
     );
     assert!(third.actions.is_empty());
 }
@@ -190,7 +199,10 @@ fn chain_runs_turn_by_turn() {
 #[test]
 fn replay_resumes_where_the_live_run_stopped() {
     let mut live = engine::<Chain>();
-    let (history, _) = run_live(&mut live, vec![vec![started("Chain", 1)], vec![completed(0, 2)]]);
+    let (history, _) = run_live(
+        &mut live,
+        vec![vec![started("Chain", 1)], vec![completed(0, 2)]],
+    );
 
     let mut replayed = engine::<Chain>();
     replayed.replay(&history).unwrap();
@@ -232,13 +244,19 @@ fn is_replaying_is_true_only_during_replay() {
     let mut replayed = engine::<Probe>();
     replayed.replay(&history).unwrap();
     let turn = replayed.run_turn(Timestamp(9), vec![completed(0, 2)]);
-    assert_eq!(turn.outcome, Some(Outcome::Completed(json(vec![true, false]))));
+    assert_eq!(
+        turn.outcome,
+        Some(Outcome::Completed(json(vec![true, false])))
+    );
 }
 
 #[test]
 fn changed_code_is_nondeterminism_naming_both_activities() {
     let mut live = engine::<Chain>();
-    let (history, _) = run_live(&mut live, vec![vec![started("Chain", 1)], vec![completed(0, 2)]]);
+    let (history, _) = run_live(
+        &mut live,
+        vec![vec![started("Chain", 1)], vec![completed(0, 2)]],
+    );
     // The same history replayed by code that calls `other` first.
     let mut changed = engine::<ChainOther>();
     let failure = changed.replay(&history).unwrap_err();
@@ -260,7 +278,11 @@ fn code_that_schedules_more_than_history_is_nondeterminism() {
     let history = vec![at(1), started("Chain", 1)];
     let failure = engine::<Chain>().replay(&history).unwrap_err();
     assert_eq!(failure.kind, FailureKind::NonDeterminism);
-    assert!(failure.message.contains("history does not record"), "{}", failure.message);
+    assert!(
+        failure.message.contains("history does not record"),
+        "{}",
+        failure.message
+    );
 }
 
 #[test]
@@ -269,13 +291,25 @@ fn duplicate_and_unknown_completions_are_discarded() {
     engine.run_turn(Timestamp(1), vec![started("Chain", 1)]);
     let turn = engine.run_turn(
         Timestamp(2),
-        vec![completed(0, 2), completed(0, 2), completed(7, 0), HistoryEvent::TimerFired { id: TaskId(1) }],
+        vec![
+            completed(0, 2),
+            completed(0, 2),
+            completed(7, 0),
+            HistoryEvent::TimerFired { id: TaskId(1) },
+        ],
     );
-    assert_eq!(turn.events, vec![at(2), completed(0, 2), scheduled(1, "add_one", 2)]);
+    assert_eq!(
+        turn.events,
+        vec![at(2), completed(0, 2), scheduled(1, "add_one", 2)]
+    );
     let reasons: Vec<&str> = turn.discarded.iter().map(|(_, why)| *why).collect();
     assert_eq!(
         reasons,
-        vec!["the task already completed", "no such task", "the task is of another kind"]
+        vec![
+            "the task already completed",
+            "no such task",
+            "the task is of another kind"
+        ]
     );
 }
 
@@ -344,9 +378,15 @@ fn continue_as_new_ends_the_execution_with_the_next_input() {
             fire_at: Timestamp(2000)
         }]
     );
-    let second = engine.run_turn(Timestamp(2000), vec![HistoryEvent::TimerFired { id: TaskId(0) }]);
+    let second = engine.run_turn(
+        Timestamp(2000),
+        vec![HistoryEvent::TimerFired { id: TaskId(0) }],
+    );
     assert_eq!(second.outcome, Some(Outcome::ContinuedAsNew(json(2))));
-    assert_eq!(second.events.last(), Some(&HistoryEvent::ContinuedAsNew { input: json(2) }));
+    assert_eq!(
+        second.events.last(),
+        Some(&HistoryEvent::ContinuedAsNew { input: json(2) })
+    );
 }
 
 #[test]
@@ -356,7 +396,10 @@ fn terminate_ends_the_execution_and_reports_outstanding_work() {
     engine.run_turn(Timestamp(2), vec![completed(1, 2)]);
     assert_eq!(
         engine.outstanding(),
-        vec![Outstanding::Activity(TaskId(0)), Outstanding::Activity(TaskId(2))]
+        vec![
+            Outstanding::Activity(TaskId(0)),
+            Outstanding::Activity(TaskId(2))
+        ]
     );
     let turn = engine.run_turn(
         Timestamp(3),
@@ -367,7 +410,12 @@ fn terminate_ends_the_execution_and_reports_outstanding_work() {
     assert_eq!(turn.outcome, Some(Outcome::Terminated("stop".into())));
     assert_eq!(
         turn.events,
-        vec![at(3), HistoryEvent::ExecutionTerminated { reason: "stop".into() }]
+        vec![
+            at(3),
+            HistoryEvent::ExecutionTerminated {
+                reason: "stop".into()
+            }
+        ]
     );
 }
 
@@ -383,9 +431,14 @@ fn retry_waits_on_durable_timers_between_attempts() {
             fire_at: Timestamp(13_000)
         }]
     );
-    let second_attempt =
-        engine.run_turn(Timestamp(13_000), vec![HistoryEvent::TimerFired { id: TaskId(1) }]);
-    assert!(matches!(second_attempt.actions[..], [Action::ScheduleActivity { id: TaskId(2), .. }]));
+    let second_attempt = engine.run_turn(
+        Timestamp(13_000),
+        vec![HistoryEvent::TimerFired { id: TaskId(1) }],
+    );
+    assert!(matches!(
+        second_attempt.actions[..],
+        [Action::ScheduleActivity { id: TaskId(2), .. }]
+    ));
     let after_second = engine.run_turn(Timestamp(14_000), vec![failed(2, "flaky")]);
     assert_eq!(
         after_second.actions,
@@ -395,7 +448,10 @@ fn retry_waits_on_durable_timers_between_attempts() {
         }],
         "the delay doubles"
     );
-    engine.run_turn(Timestamp(18_000), vec![HistoryEvent::TimerFired { id: TaskId(3) }]);
+    engine.run_turn(
+        Timestamp(18_000),
+        vec![HistoryEvent::TimerFired { id: TaskId(3) }],
+    );
     let done = engine.run_turn(Timestamp(19_000), vec![completed(4, 2)]);
     assert_eq!(done.outcome, Some(Outcome::Completed(json(2))));
 }
@@ -413,7 +469,10 @@ fn current_time_and_guids_are_replay_safe() {
         Ok((now, first, ctx.new_guid().to_string()))
     });
     let mut live = engine::<Clock>();
-    let (history, last) = run_live(&mut live, vec![vec![started("Clock", 1)], vec![completed(0, 2)]]);
+    let (history, last) = run_live(
+        &mut live,
+        vec![vec![started("Clock", 1)], vec![completed(0, 2)]],
+    );
     let Some(Outcome::Completed(output)) = last.outcome else {
         panic!()
     };
@@ -436,7 +495,11 @@ fn wrong_input_type_fails_with_a_serialization_error() {
         panic!()
     };
     assert_eq!(failure.kind, FailureKind::Serialization);
-    assert!(failure.message.contains("input of orchestrator `Chain`"), "{}", failure.message);
+    assert!(
+        failure.message.contains("input of orchestrator `Chain`"),
+        "{}",
+        failure.message
+    );
 }
 
 #[test]

@@ -46,7 +46,9 @@ pub enum Error {
     )]
     NoStore,
     /// `start` was called outside a tokio runtime.
-    #[error("Runtime::start must be called from within a tokio runtime (for example under #[tokio::main])")]
+    #[error(
+        "Runtime::start must be called from within a tokio runtime (for example under #[tokio::main])"
+    )]
     NoTokioRuntime,
     /// The store could not be opened or read.
     #[error(transparent)]
@@ -199,9 +201,10 @@ impl RuntimeBuilder {
             StoreChoice::Custom(store) => store,
             StoreChoice::Path(path) => {
                 let durability = self.durability;
-                let opened = tokio::task::spawn_blocking(move || FjallStore::open(path, durability))
-                    .await
-                    .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))??;
+                let opened =
+                    tokio::task::spawn_blocking(move || FjallStore::open(path, durability))
+                        .await
+                        .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))??;
                 Arc::new(opened)
             }
         };
@@ -266,7 +269,10 @@ impl Watchers {
     pub(crate) fn release(&self, instance: &InstanceId, notify: Arc<Notify>) {
         drop(notify);
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        if waiting.get(instance).is_some_and(|notify| Arc::strong_count(notify) == 1) {
+        if waiting
+            .get(instance)
+            .is_some_and(|notify| Arc::strong_count(notify) == 1)
+        {
             waiting.remove(instance);
         }
     }
@@ -481,14 +487,19 @@ impl Runtime {
         let Some(shared) = self.shared.take() else {
             return;
         };
-        let _ = shared
-            .state
-            .compare_exchange(RUNNING, STOPPING, Ordering::AcqRel, Ordering::Acquire);
+        let _ =
+            shared
+                .state
+                .compare_exchange(RUNNING, STOPPING, Ordering::AcqRel, Ordering::Acquire);
         if let Some(task) = self.timer_task.take() {
             task.abort();
             let _ = task.await;
         }
-        if !shared.running_activities.wait_idle(shared.config.shutdown_timeout).await {
+        if !shared
+            .running_activities
+            .wait_idle(shared.config.shutdown_timeout)
+            .await
+        {
             tracing::warn!(
                 "activities still running after the shutdown timeout; they will run again at the next start"
             );
@@ -563,7 +574,11 @@ fn recover(store: &dyn Store) -> Result<Recovery, durable_store::Error> {
             break;
         }
     }
-    let next_inbox_seq = inbox.iter().map(|(key, _)| key.seq).max().map_or(1, |max| max + 1);
+    let next_inbox_seq = inbox
+        .iter()
+        .map(|(key, _)| key.seq)
+        .max()
+        .map_or(1, |max| max + 1);
     // Deliver in arrival order across instances, as they were sent.
     inbox.sort_by_key(|(key, _)| key.seq);
     Ok(Recovery {

@@ -34,9 +34,15 @@ const MAX_MESSAGES_PER_ROUND: usize = 10_000;
 /// Messages to a shard.
 pub(crate) enum ShardMsg {
     /// A committed inbox message.
-    Inbox { key: InboxKey, message: InboxMessage },
+    Inbox {
+        key: InboxKey,
+        message: InboxMessage,
+    },
     /// A client request, answered after its commit.
-    Request { request: Request, reply: ReplySender },
+    Request {
+        request: Request,
+        reply: ReplySender,
+    },
     /// An activity returned (not yet committed).
     ActivityDone {
         key: ActivityKey,
@@ -164,8 +170,14 @@ impl Shard {
             ShardMsg::Request { request, reply } => self.accept_request(request, reply),
             ShardMsg::ActivityDone { key, outcome } => {
                 let event = match outcome {
-                    Ok(output) => HistoryEvent::TaskCompleted { id: key.task, output },
-                    Err(failure) => HistoryEvent::TaskFailed { id: key.task, failure },
+                    Ok(output) => HistoryEvent::TaskCompleted {
+                        id: key.task,
+                        output,
+                    },
+                    Err(failure) => HistoryEvent::TaskFailed {
+                        id: key.task,
+                        failure,
+                    },
                 };
                 let input = Input {
                     event,
@@ -247,7 +259,9 @@ impl Shard {
         let ready = std::mem::take(&mut self.ready);
         for instance in &ready {
             let instance = instance.clone();
-            let outcome = catch_unwind(AssertUnwindSafe(|| self.run_instance(&instance, &mut round)));
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                self.run_instance(&instance, &mut round)
+            }));
             if let Err(panic) = outcome {
                 // A bug in the runtime, not in user code (that is caught in the engine): drop
                 // what this instance held in memory; its durable inputs come back at restart.
@@ -377,8 +391,16 @@ impl Shard {
                 let parent = parent.clone();
                 self.reject_start(instance, input.source, parent, round);
             }
-            (HistoryEvent::ExecutionStarted { name, input: start_input, parent }, None) => {
-                let (name, start_input, parent) = (name.clone(), start_input.clone(), parent.clone());
+            (
+                HistoryEvent::ExecutionStarted {
+                    name,
+                    input: start_input,
+                    parent,
+                },
+                None,
+            ) => {
+                let (name, start_input, parent) =
+                    (name.clone(), start_input.clone(), parent.clone());
                 if self.begin_execution(instance, name, start_input, parent.clone(), now, round) {
                     live.push(input.event);
                     consumed.push(input.source);
@@ -473,7 +495,10 @@ impl Shard {
         let failure = match &record {
             Some(record) if !record.status.is_terminal() => Failure::new(
                 FailureKind::Application,
-                format!("instance `{instance}` already exists and is {}", record.status),
+                format!(
+                    "instance `{instance}` already exists and is {}",
+                    record.status
+                ),
             ),
             _ => Failure::new(
                 FailureKind::NotRegistered,
@@ -508,8 +533,18 @@ impl Shard {
     }
 
     /// Runs the (hot) engine over `live` and adds the turn's writes to the round.
-    fn turn(&mut self, instance: &InstanceId, now: Timestamp, live: Vec<HistoryEvent>, round: &mut Round) {
-        let Some(engine) = self.slots.get_mut(instance).and_then(|slot| slot.engine.as_mut()) else {
+    fn turn(
+        &mut self,
+        instance: &InstanceId,
+        now: Timestamp,
+        live: Vec<HistoryEvent>,
+        round: &mut Round,
+    ) {
+        let Some(engine) = self
+            .slots
+            .get_mut(instance)
+            .and_then(|slot| slot.engine.as_mut())
+        else {
             return;
         };
         let turn = engine.run_turn(now, live);
@@ -522,7 +557,13 @@ impl Shard {
 
     /// Fails the current execution without running its code: its history could not be
     /// replayed.
-    fn fail_execution(&mut self, instance: &InstanceId, now: Timestamp, failure: Failure, round: &mut Round) {
+    fn fail_execution(
+        &mut self,
+        instance: &InstanceId,
+        now: Timestamp,
+        failure: Failure,
+        round: &mut Round,
+    ) {
         tracing::warn!(%instance, %failure, "the execution fails: its history cannot be replayed");
         let turn = Turn {
             events: vec![
@@ -562,11 +603,16 @@ impl Shard {
                 .map_err(|error| internal(&format!("cannot read the history: {error}")))?;
             let mut engine = Engine::new(instance.clone(), record.execution, entry.run);
             Metrics::add(&shared.metrics.replays, 1);
-            Metrics::add(&shared.metrics.history_events_replayed, history.len() as u64);
+            Metrics::add(
+                &shared.metrics.history_events_replayed,
+                history.len() as u64,
+            );
             engine.replay(&history)?;
             slot.engine = Some(engine);
         }
-        slot.engine.as_mut().ok_or_else(|| internal("the engine vanished"))
+        slot.engine
+            .as_mut()
+            .ok_or_else(|| internal("the engine vanished"))
     }
 
     fn apply_turn(&mut self, instance: &InstanceId, now: Timestamp, turn: Turn, round: &mut Round) {
@@ -577,9 +623,12 @@ impl Shard {
             return;
         };
         for event in turn.events {
-            round
-                .batch
-                .append_history(instance.clone(), record.execution, record.history_len, event);
+            round.batch.append_history(
+                instance.clone(),
+                record.execution,
+                record.history_len,
+                event,
+            );
             record.history_len += 1;
         }
         record.last_updated_at = now;
@@ -600,13 +649,23 @@ impl Shard {
             }
             self.end_execution(instance, outcome, round);
         }
-        if let Some(Some(record)) = self.slots.get(instance).and_then(|slot| slot.record.as_ref()) {
+        if let Some(Some(record)) = self
+            .slots
+            .get(instance)
+            .and_then(|slot| slot.record.as_ref())
+        {
             round.batch.put_instance(record.clone());
         }
         round.touched.push(instance.clone());
     }
 
-    fn perform(&mut self, instance: &InstanceId, execution: ExecutionId, action: Action, round: &mut Round) {
+    fn perform(
+        &mut self,
+        instance: &InstanceId,
+        execution: ExecutionId,
+        action: Action,
+        round: &mut Round,
+    ) {
         match action {
             Action::ScheduleActivity { id, name, input } => {
                 let item = ActivityWorkItem {
@@ -767,15 +826,19 @@ impl Shard {
                     }));
                 }
                 Some(record) => {
-                    round
-                        .batch
-                        .delete_history(instance.clone(), record.execution, record.history_len);
+                    round.batch.delete_history(
+                        instance.clone(),
+                        record.execution,
+                        record.history_len,
+                    );
                     round.batch.delete_instance(instance.clone());
                     match self.shared.store.inbox(&instance) {
                         Ok(leftovers) => leftovers
                             .into_iter()
                             .for_each(|(key, _)| round.batch.delete_inbox(key)),
-                        Err(error) => tracing::warn!(%instance, %error, "cannot read the inbox to purge"),
+                        Err(error) => {
+                            tracing::warn!(%instance, %error, "cannot read the inbox to purge")
+                        }
                     }
                     self.slots.remove(&instance);
                     round.after.push(Dispatch::Reply(reply));

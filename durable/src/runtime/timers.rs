@@ -73,12 +73,13 @@ pub(crate) async fn run(shared: Arc<Shared>, armed: mpsc::UnboundedReceiver<Time
 impl TimerService {
     async fn run(&mut self) {
         loop {
-            if self.in_memory.is_empty() && self.horizon != Horizon::All {
-                if let Err(error) = self.read_page().await {
-                    tracing::error!(%error, "cannot read timers from the store; retrying in 1 s");
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    continue;
-                }
+            if self.in_memory.is_empty()
+                && self.horizon != Horizon::All
+                && let Err(error) = self.read_page().await
+            {
+                tracing::error!(%error, "cannot read timers from the store; retrying in 1 s");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
             }
             let next_due = self.in_memory.first().map(|key| key.fire_at);
             let clock = self.shared.clock.clone();
@@ -128,7 +129,8 @@ impl TimerService {
             };
             Metrics::add(&self.shared.metrics.timers_fired, 1);
             let shard = self.shared.shard_of(&key.instance);
-            self.shared.send_to_shard(shard, ShardMsg::TimerFired { key });
+            self.shared
+                .send_to_shard(shard, ShardMsg::TimerFired { key });
         }
     }
 

@@ -12,9 +12,11 @@ use super::activities;
 use super::shard::ShardMsg;
 use crate::client;
 use crate::runtime::metrics::Metrics;
-use durable_store::{ActivityWorkItem, InboxKey, InboxMessage, InstanceId, TimerRecord, WriteBatch};
+use durable_store::{
+    ActivityWorkItem, InboxKey, InboxMessage, InstanceId, TimerRecord, WriteBatch,
+};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 
 /// Bounds how much one commit carries, so one commit's latency stays bounded under load.
@@ -34,7 +36,10 @@ pub(crate) enum Dispatch {
     /// Answer a client.
     Reply(ReplySender),
     /// Tell a shard its commits for these instances are durable.
-    Committed { shard: usize, instances: Vec<InstanceId> },
+    Committed {
+        shard: usize,
+        instances: Vec<InstanceId>,
+    },
     /// Wake clients waiting for this instance to end.
     Ended(InstanceId),
 }
@@ -73,10 +78,8 @@ pub(crate) fn run(shared: Arc<Shared>, inbox: Receiver<WriterMsg>) {
             if ops >= MAX_OPS_PER_COMMIT {
                 break;
             }
-            next = match inbox.try_recv() {
-                Ok(message) => Some(message),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-            };
+            // Empty or disconnected: commit what we have.
+            next = inbox.try_recv().ok();
         }
         if !requests.is_empty() {
             commit(&shared, requests);
