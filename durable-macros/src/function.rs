@@ -106,6 +106,7 @@ fn analyze(kind: Kind, function: ItemFn, name: Option<LitStr>) -> syn::Result<Pa
         vis,
         sig,
         block,
+        ..
     } = function;
     let plural = kind.plural();
     if sig.asyncness.is_none() {
@@ -120,7 +121,7 @@ fn analyze(kind: Kind, function: ItemFn, name: Option<LitStr>) -> syn::Result<Pa
     if let Some(constness) = sig.constness {
         return Err(syn::Error::new(constness.span(), format!("{plural} cannot be `const`")));
     }
-    if let Some(unsafety) = sig.unsafety {
+    if let syn::Safety::Unsafe(unsafety) = &sig.safety {
         return Err(syn::Error::new(unsafety.span(), format!("{plural} cannot be `unsafe`")));
     }
     if let Some(abi) = &sig.abi {
