@@ -119,13 +119,22 @@ fn analyze(kind: Kind, function: ItemFn, name: Option<LitStr>) -> syn::Result<Pa
         ));
     }
     if let Some(constness) = sig.constness {
-        return Err(syn::Error::new(constness.span(), format!("{plural} cannot be `const`")));
+        return Err(syn::Error::new(
+            constness.span(),
+            format!("{plural} cannot be `const`"),
+        ));
     }
     if let syn::Safety::Unsafe(unsafety) = &sig.safety {
-        return Err(syn::Error::new(unsafety.span(), format!("{plural} cannot be `unsafe`")));
+        return Err(syn::Error::new(
+            unsafety.span(),
+            format!("{plural} cannot be `unsafe`"),
+        ));
     }
     if let Some(abi) = &sig.abi {
-        return Err(syn::Error::new(abi.span(), format!("{plural} cannot have an ABI")));
+        return Err(syn::Error::new(
+            abi.span(),
+            format!("{plural} cannot have an ABI"),
+        ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         return Err(syn::Error::new(
@@ -136,7 +145,10 @@ fn analyze(kind: Kind, function: ItemFn, name: Option<LitStr>) -> syn::Result<Pa
         ));
     }
     if let Some(variadic) = &sig.variadic {
-        return Err(syn::Error::new(variadic.span(), format!("{plural} cannot be variadic")));
+        return Err(syn::Error::new(
+            variadic.span(),
+            format!("{plural} cannot be variadic"),
+        ));
     }
     let signature_span = sig.span();
     let mut params = sig.inputs.iter();
@@ -153,7 +165,10 @@ fn analyze(kind: Kind, function: ItemFn, name: Option<LitStr>) -> syn::Result<Pa
             ));
         }
     };
-    let input = params.next().map(|param| input_param(kind, param)).transpose()?;
+    let input = params
+        .next()
+        .map(|param| input_param(kind, param))
+        .transpose()?;
     if let Some(extra) = params.next() {
         return Err(syn::Error::new(
             extra.span(),
@@ -183,7 +198,10 @@ fn context_param(kind: Kind, param: &FnArg) -> syn::Result<(Box<Pat>, Box<Type>)
     let FnArg::Typed(typed) = param else {
         return Err(syn::Error::new(
             param.span(),
-            format!("{} are free functions, not methods: remove `self`", kind.plural()),
+            format!(
+                "{} are free functions, not methods: remove `self`",
+                kind.plural()
+            ),
         ));
     };
     let is_context = matches!(&*typed.ty, Type::Path(path)

@@ -63,7 +63,7 @@ impl SideEffectLog {
 }
 
 /// Runs the test named `test` of the current test binary in a child process, with `env`
-/// set. The child's output goes to this process's stderr.
+/// set. The child's stderr goes to this process's stderr (its stdout, the test harness chatter, is dropped).
 ///
 /// # Panics
 /// When the child cannot be started.
@@ -73,7 +73,7 @@ pub fn spawn_test_child(test: &str, env: &[(&str, String)]) -> Child {
     command
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
+        .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     for (key, value) in env {
         command.env(key, value);
