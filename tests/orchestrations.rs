@@ -559,3 +559,35 @@ async fn concurrent_starts_all_complete_exactly_once() {
     assert_eq!(RUNS.load(Ordering::SeqCst), 500);
     runtime.shutdown().await;
 }
+
+#[orchestrator]
+async fn spin(ctx: OrchestrationContext, n: u64) -> Result<u64, Error> {
+    // Continues as new at once, forever: only a terminate ends it.
+    ctx.continue_as_new(n + 1).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_stops_an_instance_that_continues_as_new_in_a_tight_loop() {
+    let runtime = Runtime::builder()
+        .in_memory()
+        .register(spin)
+        .start()
+        .await
+        .unwrap();
+    let client = runtime.client();
+    let instance = client.start_with_id(spin, "spinner", 0).await.unwrap();
+    // Let it spin through some executions, then stop it wherever it is.
+    let spun = durable_testkit::wait_until(Duration::from_secs(10), || {
+        runtime.metrics().instances_ended > 20
+    });
+    assert!(spun, "the instance did not continue as new");
+    client.terminate("spinner", "stop spinning").await.unwrap();
+    let status = client.wait_for_completion("spinner", WAIT).await.unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Terminated);
+    assert!(status.execution.0 > 20, "{:?}", status.execution);
+    assert!(matches!(
+        instance.wait(WAIT).await,
+        Err(ClientError::Terminated { .. })
+    ));
+    runtime.shutdown().await;
+}

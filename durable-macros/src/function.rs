@@ -352,6 +352,8 @@ fn generate(kind: Kind, parts: Parts) -> TokenStream {
             type Output = #output;
             const NAME: &'static str = #name;
 
+            // `E` may already be `durable::Error`; the conversion is for every other `E`.
+            #[allow(clippy::useless_conversion)]
             fn run(
                 __durable_ctx: #context_path,
                 __durable_input: Self::Input,

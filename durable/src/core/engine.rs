@@ -35,6 +35,9 @@ pub struct Turn {
     /// Inputs that did not apply (a duplicate or stale completion) and why; they are not
     /// appended to the history.
     pub discarded: Vec<(HistoryEvent, &'static str)>,
+    /// Inputs not reached because the execution ended earlier in the turn. After
+    /// `continue_as_new` the runtime carries external events over to the next execution.
+    pub unprocessed: Vec<HistoryEvent>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -139,6 +142,9 @@ impl Engine {
 
     /// Runs one live turn at time `now`, consuming `inputs` (new messages: the start of the
     /// execution, task completions, external events, a terminate request) in order.
+    ///
+    /// A terminate request takes precedence: the execution ends without running its code
+    /// again, whatever else arrived.
     pub fn run_turn(&mut self, now: Timestamp, inputs: Vec<HistoryEvent>) -> Turn {
         let mut turn = Turn::default();
         if self.outcome.is_some() {
@@ -149,18 +155,42 @@ impl Engine {
             return turn;
         }
         self.state.borrow_mut().replaying = false;
-        let started = HistoryEvent::OrchestratorStarted { at: now };
-        // Applying live events cannot fail: failures become outcomes.
-        let _ = self.apply(started, Mode::Live, &mut turn);
+        turn.events
+            .push(HistoryEvent::OrchestratorStarted { at: now });
+        self.state.borrow_mut().now = now;
+        if let Some(reason) = inputs.iter().find_map(|input| match input {
+            HistoryEvent::ExecutionTerminated { reason } => Some(reason.clone()),
+            _ => None,
+        }) {
+            return self.terminate(turn, inputs, reason);
+        }
         let mut inputs = inputs.into_iter();
         for input in inputs.by_ref() {
+            // Applying live events cannot fail: failures become outcomes.
             let _ = self.apply(input, Mode::Live, &mut turn);
             if self.outcome.is_some() {
                 break;
             }
         }
-        turn.discarded
-            .extend(inputs.map(|input| (input, "the execution ended earlier in the turn")));
+        turn.unprocessed.extend(inputs);
+        if let Some(outcome) = &self.outcome {
+            turn.events.push(outcome.to_event());
+            turn.outcome = Some(outcome.clone());
+        }
+        turn
+    }
+
+    /// Ends the execution by a terminate request. The start of the execution, if it is in
+    /// the same turn, is recorded; nothing else runs.
+    fn terminate(&mut self, mut turn: Turn, inputs: Vec<HistoryEvent>, reason: String) -> Turn {
+        for input in inputs {
+            match input {
+                HistoryEvent::ExecutionStarted { .. } => turn.events.push(input),
+                HistoryEvent::ExecutionTerminated { .. } => {}
+                other => turn.discarded.push((other, "the instance was terminated")),
+            }
+        }
+        self.end(Outcome::Terminated(reason));
         if let Some(outcome) = &self.outcome {
             turn.events.push(outcome.to_event());
             turn.outcome = Some(outcome.clone());

@@ -523,3 +523,33 @@ fn sub_orchestration_ids_derive_from_the_parent() {
     );
     assert_eq!(done.outcome, Some(Outcome::Completed(json(3))));
 }
+
+#[test]
+fn terminate_takes_precedence_over_other_inputs() {
+    orchestrator!(Spin, u64, u64, |ctx, n| ctx.continue_as_new(n + 1).await);
+    let mut engine = engine::<Spin>();
+    let stop = HistoryEvent::ExecutionTerminated {
+        reason: "enough".into(),
+    };
+    // The start and the terminate arrive together: the code never runs.
+    let turn = engine.run_turn(Timestamp(5), vec![started("Spin", 0), stop.clone()]);
+    assert_eq!(turn.outcome, Some(Outcome::Terminated("enough".into())));
+    assert_eq!(turn.events, vec![at(5), started("Spin", 0), stop]);
+    assert!(turn.actions.is_empty());
+}
+
+#[test]
+fn inputs_after_the_end_are_reported_unprocessed() {
+    let mut engine = engine::<Forever>();
+    engine.run_turn(Timestamp(1000), vec![started("Forever", 3)]);
+    let event = HistoryEvent::EventRaised {
+        name: "late".into(),
+        input: Json::null(),
+    };
+    let turn = engine.run_turn(
+        Timestamp(2000),
+        vec![HistoryEvent::TimerFired { id: TaskId(0) }, event.clone()],
+    );
+    assert_eq!(turn.outcome, Some(Outcome::ContinuedAsNew(json(2))));
+    assert_eq!(turn.unprocessed, vec![event]);
+}

@@ -95,6 +95,8 @@ struct Slot {
     record: Option<Option<InstanceRecord>>,
     engine: Option<Engine>,
     inputs: Vec<Input>,
+    /// Whether the instance is in the shard's ready list.
+    queued: bool,
     /// Commits sent to the writer and not yet durable.
     inflight: u32,
     /// The round of the last turn, for eviction.
@@ -102,6 +104,11 @@ struct Slot {
 }
 
 impl Slot {
+    /// Whether nothing about this instance needs memory: ended or unknown, nothing pending.
+    fn is_idle_and_done(&self) -> bool {
+        self.inflight == 0 && self.inputs.is_empty() && self.running_record().is_none()
+    }
+
     fn running_record(&self) -> Option<&InstanceRecord> {
         self.record
             .as_ref()
@@ -110,12 +117,29 @@ impl Slot {
     }
 }
 
-/// The writes and post-commit work of one round.
+/// The writes and post-commit work of one round (or of one instance's turn in it).
 #[derive(Default)]
 struct Round {
     batch: WriteBatch,
     after: Vec<Dispatch>,
     touched: Vec<InstanceId>,
+}
+
+impl Round {
+    fn merge(&mut self, mut other: Round) {
+        self.batch.append(&mut other.batch);
+        self.after.append(&mut other.after);
+        self.touched.append(&mut other.touched);
+    }
+}
+
+/// What routing an input needs to know of the current execution.
+#[derive(Clone, Copy)]
+struct Running {
+    execution: ExecutionId,
+    /// No event yet: the execution was created by `continue_as_new` and its start message
+    /// has not been processed.
+    awaiting_start: bool,
 }
 
 pub(crate) struct Shard {
@@ -237,17 +261,17 @@ impl Shard {
 
     fn push(&mut self, instance: InstanceId, input: Input) {
         let slot = self.slots.entry(instance.clone()).or_default();
-        if slot.inputs.is_empty() {
+        slot.inputs.push(input);
+        if !slot.queued {
+            slot.queued = true;
             self.ready.push(instance);
         }
-        slot.inputs.push(input);
     }
 
     fn committed(&mut self, instance: &InstanceId) {
         if let Some(slot) = self.slots.get_mut(instance) {
             slot.inflight = slot.inflight.saturating_sub(1);
-            if slot.inflight == 0 && slot.inputs.is_empty() && slot.running_record().is_none() {
-                // Ended (or never existed): nothing left to keep in memory.
+            if slot.is_idle_and_done() {
                 self.slots.remove(instance);
             }
         }
@@ -258,28 +282,33 @@ impl Shard {
         let mut round = Round::default();
         let ready = std::mem::take(&mut self.ready);
         for instance in &ready {
-            let instance = instance.clone();
-            let outcome = catch_unwind(AssertUnwindSafe(|| {
-                self.run_instance(&instance, &mut round)
-            }));
-            if let Err(panic) = outcome {
-                // A bug in the runtime, not in user code (that is caught in the engine): drop
-                // what this instance held in memory; its durable inputs come back at restart.
-                tracing::error!(
-                    instance = %instance,
-                    panic = %panic_message(&*panic),
-                    "internal error while running a turn; the instance is unloaded"
-                );
-                self.slots.remove(&instance);
+            // Each instance's writes are built apart and kept only if its turn ran to the
+            // end, so an internal error cannot commit half a turn.
+            let mut turn = Round::default();
+            let outcome = catch_unwind(AssertUnwindSafe(|| self.run_instance(instance, &mut turn)));
+            match outcome {
+                Ok(()) => round.merge(turn),
+                Err(panic) => {
+                    // A bug in the runtime, not in user code (the engine catches that): drop
+                    // what this instance held in memory; its durable inputs come back at
+                    // restart.
+                    tracing::error!(
+                        %instance,
+                        panic = %panic_message(&*panic),
+                        "internal error while running a turn; the instance is unloaded"
+                    );
+                    self.slots.remove(instance);
+                }
             }
         }
         self.run_purges(&mut round);
         self.submit(round);
-        // Forget instances that need no memory: ended or unknown, nothing pending.
         for instance in ready {
-            if self.slots.get(&instance).is_some_and(|slot| {
-                slot.inflight == 0 && slot.inputs.is_empty() && slot.running_record().is_none()
-            }) {
+            if self
+                .slots
+                .get(&instance)
+                .is_some_and(Slot::is_idle_and_done)
+            {
                 self.slots.remove(&instance);
             }
         }
@@ -324,11 +353,36 @@ impl Shard {
             return;
         };
         slot.touched = self.round;
-        let inputs = std::mem::take(&mut slot.inputs);
+        slot.queued = false;
+        let mut inputs = std::mem::take(&mut slot.inputs);
+        // The start of an execution created by `continue_as_new` goes before anything that
+        // arrived for that execution meanwhile.
+        if let Some(position) = inputs
+            .iter()
+            .position(|input| matches!(input.event, HistoryEvent::ExecutionStarted { .. }))
+            && position > 0
+        {
+            let start = inputs.remove(position);
+            inputs.insert(0, start);
+        }
         let mut live = Vec::new();
         let mut consumed = Vec::new();
+        let mut deferred = Vec::new();
         for input in inputs {
-            self.route(instance, input, now, &mut live, &mut consumed, round);
+            self.route(
+                instance,
+                input,
+                now,
+                &mut live,
+                &mut consumed,
+                &mut deferred,
+                round,
+            );
+        }
+        if let Some(slot) = self.slots.get_mut(instance) {
+            // Inputs for an execution whose start has not arrived wait for it; its arrival
+            // queues the instance again.
+            slot.inputs = deferred;
         }
         if !live.is_empty() {
             match self.hot_engine(instance) {
@@ -365,7 +419,9 @@ impl Shard {
         Ok(())
     }
 
-    /// Decides what one input does: start an execution, go into this turn, or be dropped.
+    /// Decides what one input does: start an execution, go into this turn, wait for the
+    /// execution's start, or be dropped.
+    #[allow(clippy::too_many_arguments)]
     fn route(
         &mut self,
         instance: &InstanceId,
@@ -373,23 +429,28 @@ impl Shard {
         now: Timestamp,
         live: &mut Vec<HistoryEvent>,
         consumed: &mut Vec<Source>,
+        deferred: &mut Vec<Input>,
         round: &mut Round,
     ) {
-        let Some(slot) = self.slots.get_mut(instance) else {
+        let Some(slot) = self.slots.get(instance) else {
             return;
         };
-        let running = slot.running_record().cloned();
+        let running = slot.running_record().map(|record| Running {
+            execution: record.execution,
+            awaiting_start: record.history_len == 0 && slot.engine.is_none(),
+        });
+        let for_current = |running: Running| input.execution.is_none_or(|e| e == running.execution);
         match (&input.event, running) {
-            (HistoryEvent::ExecutionStarted { .. }, Some(record))
-                if input.execution == Some(record.execution) && record.history_len == 0 =>
+            (HistoryEvent::ExecutionStarted { .. }, Some(running))
+                if running.awaiting_start && input.execution == Some(running.execution) =>
             {
                 // The first message of an execution created by `continue_as_new`.
                 live.push(input.event);
                 consumed.push(input.source);
             }
-            (HistoryEvent::ExecutionStarted { parent, .. }, Some(_)) => {
-                let parent = parent.clone();
-                self.reject_start(instance, input.source, parent, round);
+            (HistoryEvent::ExecutionStarted { name, parent, .. }, Some(_)) => {
+                let (name, parent) = (name.clone(), parent.clone());
+                self.reject_start(instance, &name, input.source, parent, round);
             }
             (
                 HistoryEvent::ExecutionStarted {
@@ -401,14 +462,26 @@ impl Shard {
             ) => {
                 let (name, start_input, parent) =
                     (name.clone(), start_input.clone(), parent.clone());
-                if self.begin_execution(instance, name, start_input, parent.clone(), now, round) {
+                if self.begin_execution(
+                    instance,
+                    name.clone(),
+                    start_input,
+                    parent.clone(),
+                    now,
+                    round,
+                ) {
                     live.push(input.event);
                     consumed.push(input.source);
                 } else {
-                    self.reject_start(instance, input.source, parent, round);
+                    self.reject_start(instance, &name, input.source, parent, round);
                 }
             }
-            (_, Some(record)) if input.execution.is_none_or(|e| e == record.execution) => {
+            (_, Some(running))
+                if for_current(running) && running.awaiting_start && live.is_empty() =>
+            {
+                deferred.push(input);
+            }
+            (_, Some(running)) if for_current(running) => {
                 live.push(input.event);
                 consumed.push(input.source);
             }
@@ -483,6 +556,7 @@ impl Shard {
     fn reject_start(
         &mut self,
         instance: &InstanceId,
+        name: &str,
         source: Source,
         parent: Option<ParentRef>,
         round: &mut Round,
@@ -502,7 +576,9 @@ impl Shard {
             ),
             _ => Failure::new(
                 FailureKind::NotRegistered,
-                format!("the orchestrator to start instance `{instance}` is not registered"),
+                format!(
+                    "cannot start instance `{instance}`: orchestrator `{name}` is not registered with this runtime"
+                ),
             ),
         };
         match source {
@@ -647,7 +723,11 @@ impl Shard {
             for task in outstanding {
                 cancel(instance, execution, task, round);
             }
+            let continued = matches!(outcome, Outcome::ContinuedAsNew(_));
             self.end_execution(instance, outcome, round);
+            if continued {
+                self.carry_over(instance, turn.unprocessed, round);
+            }
         }
         if let Some(Some(record)) = self
             .slots
@@ -769,6 +849,29 @@ impl Shard {
                 },
             };
             self.send_message(parent.instance, Some(parent.execution), event, round);
+        }
+    }
+
+    /// Hands external events that the ended execution did not reach to the next one (what
+    /// `continue_as_new` callers expect: no event is lost between executions).
+    fn carry_over(
+        &mut self,
+        instance: &InstanceId,
+        unprocessed: Vec<HistoryEvent>,
+        round: &mut Round,
+    ) {
+        let Some(execution) = self
+            .slots
+            .get(instance)
+            .and_then(Slot::running_record)
+            .map(|record| record.execution)
+        else {
+            return;
+        };
+        for event in unprocessed {
+            if matches!(event, HistoryEvent::EventRaised { .. }) {
+                self.send_message(instance.clone(), Some(execution), event, round);
+            }
         }
     }
 
