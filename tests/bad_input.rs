@@ -155,6 +155,21 @@ fn a_runtime_needs_tokio() {
     }
 }
 
+#[test]
+fn a_runtime_needs_tokio_timers() {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let error = tokio
+        .block_on(Runtime::builder().in_memory().start())
+        .unwrap_err();
+    assert!(
+        matches!(error, durable::runtime::Error::NoTimeDriver),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("enable_all()"), "{error}");
+}
+
 const HOLDER_DIR: &str = "DURABLE_LOCK_TEST_DIR";
 
 /// Child process: opens the store directory and reports what happened on stdout.

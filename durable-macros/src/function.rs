@@ -137,8 +137,8 @@ fn analyze(kind: Kind, function: ItemFn, name: Option<LitStr>) -> syn::Result<Pa
         ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        return Err(syn::Error::new(
-            sig.generics.span(),
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
             format!(
                 "{plural} cannot be generic: the runtime finds them by name and decodes their input from JSON, so their types must be concrete"
             ),
@@ -170,8 +170,8 @@ fn analyze(kind: Kind, function: ItemFn, name: Option<LitStr>) -> syn::Result<Pa
         .map(|param| input_param(kind, param))
         .transpose()?;
     if let Some(extra) = params.next() {
-        return Err(syn::Error::new(
-            extra.span(),
+        return Err(syn::Error::new_spanned(
+            extra,
             format!(
                 "{plural} take one input after the context; pass several values as a tuple or a struct: `(a, b): (u64, String)`"
             ),
@@ -208,8 +208,8 @@ fn context_param(kind: Kind, param: &FnArg) -> syn::Result<(Box<Pat>, Box<Type>)
         if path.qself.is_none()
             && path.path.segments.last().is_some_and(|segment| segment.ident == kind.context()));
     if !is_context {
-        return Err(syn::Error::new(
-            typed.ty.span(),
+        return Err(syn::Error::new_spanned(
+            &typed.ty,
             format!(
                 "the first parameter of {} must be the context, taken by value: `ctx: {}`",
                 kind.attribute(),
@@ -240,10 +240,10 @@ fn input_param(kind: Kind, param: &FnArg) -> syn::Result<(Box<Pat>, Box<Type>)> 
             } else {
                 message.push_str("; take the type by value");
             }
-            Err(syn::Error::new(typed.ty.span(), message))
+            Err(syn::Error::new_spanned(&typed.ty, message))
         }
-        Type::ImplTrait(_) => Err(syn::Error::new(
-            typed.ty.span(),
+        Type::ImplTrait(_) => Err(syn::Error::new_spanned(
+            &typed.ty,
             format!(
                 "{} need a concrete input type to decode from JSON, not `impl Trait`",
                 kind.plural()
@@ -263,13 +263,13 @@ fn result_types(kind: Kind, output: &ReturnType) -> syn::Result<(Type, Type, Typ
         return Err(syn::Error::new(output.span(), advice));
     };
     let Type::Path(path) = &**ty else {
-        return Err(syn::Error::new(ty.span(), advice));
+        return Err(syn::Error::new_spanned(ty, advice));
     };
     let Some(last) = path.path.segments.last() else {
-        return Err(syn::Error::new(ty.span(), advice));
+        return Err(syn::Error::new_spanned(ty, advice));
     };
     let PathArguments::AngleBracketed(arguments) = &last.arguments else {
-        return Err(syn::Error::new(ty.span(), advice));
+        return Err(syn::Error::new_spanned(ty, advice));
     };
     let types: Vec<&Type> = arguments
         .args
@@ -281,7 +281,7 @@ fn result_types(kind: Kind, output: &ReturnType) -> syn::Result<(Type, Type, Typ
         .collect();
     match (last.ident == "Result", types.as_slice()) {
         (true, [output, error]) => Ok(((**ty).clone(), (*output).clone(), (*error).clone())),
-        _ => Err(syn::Error::new(ty.span(), advice)),
+        _ => Err(syn::Error::new_spanned(ty, advice)),
     }
 }
 

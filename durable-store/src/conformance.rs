@@ -439,6 +439,18 @@ fn list_instances_filters_and_pages(store: &dyn Store) {
     };
     assert_eq!(store.list_instances(&window, None, 1000).unwrap().len(), 10);
 
+    let ended_early = InstanceQuery {
+        ended_before: Some(Timestamp(30)),
+        ..InstanceQuery::default()
+    };
+    let found = store.list_instances(&ended_early, None, 1000).unwrap();
+    assert_eq!(
+        found.len(),
+        10,
+        "completed (every third) with created = updated < 30"
+    );
+    assert!(found.iter().all(|r| r.status == RuntimeStatus::Completed));
+
     let prefixed = InstanceQuery {
         id_prefix: Some("job-1".to_owned()),
         ..InstanceQuery::default()

@@ -424,6 +424,8 @@ pub struct InstanceQuery {
     pub created_to: Option<Timestamp>,
     /// Only instance ids with this prefix.
     pub id_prefix: Option<String>,
+    /// Only instances that ended (completed, failed or terminated) before this time.
+    pub ended_before: Option<Timestamp>,
 }
 
 impl InstanceQuery {
@@ -441,5 +443,8 @@ impl InstanceQuery {
                 .id_prefix
                 .as_ref()
                 .is_none_or(|prefix| record.id.as_str().starts_with(prefix.as_str()))
+            && self
+                .ended_before
+                .is_none_or(|before| record.status.is_terminal() && record.last_updated_at < before)
     }
 }

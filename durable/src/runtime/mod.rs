@@ -50,6 +50,11 @@ pub enum Error {
         "Runtime::start must be called from within a tokio runtime (for example under #[tokio::main])"
     )]
     NoTokioRuntime,
+    /// The tokio runtime has no time driver, which durable timers need.
+    #[error(
+        "the tokio runtime has timers disabled; build it with `enable_all()` (or `enable_time()`), as #[tokio::main] does"
+    )]
+    NoTimeDriver,
     /// The store could not be opened or read.
     #[error(transparent)]
     Store(#[from] durable_store::Error),
@@ -195,6 +200,11 @@ impl RuntimeBuilder {
     /// [`durable_store::Error::Locked`] when another process uses the directory).
     pub async fn start(self) -> Result<Runtime, Error> {
         let tokio = tokio::runtime::Handle::try_current().map_err(|_| Error::NoTokioRuntime)?;
+        // Without tokio's time driver every durable timer would panic later, inside a task;
+        // find out now. (Creating a sleep panics at once when the driver is missing.)
+        if std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_err() {
+            return Err(Error::NoTimeDriver);
+        }
         let store: Arc<dyn Store> = match self.store {
             StoreChoice::Unset => return Err(Error::NoStore),
             StoreChoice::Memory => Arc::new(MemoryStore::new()),
