@@ -591,3 +591,47 @@ async fn terminate_stops_an_instance_that_continues_as_new_in_a_tight_loop() {
     ));
     runtime.shutdown().await;
 }
+
+static FIRE_AND_FORGET_RUNS: AtomicU64 = AtomicU64::new(0);
+
+#[activity]
+async fn send_email(_ctx: ActivityContext, to: String) -> Result<(), Error> {
+    let _ = to;
+    FIRE_AND_FORGET_RUNS.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+#[orchestrator]
+async fn notify_and_return(ctx: OrchestrationContext, to: String) -> Result<String, Error> {
+    // Not awaited: fire-and-forget, as in Durable Functions.
+    let _email = ctx.call_activity(send_email, to);
+    Ok("done".to_owned())
+}
+
+#[tokio::test]
+async fn an_activity_scheduled_in_the_last_turn_still_runs_once() {
+    let store = Arc::new(MemoryStore::new());
+    let runtime = Runtime::builder()
+        .store(store.clone())
+        .register(send_email)
+        .register(notify_and_return)
+        .start()
+        .await
+        .unwrap();
+    let instance = runtime
+        .client()
+        .start(notify_and_return, "ops@example.com".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(instance.wait(WAIT).await.unwrap(), "done");
+    let settled = durable_testkit::wait_until(Duration::from_secs(10), || {
+        FIRE_AND_FORGET_RUNS.load(Ordering::SeqCst) == 1
+            && store.scan_activities(None, 10).unwrap().is_empty()
+    });
+    assert!(
+        settled,
+        "the activity did not run, or its work item was left behind"
+    );
+    runtime.shutdown().await;
+    assert_eq!(FIRE_AND_FORGET_RUNS.load(Ordering::SeqCst), 1);
+}

@@ -280,6 +280,19 @@ fn result_types(kind: Kind, output: &ReturnType) -> syn::Result<(Type, Type, Typ
         })
         .collect();
     match (last.ident == "Result", types.as_slice()) {
+        (true, [Type::Reference(reference), _]) => {
+            let owned = match &*reference.elem {
+                Type::Path(path) if path.path.is_ident("str") => "`String` instead of `&str`",
+                _ => "the type by value",
+            };
+            Err(syn::Error::new_spanned(
+                reference,
+                format!(
+                    "the output of {} is stored as JSON and decoded again by whoever reads it, so it cannot be a reference: return {owned}",
+                    kind.plural()
+                ),
+            ))
+        }
         (true, [output, error]) => Ok(((**ty).clone(), (*output).clone(), (*error).clone())),
         _ => Err(syn::Error::new_spanned(ty, advice)),
     }

@@ -712,12 +712,23 @@ impl Shard {
             record.custom_status = engine.custom_status().or(record.custom_status.take());
         }
         let execution = record.execution;
-        let outstanding = match (&turn.outcome, &slot.engine) {
+        let ended = turn.outcome.is_some();
+        let mut outstanding = match (&turn.outcome, &slot.engine) {
             (Some(_), Some(engine)) => engine.outstanding(),
             _ => Vec::new(),
         };
         for action in turn.actions {
-            self.perform(instance, execution, action, round);
+            match action {
+                // An activity called in the last turn without being awaited is fire-and-forget,
+                // as in Durable Functions: it runs, and its result is dropped.
+                Action::ScheduleActivity { id, .. } if ended => {
+                    outstanding.retain(|task| *task != Outstanding::Activity(id));
+                    self.perform(instance, execution, action, round);
+                }
+                // A timer nobody will wait for is not worth storing.
+                Action::CreateTimer { .. } if ended => {}
+                action => self.perform(instance, execution, action, round),
+            }
         }
         if let Some(outcome) = turn.outcome {
             for task in outstanding {
