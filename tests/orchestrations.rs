@@ -635,3 +635,55 @@ async fn an_activity_scheduled_in_the_last_turn_still_runs_once() {
     runtime.shutdown().await;
     assert_eq!(FIRE_AND_FORGET_RUNS.load(Ordering::SeqCst), 1);
 }
+
+/// A helper the `#[orchestrator]` check cannot see into.
+async fn wait_a_bit() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+#[orchestrator]
+async fn sneaky(ctx: OrchestrationContext) -> Result<(), Error> {
+    let _ = ctx.instance_id();
+    wait_a_bit().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn tokio_reached_through_a_helper_fails_the_instance_with_advice() {
+    let runtime = Runtime::builder()
+        .in_memory()
+        .register(sneaky)
+        .register(chain)
+        .register(add_one)
+        .start()
+        .await
+        .unwrap();
+    let client = runtime.client();
+    let instance = client.start(sneaky, ()).await.unwrap();
+    let Err(ClientError::Failed { failure, .. }) = instance.wait(WAIT).await else {
+        panic!("the orchestrator slept on tokio's timer instead of failing")
+    };
+    assert_eq!(failure.kind, ErrorKind::Panic);
+    assert!(
+        failure.message.contains("outside any tokio runtime"),
+        "{}",
+        failure.message
+    );
+    assert!(failure.message.contains("ctx.sleep"), "{}", failure.message);
+    // The history says the same.
+    let history = client
+        .status_with_history(instance.id())
+        .await
+        .unwrap()
+        .unwrap()
+        .history
+        .unwrap();
+    assert!(matches!(
+        history.last(),
+        Some(durable::store::HistoryEvent::ExecutionFailed { failure }) if failure.message.contains("ctx.sleep")
+    ));
+    // And the runtime is fine.
+    let ok = client.start(chain, 1).await.unwrap();
+    assert_eq!(ok.wait(WAIT).await.unwrap(), 3);
+    runtime.shutdown().await;
+}

@@ -57,23 +57,29 @@ struct Parts {
 
 /// Expands one macro invocation; errors become `compile_error!`s.
 pub(crate) fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
-    let result = syn::parse2::<ItemFn>(item.clone())
-        .and_then(|function| {
-            let name = parse_options(kind, attr)?;
-            analyze(kind, function, name)
-        })
-        .and_then(|parts| {
-            if kind == Kind::Orchestrator {
-                crate::check::check_body(&parts.body)?;
-            }
-            Ok(generate(kind, parts))
-        });
-    match result {
-        Ok(tokens) => tokens,
+    let parts = syn::parse2::<ItemFn>(item.clone()).and_then(|function| {
+        let name = parse_options(kind, attr)?;
+        analyze(kind, function, name)
+    });
+    let mut parts = match parts {
+        Ok(parts) => parts,
         // Keep the item so that one error does not cascade into "cannot find" errors.
         Err(error) => {
             let error = error.into_compile_error();
-            quote!(#error #item)
+            return quote!(#error #item);
+        }
+    };
+    let checked = match kind {
+        Kind::Orchestrator => crate::check::check_body(&mut parts.body),
+        Kind::Activity => Ok(()),
+    };
+    let generated = generate(kind, parts);
+    match checked {
+        Ok(()) => generated,
+        // The function still exists, so code that uses it reports nothing more.
+        Err(error) => {
+            let error = error.into_compile_error();
+            quote!(#error #generated)
         }
     }
 }

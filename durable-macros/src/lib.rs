@@ -54,6 +54,50 @@ pub fn activity(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// input, and return `Result<Output, E>`. Its future does not need to be `Send`: it runs on
 /// the runtime's orchestration threads. `#[orchestrator(name = "...")]` sets the registered
 /// name.
+///
+/// # Rules, checked at compile time
+///
+/// An orchestrator is replayed from its history, so it must do the same thing every time.
+/// The macro rejects, with an error at the offending code naming the replay-safe
+/// alternative:
+///
+/// | rejected | use instead |
+/// |---|---|
+/// | the wall clock: `SystemTime::now`, `Instant::now`, `chrono::Utc::now`/`Local::now`, `time::OffsetDateTime::now_utc` | `ctx.current_utc_datetime()` |
+/// | randomness and fresh ids: `rand::*` (`random`, `thread_rng`, `rng`), `Uuid::new_v4`/`new_v7`, `fastrand`, `getrandom`, `RandomState::new` | `ctx.new_guid()`, or an activity |
+/// | sleeping and timers: `std::thread::sleep`, `tokio::time::sleep`/`sleep_until`/`timeout`/`interval` | `ctx.sleep`, `ctx.create_timer` |
+/// | threads and tasks: `std::thread::spawn`/`scope`, `tokio::spawn`, `spawn_blocking`, `spawn_local`, `JoinSet` | activities, `ctx.join_all` |
+/// | racing futures: `select!`, `join!`, `try_join!` (tokio's or futures'), `futures::future::select*`, `FuturesUnordered` | `ctx.join_all`, `ctx.select` |
+/// | I/O: `std::fs`, `tokio::fs`, `std::net`, `tokio::net`, `std::process`, `reqwest`, `std::io::stdin`, `File`, `TcpStream`, `Command::new` | an activity |
+/// | the environment: `std::env::var`/`vars`/`args`/`current_dir`/... | pass it in the input |
+/// | `HashMap`, `HashSet` (their iteration order differs per process) | `BTreeMap`, `BTreeSet`, or an explicit sort |
+/// | `unsafe` blocks (and so `static mut` access), `static mut` items, `thread_local!` and `THREAD_LOCAL.with(..)` | locals, the input |
+/// | blocking on futures: `futures::executor::block_on`, `Handle::block_on`, any `.block_on(..)` | `.await` a durable task |
+///
+/// The check sees every path, type, method call and macro of the body — closures, nested
+/// blocks, async blocks, nested functions, and the arguments of macros that parse as
+/// expressions — and resolves the `use` declarations made inside the body, renames and
+/// globs included. Names bound in the body (a variable called `now` or `sleep`) are the
+/// user's own and are not flagged.
+///
+/// **What it cannot see**: code in other functions the body calls, and the `use`
+/// declarations outside the function (for those it recognises the distinctive spellings
+/// above, such as `SystemTime::now` or `thread::sleep`, not every conceivable alias). The
+/// runtime is the second line of defence: orchestrators are polled outside any tokio
+/// runtime, so tokio reached through a helper (`tokio::spawn`, `tokio::time::sleep`) fails
+/// the instance with a message saying what to use instead. A blocking call in a helper
+/// (`std::thread::sleep`) cannot be caught: it stalls the orchestration thread.
+///
+/// A reviewed exception is marked on the statement or expression, with a reason that
+/// `grep` finds:
+///
+/// ```ignore
+/// #[durable::allow_nondeterministic("only measures this turn's duration for a log line")]
+/// let started = std::time::Instant::now();
+/// ```
+///
+/// The attribute without a reason is an error. It cannot go inside the arguments of a
+/// macro call.
 #[proc_macro_attribute]
 pub fn orchestrator(attr: TokenStream, item: TokenStream) -> TokenStream {
     function::expand(function::Kind::Orchestrator, attr.into(), item.into()).into()

@@ -269,6 +269,36 @@ fn typed_output<O: DeserializeOwned>(status: InstanceStatus) -> Result<O, Error>
 
 /// Starts and manages orchestration instances. Get one from
 /// [`Runtime::client`](crate::Runtime::client); clone it freely.
+///
+/// ```
+/// use durable::prelude::*;
+/// use durable::InstanceQuery;
+/// use std::time::Duration;
+///
+/// #[orchestrator]
+/// async fn nap(ctx: OrchestrationContext, seconds: u64) -> Result<(), Error> {
+///     ctx.sleep(Duration::from_secs(seconds)).await
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = Runtime::builder().in_memory().register(nap).start().await?;
+/// let client = runtime.client();
+/// client.start_with_id(nap, "nap-1", 3600).await?;
+/// let status = client.status("nap-1").await?.expect("it exists");
+/// assert_eq!(status.runtime_status, RuntimeStatus::Running);
+///
+/// client.terminate("nap-1", "wake up").await?;
+/// let status = client.wait_for_completion("nap-1", Duration::from_secs(5)).await?;
+/// assert_eq!(status.runtime_status, RuntimeStatus::Terminated);
+///
+/// let page = client.list(&InstanceQuery::default(), 100, None).await?;
+/// assert_eq!(page.instances.len(), 1);
+/// client.purge("nap-1").await?;
+/// runtime.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Client {
     shared: Weak<Shared>,

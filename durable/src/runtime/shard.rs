@@ -691,7 +691,14 @@ impl Shard {
             .ok_or_else(|| internal("the engine vanished"))
     }
 
-    fn apply_turn(&mut self, instance: &InstanceId, now: Timestamp, turn: Turn, round: &mut Round) {
+    fn apply_turn(
+        &mut self,
+        instance: &InstanceId,
+        now: Timestamp,
+        mut turn: Turn,
+        round: &mut Round,
+    ) {
+        explain_tokio_panic(&mut turn);
         let Some(slot) = self.slots.get_mut(instance) else {
             return;
         };
@@ -980,6 +987,27 @@ impl Shard {
             self.slots.remove(&instance);
             Metrics::add(&self.shared.metrics.cache_evictions, 1);
         }
+    }
+}
+
+/// Orchestrators are polled outside any tokio runtime, so tokio calls reached through a
+/// helper function (where `#[orchestrator]` cannot see them) panic; say what to do instead.
+fn explain_tokio_panic(turn: &mut Turn) {
+    let failure = match &mut turn.outcome {
+        Some(Outcome::Failed(failure)) if failure.kind == FailureKind::Panic => failure,
+        _ => return,
+    };
+    if !failure.message.contains("Tokio") {
+        return;
+    }
+    failure.message.push_str(
+        ". Orchestrators run outside any tokio runtime, on the runtime's orchestration threads, \
+         so tokio cannot be used in them (not even through a helper function): wait with \
+         `ctx.sleep`/`ctx.create_timer`, and do I/O and spawned work in activities",
+    );
+    let failure = failure.clone();
+    if let Some(event @ HistoryEvent::ExecutionFailed { .. }) = turn.events.last_mut() {
+        *event = HistoryEvent::ExecutionFailed { failure };
     }
 }
 

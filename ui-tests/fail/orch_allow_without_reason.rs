@@ -1,0 +1,11 @@
+use durable::prelude::*;
+
+#[orchestrator]
+async fn orchestration(ctx: OrchestrationContext) -> Result<(), Error> {
+    let _ = &ctx;
+    #[durable::allow_nondeterministic]
+    let _t = std::time::SystemTime::now();
+    Ok(())
+}
+
+fn main() {}

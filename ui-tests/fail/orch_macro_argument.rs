@@ -1,0 +1,10 @@
+use durable::prelude::*;
+
+#[orchestrator]
+async fn orchestration(ctx: OrchestrationContext) -> Result<(), Error> {
+    let _ = &ctx;
+    println!("{:?}", std::time::SystemTime::now());
+    Ok(())
+}
+
+fn main() {}
