@@ -144,6 +144,18 @@ async fn unit_result(ctx: OrchestrationContext) -> Result<String, Error> {
     Ok(format!("hello from {}", ctx.instance_id()))
 }
 
+/// Waits (without blocking the tokio thread) until `condition` holds, for up to 10 s.
+async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    condition()
+}
+
 fn builder() -> RuntimeBuilder {
     Runtime::builder()
         .register(add_one)
@@ -577,9 +589,7 @@ async fn terminate_stops_an_instance_that_continues_as_new_in_a_tight_loop() {
     let client = runtime.client();
     let instance = client.start_with_id(spin, "spinner", 0).await.unwrap();
     // Let it spin through some executions, then stop it wherever it is.
-    let spun = durable_testkit::wait_until(Duration::from_secs(10), || {
-        runtime.metrics().instances_ended > 20
-    });
+    let spun = eventually(|| runtime.metrics().instances_ended > 20).await;
     assert!(spun, "the instance did not continue as new");
     client.terminate("spinner", "stop spinning").await.unwrap();
     let status = client.wait_for_completion("spinner", WAIT).await.unwrap();
@@ -624,10 +634,11 @@ async fn an_activity_scheduled_in_the_last_turn_still_runs_once() {
         .await
         .unwrap();
     assert_eq!(instance.wait(WAIT).await.unwrap(), "done");
-    let settled = durable_testkit::wait_until(Duration::from_secs(10), || {
+    let settled = eventually(|| {
         FIRE_AND_FORGET_RUNS.load(Ordering::SeqCst) == 1
             && store.scan_activities(None, 10).unwrap().is_empty()
-    });
+    })
+    .await;
     assert!(
         settled,
         "the activity did not run, or its work item was left behind"

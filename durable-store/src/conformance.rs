@@ -112,6 +112,7 @@ fn record(id: &InstanceId, name: &str, status: RuntimeStatus, created: u64) -> I
         last_updated_at: Timestamp(created),
         history_len: 0,
         parent: None,
+        scheduled_start: None,
     }
 }
 

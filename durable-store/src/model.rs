@@ -117,6 +117,22 @@ pub enum HistoryEvent {
         /// The reason given by the caller.
         reason: String,
     },
+    /// The orchestrator stopped waiting for a timer (it lost a `select`, or its task was
+    /// dropped); the timer will not fire.
+    TimerCancelled {
+        /// The task's sequence number.
+        id: TaskId,
+    },
+    /// The instance was suspended: it stores what arrives but runs no turn.
+    ExecutionSuspended {
+        /// The reason given by the caller.
+        reason: String,
+    },
+    /// The instance was resumed.
+    ExecutionResumed {
+        /// The reason given by the caller.
+        reason: String,
+    },
 }
 
 impl HistoryEvent {
@@ -138,6 +154,9 @@ impl HistoryEvent {
             HistoryEvent::ExecutionFailed { .. } => "ExecutionFailed",
             HistoryEvent::ContinuedAsNew { .. } => "ContinuedAsNew",
             HistoryEvent::ExecutionTerminated { .. } => "ExecutionTerminated",
+            HistoryEvent::TimerCancelled { .. } => "TimerCancelled",
+            HistoryEvent::ExecutionSuspended { .. } => "ExecutionSuspended",
+            HistoryEvent::ExecutionResumed { .. } => "ExecutionResumed",
         }
     }
 }
@@ -312,6 +331,9 @@ pub struct InstanceRecord {
     pub history_len: u64,
     /// The parent orchestration, for a sub-orchestration.
     pub parent: Option<ParentRef>,
+    /// For an instance started with a scheduled start: when it starts. Its timer is stored
+    /// under this due time.
+    pub scheduled_start: Option<Timestamp>,
 }
 
 /// A message waiting in an instance's inbox: a history event addressed to an instance (and,

@@ -8,7 +8,7 @@ use crate::runtime::Shared;
 use crate::runtime::shard::{Request, ShardMsg};
 use durable_store::{
     ExecutionId, Failure, FailureKind, HistoryEvent, InstanceId, InstanceQuery, InstanceRecord,
-    InvalidInstanceId, Json, RuntimeStatus,
+    InvalidInstanceId, Json, RuntimeStatus, Timestamp,
 };
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
@@ -358,17 +358,57 @@ impl Client {
         self.start_typed(orchestrator, id, input).await
     }
 
+    /// Starts orchestrator `O` with `input` under a new instance id, not before `when`: the
+    /// instance is `Pending` until then (a durable timer starts it, across restarts).
+    ///
+    /// # Errors
+    /// As [`Client::start`].
+    pub async fn start_at<O: Orchestrator>(
+        &self,
+        orchestrator: O,
+        input: O::Input,
+        when: SystemTime,
+    ) -> Result<InstanceHandle<O::Output>, Error> {
+        let options = StartOptions::new().at(when);
+        self.start_with(orchestrator, input, options).await
+    }
+
+    /// Starts orchestrator `O` with `input` and [`StartOptions`]: an instance id, a scheduled
+    /// start.
+    ///
+    /// # Errors
+    /// As [`Client::start_with_id`].
+    pub async fn start_with<O: Orchestrator>(
+        &self,
+        orchestrator: O,
+        input: O::Input,
+        options: StartOptions,
+    ) -> Result<InstanceHandle<O::Output>, Error> {
+        let id = match options.instance_id {
+            Some(id) => InstanceId::new(id)?,
+            None => InstanceId::new(uuid::Uuid::new_v4().simple().to_string())?,
+        };
+        let _ = orchestrator;
+        let input = encode_input::<O>(&input)?;
+        let start_at = options.start_at.map(Timestamp::from_system_time);
+        self.start_instance(O::NAME, id.clone(), input, start_at)
+            .await?;
+        Ok(InstanceHandle {
+            client: self.clone(),
+            id,
+            output: PhantomData,
+        })
+    }
+
     async fn start_typed<O: Orchestrator>(
         &self,
         _orchestrator: O,
         id: InstanceId,
         input: O::Input,
     ) -> Result<InstanceHandle<O::Output>, Error> {
-        let input = Json::encode(&input).map_err(|error| Error::InvalidInput {
-            name: O::NAME.to_owned(),
-            message: error.to_string(),
-        })?;
-        self.start_instance(O::NAME, id.clone(), input).await?;
+        let input = encode_input::<O>(&input)?;
+        self.start_instance(O::NAME, id.clone(), input, None)
+            .await?;
         Ok(InstanceHandle {
             client: self.clone(),
             id,
@@ -409,7 +449,7 @@ impl Client {
             None => InstanceId::new(uuid::Uuid::new_v4().simple().to_string())?,
         };
         drop(shared);
-        self.start_instance(name, id.clone(), input).await?;
+        self.start_instance(name, id.clone(), input, None).await?;
         Ok(id)
     }
 
@@ -418,6 +458,7 @@ impl Client {
         name: &str,
         instance: InstanceId,
         input: Json,
+        start_at: Option<Timestamp>,
     ) -> Result<(), Error> {
         {
             let shared = self.shared()?;
@@ -431,6 +472,71 @@ impl Client {
             instance: instance.clone(),
             name: name.to_owned(),
             input,
+            start_at,
+        };
+        self.request(&instance, request).await
+    }
+
+    /// Sends external event `name` with `payload` to an instance; its orchestrator receives
+    /// it with `ctx.wait_for_event(name)`. Returns once the event is stored. Events that
+    /// arrive before the orchestrator waits for them are kept, in arrival order.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown instance; [`Error::NotRunning`] for an ended one —
+    /// the event is then discarded.
+    pub async fn raise_event(
+        &self,
+        instance_id: impl AsRef<str>,
+        name: impl Into<String>,
+        payload: impl serde::Serialize,
+    ) -> Result<(), Error> {
+        let instance = InstanceId::new(instance_id)?;
+        let name = name.into();
+        let input = Json::encode(&payload).map_err(|error| Error::InvalidInput {
+            name: format!("event `{name}`"),
+            message: error.to_string(),
+        })?;
+        let request = Request::RaiseEvent {
+            instance: instance.clone(),
+            name,
+            input,
+        };
+        self.request(&instance, request).await
+    }
+
+    /// Suspends a running instance: it keeps receiving and storing events, activity results
+    /// and timer firings, but runs no turn until resumed. Its status reads `Suspended`.
+    /// Suspending a suspended instance does nothing.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::NotRunning`] for an ended instance.
+    pub async fn suspend(
+        &self,
+        instance_id: impl AsRef<str>,
+        reason: impl Into<String>,
+    ) -> Result<(), Error> {
+        let instance = InstanceId::new(instance_id)?;
+        let request = Request::Suspend {
+            instance: instance.clone(),
+            reason: reason.into(),
+        };
+        self.request(&instance, request).await
+    }
+
+    /// Resumes a suspended instance: what arrived meanwhile is processed, in order.
+    /// Resuming an instance that is not suspended does nothing.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::NotRunning`] for an ended instance.
+    pub async fn resume(
+        &self,
+        instance_id: impl AsRef<str>,
+        reason: impl Into<String>,
+    ) -> Result<(), Error> {
+        let instance = InstanceId::new(instance_id)?;
+        let request = Request::Resume {
+            instance: instance.clone(),
+            reason: reason.into(),
         };
         self.request(&instance, request).await
     }
@@ -640,6 +746,53 @@ impl Client {
             .await
             .map_err(|_| Error::ShuttingDown)?
             .map_err(Error::from)
+    }
+}
+
+fn encode_input<O: Orchestrator>(input: &O::Input) -> Result<Json, Error> {
+    Json::encode(input).map_err(|error| Error::InvalidInput {
+        name: O::NAME.to_owned(),
+        message: error.to_string(),
+    })
+}
+
+/// Options of [`Client::start_with`].
+///
+/// ```
+/// use durable::client::StartOptions;
+/// use std::time::{Duration, SystemTime};
+/// let options = StartOptions::new()
+///     .instance_id("nightly-report")
+///     .at(SystemTime::now() + Duration::from_secs(3600));
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct StartOptions {
+    /// The instance id; a new one is generated when `None`.
+    pub instance_id: Option<String>,
+    /// Start not before this time; at once when `None` or past.
+    pub start_at: Option<SystemTime>,
+}
+
+impl StartOptions {
+    /// No options: a generated id, started at once.
+    pub fn new() -> StartOptions {
+        StartOptions::default()
+    }
+
+    /// Uses `id` as the instance id.
+    #[must_use]
+    pub fn instance_id(mut self, id: impl Into<String>) -> StartOptions {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// Starts the instance not before `when`.
+    #[must_use]
+    pub fn at(mut self, when: SystemTime) -> StartOptions {
+        self.start_at = Some(when);
+        self
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::core::Action;
 use crate::core::state::{State, TaskKind};
-use crate::core::tasks::{ContinueAsNew, DurableTask, JoinAll};
+use crate::core::tasks::{ContinueAsNew, DurableTask, JoinAll, Select, SelectAll};
 use crate::error::{Error, ErrorKind};
 use crate::function::{Activity, LocalBoxFuture, Orchestrator};
 use durable_store::{ExecutionId, InstanceId, Json, Timestamp};
@@ -205,6 +205,59 @@ impl OrchestrationContext {
     pub fn sleep(&self, duration: Duration) -> DurableTask<()> {
         let fire_at = self.state.borrow().now.saturating_add(duration);
         self.create_timer(fire_at.to_system_time())
+    }
+
+    /// Waits for the next external event `name` (raised with
+    /// [`Client::raise_event`](crate::Client::raise_event)) and decodes its payload as `T`.
+    ///
+    /// Events that arrived before the orchestrator waited are kept: the wait takes the
+    /// oldest of that name. Several events of one name are delivered first-in, first-out.
+    /// If the wait is dropped (it lost a [`select`](OrchestrationContext::select)), it
+    /// stops waiting; an event it had already received goes to the next wait of that name.
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// # use durable::Either;
+    /// # use std::time::Duration;
+    /// #[orchestrator]
+    /// async fn approval(ctx: OrchestrationContext) -> Result<String, Error> {
+    ///     let approved = ctx.wait_for_event::<bool>("ApprovalEvent");
+    ///     let timeout = ctx.sleep(Duration::from_secs(72 * 3600));
+    ///     Ok(match ctx.select(approved, timeout).await {
+    ///         Either::Left(Ok(true)) => "approved".to_owned(),
+    ///         Either::Left(_) => "rejected".to_owned(),
+    ///         Either::Right(_) => "escalated".to_owned(),
+    ///     })
+    /// }
+    /// ```
+    pub fn wait_for_event<T: DeserializeOwned>(&self, name: impl Into<String>) -> DurableTask<T> {
+        let id = self.state.borrow_mut().wait_for_event(&name.into());
+        DurableTask::scheduled(Rc::clone(&self.state), id)
+    }
+
+    /// Waits for the first of two durable tasks (activities, timers, events,
+    /// sub-orchestrations), returning which one won and its outcome.
+    ///
+    /// The winner is the task whose completion comes first in the history — never a matter
+    /// of polling order — so replay picks the same winner. The loser is dropped: a timer is
+    /// cancelled (it never fires); an activity or sub-orchestration runs on, its result
+    /// ignored.
+    pub fn select<A, B>(&self, left: DurableTask<A>, right: DurableTask<B>) -> Select<A, B>
+    where
+        A: DeserializeOwned,
+        B: DeserializeOwned,
+    {
+        Select::new(left, right)
+    }
+
+    /// Waits for the first of several durable tasks, by history order; resolves to its
+    /// index in `tasks` and its outcome. The others are dropped, as with
+    /// [`select`](OrchestrationContext::select).
+    pub fn select_all<T: DeserializeOwned>(
+        &self,
+        tasks: impl IntoIterator<Item = DurableTask<T>>,
+    ) -> SelectAll<T> {
+        SelectAll::new(tasks.into_iter().collect())
     }
 
     /// Waits for all `futures`, returning their outputs in the order given, or the first

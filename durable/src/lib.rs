@@ -56,7 +56,7 @@ pub mod runtime;
 pub use activity::ActivityContext;
 pub use client::{Client, InstanceHandle, InstanceStatus};
 pub use context::{OrchestrationContext, RetryPolicy};
-pub use core::tasks::{ContinueAsNew, DurableTask, JoinAll};
+pub use core::tasks::{ContinueAsNew, DurableTask, Either, JoinAll, Select, SelectAll};
 pub use durable_macros::{activity, orchestrator};
 pub use durable_store as store;
 pub use durable_store::{Durability, InstanceQuery};
@@ -68,7 +68,8 @@ pub use runtime::{Clock, MetricsSnapshot, Runtime, RuntimeBuilder};
 /// Everything an application needs in scope: `use durable::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Activity, ActivityContext, Client, Error, ErrorKind, InstanceStatus, OrchestrationContext,
-        Orchestrator, RetryPolicy, Runtime, RuntimeStatus, activity, orchestrator,
+        Activity, ActivityContext, Client, Either, Error, ErrorKind, InstanceStatus,
+        OrchestrationContext, Orchestrator, RetryPolicy, Runtime, RuntimeStatus, activity,
+        orchestrator,
     };
 }

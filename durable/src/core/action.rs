@@ -23,6 +23,13 @@ pub enum Action {
         /// When it is due.
         fire_at: Timestamp,
     },
+    /// Cancel a timer the orchestrator no longer waits for.
+    CancelTimer {
+        /// The timer's task sequence number.
+        id: TaskId,
+        /// When it was due (part of its key in the store).
+        fire_at: Timestamp,
+    },
     /// Start a sub-orchestration.
     StartSubOrchestration {
         /// The task's sequence number.
@@ -49,6 +56,7 @@ impl Action {
                 id: *id,
                 fire_at: *fire_at,
             },
+            Action::CancelTimer { id, .. } => HistoryEvent::TimerCancelled { id: *id },
             Action::StartSubOrchestration {
                 id,
                 name,
@@ -68,6 +76,7 @@ impl Action {
         match self {
             Action::ScheduleActivity { id, name, .. } => format!("activity `{name}` as task {id}"),
             Action::CreateTimer { id, .. } => format!("a timer as task {id}"),
+            Action::CancelTimer { id, .. } => format!("the cancellation of timer {id}"),
             Action::StartSubOrchestration { id, name, .. } => {
                 format!("sub-orchestration `{name}` as task {id}")
             }
@@ -87,7 +96,8 @@ impl Action {
                     ..
                 },
             ) => id == recorded_id && name == recorded_name,
-            (Action::CreateTimer { id, .. }, HistoryEvent::TimerCreated { id: recorded, .. }) => {
+            (Action::CreateTimer { id, .. }, HistoryEvent::TimerCreated { id: recorded, .. })
+            | (Action::CancelTimer { id, .. }, HistoryEvent::TimerCancelled { id: recorded }) => {
                 id == recorded
             }
             (
@@ -111,6 +121,7 @@ pub(crate) fn describe_recorded(event: &HistoryEvent) -> String {
     match event {
         HistoryEvent::TaskScheduled { id, name, .. } => format!("activity `{name}` as task {id}"),
         HistoryEvent::TimerCreated { id, .. } => format!("a timer as task {id}"),
+        HistoryEvent::TimerCancelled { id } => format!("the cancellation of timer {id}"),
         HistoryEvent::SubOrchestrationCreated { id, name, .. } => {
             format!("sub-orchestration `{name}` as task {id}")
         }

@@ -177,7 +177,16 @@ impl Engine {
             turn.events.push(outcome.to_event());
             turn.outcome = Some(outcome.clone());
         }
+        if turn.events.len() == 1 && turn.actions.is_empty() && turn.outcome.is_none() {
+            // Every input was discarded: nothing happened, so nothing is recorded.
+            turn.events.clear();
+        }
         turn
+    }
+
+    /// External events that arrived and were not read, to carry over `continue_as_new`.
+    pub fn take_stored_events(&mut self) -> Vec<(String, Json)> {
+        self.state.borrow_mut().take_stored_events()
     }
 
     /// Ends the execution by a terminate request. The start of the execution, if it is in
@@ -214,10 +223,11 @@ impl Engine {
         self.state
             .borrow()
             .outstanding()
-            .map(|(id, kind)| match kind {
-                TaskKind::Activity { .. } => Outstanding::Activity(id),
-                TaskKind::Timer { fire_at } => Outstanding::Timer(id, *fire_at),
-                TaskKind::SubOrchestration { .. } => Outstanding::SubOrchestration(id),
+            .filter_map(|(id, kind)| match kind {
+                TaskKind::Activity { .. } => Some(Outstanding::Activity(id)),
+                TaskKind::Timer { fire_at } => Some(Outstanding::Timer(id, *fire_at)),
+                TaskKind::SubOrchestration { .. } => Some(Outstanding::SubOrchestration(id)),
+                TaskKind::Event { .. } => None,
             })
             .collect()
     }
@@ -247,6 +257,7 @@ impl Engine {
             }
             HistoryEvent::TaskScheduled { .. }
             | HistoryEvent::TimerCreated { .. }
+            | HistoryEvent::TimerCancelled { .. }
             | HistoryEvent::SubOrchestrationCreated { .. } => match mode {
                 Mode::Replay => self.match_recorded(&event),
                 Mode::Live => {
@@ -273,9 +284,19 @@ impl Engine {
                 let outcome = Err(failure.clone());
                 self.complete(*id, is_sub_orchestration, outcome, event, mode, turn)
             }
-            HistoryEvent::EventRaised { .. } => {
-                // External events are recorded so they are never lost; delivering them to
-                // `wait_for_event` arrives with the events feature.
+            HistoryEvent::EventRaised { name, input } => {
+                let waker = self.state.borrow_mut().raise_event(name, input.clone());
+                if mode == Mode::Live {
+                    turn.events.push(event);
+                }
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+                self.poll_code(mode, turn);
+                Ok(())
+            }
+            HistoryEvent::ExecutionSuspended { .. } | HistoryEvent::ExecutionResumed { .. } => {
+                // Suspension is the runtime's business; the code does not see it.
                 if mode == Mode::Live {
                     turn.events.push(event);
                 }
@@ -373,7 +394,9 @@ impl Engine {
     }
 
     fn end(&mut self, outcome: Outcome) {
-        // Dropping the future releases everything the orchestrator held.
+        // Dropping the future releases everything the orchestrator held; the tasks it drops
+        // produce no actions any more (the runtime cancels what is left).
+        self.state.borrow_mut().ended = true;
         self.future = None;
         if self.outcome.is_none() {
             self.outcome = Some(outcome);

@@ -5,15 +5,27 @@
 
 use super::action::Action;
 use durable_store::{ExecutionId, Failure, InstanceId, Json, TaskId, Timestamp};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::task::Waker;
 
 /// What a durable task is: used for matching history and for error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum TaskKind {
-    Activity { name: String },
-    Timer { fire_at: Timestamp },
-    SubOrchestration { name: String, instance: InstanceId },
+    Activity {
+        name: String,
+    },
+    Timer {
+        fire_at: Timestamp,
+    },
+    SubOrchestration {
+        name: String,
+        instance: InstanceId,
+    },
+    /// A wait for the next external event of this name. Not an action: nothing is
+    /// scheduled, and history records only the events that arrive.
+    Event {
+        name: String,
+    },
 }
 
 impl TaskKind {
@@ -24,6 +36,7 @@ impl TaskKind {
             TaskKind::SubOrchestration { name, instance } => {
                 format!("sub-orchestration `{name}` (instance `{instance}`)")
             }
+            TaskKind::Event { name } => format!("external event `{name}`"),
         }
     }
 }
@@ -40,6 +53,9 @@ pub(crate) struct TaskSlot {
     pub(crate) completion_order: u64,
     /// The waker of the future awaiting this task.
     pub(crate) waker: Option<Waker>,
+    /// The orchestrator dropped the task before it completed (a timer that lost a
+    /// `select`); a late completion is discarded.
+    pub(crate) cancelled: bool,
 }
 
 /// Execution state shared by the engine and the context.
@@ -58,6 +74,12 @@ pub(crate) struct State {
     pub(crate) guids: u64,
     /// Set by `continue_as_new`: the input of the next execution.
     pub(crate) continue_as_new: Option<Json>,
+    /// External events that arrived with nobody waiting, by name, oldest first.
+    pub(crate) events: BTreeMap<String, VecDeque<Json>>,
+    /// Event waits not yet satisfied, by name, oldest first.
+    pub(crate) event_waiters: BTreeMap<String, VecDeque<TaskId>>,
+    /// The execution has ended: dropped tasks no longer produce actions.
+    pub(crate) ended: bool,
     pub(crate) custom_status: Option<Json>,
 }
 
@@ -73,6 +95,9 @@ impl State {
             completions: 0,
             guids: 0,
             continue_as_new: None,
+            events: BTreeMap::new(),
+            event_waiters: BTreeMap::new(),
+            ended: false,
             custom_status: None,
         }
     }
@@ -83,6 +108,12 @@ impl State {
         kind: TaskKind,
         action: impl FnOnce(TaskId) -> Action,
     ) -> TaskId {
+        let id = self.new_task(kind);
+        self.produced.push_back(action(id));
+        id
+    }
+
+    fn new_task(&mut self, kind: TaskKind) -> TaskId {
         let id = TaskId(self.tasks.len() as u64);
         self.tasks.push(TaskSlot {
             kind,
@@ -90,9 +121,87 @@ impl State {
             completed: false,
             completion_order: 0,
             waker: None,
+            cancelled: false,
         });
-        self.produced.push_back(action(id));
         id
+    }
+
+    /// Creates a wait for the next external event `name`: satisfied at once by the oldest
+    /// stored event of that name, or by the next to arrive.
+    pub(crate) fn wait_for_event(&mut self, name: &str) -> TaskId {
+        let id = self.new_task(TaskKind::Event {
+            name: name.to_owned(),
+        });
+        let stored = self.events.get_mut(name).and_then(VecDeque::pop_front);
+        match stored {
+            Some(payload) => {
+                // Completing a fresh task cannot fail and has no waker yet.
+                let _ = self.complete(id, |_| true, Ok(payload));
+            }
+            None => self
+                .event_waiters
+                .entry(name.to_owned())
+                .or_default()
+                .push_back(id),
+        }
+        id
+    }
+
+    /// Delivers an external event to the oldest wait for it, or stores it. Returns the
+    /// waker to wake.
+    pub(crate) fn raise_event(&mut self, name: &str, payload: Json) -> Option<Waker> {
+        let waiter = self
+            .event_waiters
+            .get_mut(name)
+            .and_then(VecDeque::pop_front);
+        match waiter {
+            Some(id) => self.complete(id, |_| true, Ok(payload)).ok().flatten(),
+            None => {
+                self.events
+                    .entry(name.to_owned())
+                    .or_default()
+                    .push_back(payload);
+                None
+            }
+        }
+    }
+
+    /// The orchestrator dropped task `id`. A pending timer is cancelled; an event wait
+    /// stops waiting, and an event it received but nobody read goes back to be delivered
+    /// to the next wait — events are never lost.
+    pub(crate) fn abandon(&mut self, id: TaskId) {
+        let ended = self.ended;
+        let Some(slot) = self.slot_mut(id) else {
+            return;
+        };
+        match slot.kind.clone() {
+            TaskKind::Timer { fire_at } if !slot.completed && !slot.cancelled && !ended => {
+                slot.cancelled = true;
+                self.produced.push_back(Action::CancelTimer { id, fire_at });
+            }
+            TaskKind::Event { name } => {
+                if !slot.completed {
+                    if let Some(waiters) = self.event_waiters.get_mut(&name) {
+                        waiters.retain(|waiter| *waiter != id);
+                    }
+                } else if let Some(Ok(payload)) = slot.outcome.take() {
+                    self.events.entry(name).or_default().push_front(payload);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// External events stored and not yet read, oldest first within each name.
+    pub(crate) fn take_stored_events(&mut self) -> Vec<(String, Json)> {
+        std::mem::take(&mut self.events)
+            .into_iter()
+            .flat_map(|(name, payloads)| {
+                payloads
+                    .into_iter()
+                    .map(move |payload| (name.clone(), payload))
+            })
+            .collect()
     }
 
     pub(crate) fn slot(&self, id: TaskId) -> Option<&TaskSlot> {
@@ -125,6 +234,9 @@ impl State {
         if slot.completed {
             return Err("the task already completed");
         }
+        if slot.cancelled {
+            return Err("the orchestrator cancelled the task");
+        }
         slot.completed = true;
         slot.outcome = Some(outcome);
         slot.completion_order = order;
@@ -138,7 +250,7 @@ impl State {
         self.tasks
             .iter()
             .enumerate()
-            .filter(|(_, slot)| !slot.completed)
+            .filter(|(_, slot)| !slot.completed && !slot.cancelled)
             .map(|(index, slot)| (TaskId(index as u64), &slot.kind))
     }
 }

@@ -61,12 +61,26 @@ impl<T> DurableTask<T> {
     }
 
     /// The position of this task's completion among the execution's completions, in
-    /// history order, once it has completed.
+    /// history order, once it has completed. A task that could not be created counts as
+    /// completed first.
     pub fn completion_order(&self) -> Option<u64> {
-        let id = self.task_id()?;
+        let id = match &self.status {
+            TaskStatus::Scheduled(id) => *id,
+            TaskStatus::Invalid(_) => return Some(0),
+        };
         let state = self.state.borrow();
         let slot = state.slot(id)?;
         slot.completed.then_some(slot.completion_order)
+    }
+}
+
+impl<T> Drop for DurableTask<T> {
+    fn drop(&mut self) {
+        if let TaskStatus::Scheduled(id) = self.status
+            && let Ok(mut state) = self.state.try_borrow_mut()
+        {
+            state.abandon(id);
+        }
     }
 }
 
@@ -133,7 +147,7 @@ fn resolve<T: DeserializeOwned>(
                 format!("sub-orchestration `{name}` (instance `{instance}`) failed"),
                 failure,
             ),
-            TaskKind::Timer { .. } => Error::from_failure(failure),
+            TaskKind::Timer { .. } | TaskKind::Event { .. } => Error::from_failure(failure),
         }),
     }
 }
@@ -298,5 +312,117 @@ impl<T> Future for ContinueAsNew<T> {
     type Output = T;
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<T> {
         Poll::Pending
+    }
+}
+
+/// One of two values: the outcome of [`OrchestrationContext::select`](crate::OrchestrationContext::select).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Either<L, R> {
+    /// The first task won.
+    Left(L),
+    /// The second task won.
+    Right(R),
+}
+
+/// Waits for the first of two durable tasks. The winner is the task whose completion comes
+/// first in the history, so replay picks the same winner whatever the polling order. The
+/// loser is dropped: a timer is cancelled, an event wait stops waiting (an event it had
+/// received goes to the next wait of that name).
+#[must_use = "futures do nothing unless awaited"]
+pub struct Select<A, B> {
+    left: Option<DurableTask<A>>,
+    right: Option<DurableTask<B>>,
+}
+
+impl<A, B> Select<A, B> {
+    pub(crate) fn new(left: DurableTask<A>, right: DurableTask<B>) -> Select<A, B> {
+        Select {
+            left: Some(left),
+            right: Some(right),
+        }
+    }
+}
+
+impl<A, B> Unpin for Select<A, B> {}
+
+impl<A: DeserializeOwned, B: DeserializeOwned> Future for Select<A, B> {
+    type Output = Either<Result<A, Error>, Result<B, Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = Pin::into_inner(self);
+        let (Some(left), Some(right)) = (this.left.as_mut(), this.right.as_mut()) else {
+            return Poll::Pending; // polled after completion
+        };
+        let left_first = match (left.completion_order(), right.completion_order()) {
+            (Some(l), Some(r)) => l <= r,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => {
+                // Neither has completed: register interest in both.
+                let _ = Pin::new(left).poll(cx);
+                let _ = Pin::new(right).poll(cx);
+                return Poll::Pending;
+            }
+        };
+        if left_first {
+            let outcome = Pin::new(left).poll(cx);
+            this.right = None; // the loser goes now, so a timer is cancelled in this turn
+            match outcome {
+                Poll::Ready(output) => Poll::Ready(Either::Left(output)),
+                Poll::Pending => Poll::Pending,
+            }
+        } else {
+            let outcome = Pin::new(right).poll(cx);
+            this.left = None;
+            match outcome {
+                Poll::Ready(output) => Poll::Ready(Either::Right(output)),
+                Poll::Pending => Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Waits for the first of several durable tasks, by history order; resolves to its index
+/// and outcome. The others are dropped, as with [`Select`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct SelectAll<T> {
+    tasks: Vec<DurableTask<T>>,
+}
+
+impl<T> SelectAll<T> {
+    pub(crate) fn new(tasks: Vec<DurableTask<T>>) -> SelectAll<T> {
+        SelectAll { tasks }
+    }
+}
+
+impl<T> Unpin for SelectAll<T> {}
+
+impl<T: DeserializeOwned> Future for SelectAll<T> {
+    type Output = (usize, Result<T, Error>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = Pin::into_inner(self);
+        let winner = this
+            .tasks
+            .iter()
+            .enumerate()
+            .filter_map(|(index, task)| task.completion_order().map(|order| (order, index)))
+            .min();
+        match winner {
+            Some((_, index)) => {
+                let mut task = this.tasks.swap_remove(index);
+                this.tasks.clear(); // the losers go now
+                match Pin::new(&mut task).poll(cx) {
+                    Poll::Ready(output) => Poll::Ready((index, output)),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            None => {
+                for task in &mut this.tasks {
+                    let _ = Pin::new(task).poll(cx);
+                }
+                Poll::Pending
+            }
+        }
     }
 }

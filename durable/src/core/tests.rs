@@ -206,9 +206,9 @@ fn replay_resumes_where_the_live_run_stopped() {
 
     let mut replayed = engine::<Chain>();
     replayed.replay(&history).unwrap();
-    // Replay produced nothing new: a turn without inputs appends only its start.
+    // Replay produced nothing new: a turn without inputs records nothing.
     let idle = replayed.run_turn(Timestamp(5000), vec![]);
-    assert_eq!(idle.events, vec![at(5000)]);
+    assert!(idle.events.is_empty());
     assert!(idle.actions.is_empty());
 
     let last = replayed.run_turn(Timestamp(6000), vec![completed(1, 3)]);
@@ -552,4 +552,198 @@ fn inputs_after_the_end_are_reported_unprocessed() {
     );
     assert_eq!(turn.outcome, Some(Outcome::ContinuedAsNew(json(2))));
     assert_eq!(turn.unprocessed, vec![event]);
+}
+
+fn raised<T: serde::Serialize>(name: &str, payload: T) -> HistoryEvent {
+    HistoryEvent::EventRaised {
+        name: name.to_owned(),
+        input: json(payload),
+    }
+}
+
+orchestrator!(ThreeEvents, (), Vec<u64>, |ctx, _x| {
+    ctx.call_activity(AddOne, 0).await?;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(ctx.wait_for_event::<u64>("step").await?);
+    }
+    Ok(got)
+});
+
+#[test]
+fn events_raised_before_the_wait_are_kept_in_order() {
+    let mut engine = engine::<ThreeEvents>();
+    engine.run_turn(Timestamp(1), vec![started("ThreeEvents", ())]);
+    // All three arrive while the orchestrator still waits for its activity.
+    let turn = engine.run_turn(
+        Timestamp(2),
+        vec![
+            raised("step", 1),
+            raised("other", 9),
+            raised("step", 2),
+            raised("step", 3),
+        ],
+    );
+    assert_eq!(
+        turn.events.len(),
+        5,
+        "every event is recorded: {:?}",
+        turn.events
+    );
+    let done = engine.run_turn(Timestamp(3), vec![completed(0, 1)]);
+    assert_eq!(done.outcome, Some(Outcome::Completed(json(vec![1, 2, 3]))));
+}
+
+#[test]
+fn events_replay_to_the_same_values() {
+    let mut live = engine::<ThreeEvents>();
+    let (history, _) = run_live(
+        &mut live,
+        vec![
+            vec![started("ThreeEvents", ())],
+            vec![raised("step", 7)],
+            vec![completed(0, 1), raised("step", 8)],
+        ],
+    );
+    let mut replayed = engine::<ThreeEvents>();
+    replayed.replay(&history).unwrap();
+    let done = replayed.run_turn(Timestamp(9), vec![raised("step", 9)]);
+    assert_eq!(done.outcome, Some(Outcome::Completed(json(vec![7, 8, 9]))));
+}
+
+orchestrator!(Approval, (), String, |ctx, _x| {
+    let approval = ctx.wait_for_event::<bool>("approval");
+    let timeout = ctx.sleep(Duration::from_secs(60));
+    Ok(match ctx.select(approval, timeout).await {
+        crate::Either::Left(answer) => format!("answer {}", answer?),
+        crate::Either::Right(fired) => {
+            fired?;
+            "timeout".to_owned()
+        }
+    })
+});
+
+#[test]
+fn select_cancels_the_losing_timer() {
+    let mut engine = engine::<Approval>();
+    let first = engine.run_turn(Timestamp(1000), vec![started("Approval", ())]);
+    assert_eq!(
+        first.actions,
+        vec![Action::CreateTimer {
+            id: TaskId(1),
+            fire_at: Timestamp(61_000)
+        }]
+    );
+    let second = engine.run_turn(Timestamp(2000), vec![raised("approval", true)]);
+    assert_eq!(
+        second.outcome,
+        Some(Outcome::Completed(json("answer true")))
+    );
+    assert!(second.actions.contains(&Action::CancelTimer {
+        id: TaskId(1),
+        fire_at: Timestamp(61_000)
+    }));
+    assert!(
+        second
+            .events
+            .contains(&HistoryEvent::TimerCancelled { id: TaskId(1) })
+    );
+}
+
+#[test]
+fn select_timeout_wins_and_a_late_event_is_not_lost_to_the_loser() {
+    let mut engine = engine::<Approval>();
+    engine.run_turn(Timestamp(1000), vec![started("Approval", ())]);
+    let turn = engine.run_turn(
+        Timestamp(61_000),
+        vec![
+            HistoryEvent::TimerFired { id: TaskId(1) },
+            raised("approval", true),
+        ],
+    );
+    assert_eq!(turn.outcome, Some(Outcome::Completed(json("timeout"))));
+    // The event came after the execution ended in this turn: reported, not swallowed.
+    assert_eq!(turn.unprocessed, vec![raised("approval", true)]);
+}
+
+orchestrator!(LateSelect, (), String, |ctx, _x| {
+    // Both tasks complete while the code awaits something else; the winner is the one
+    // that completed first in history, whatever the argument order.
+    let event = ctx.wait_for_event::<u64>("e");
+    let timer = ctx.sleep(Duration::from_secs(1));
+    ctx.call_activity(AddOne, 0).await?;
+    Ok(match ctx.select(event, timer).await {
+        crate::Either::Left(_) => "event".to_owned(),
+        crate::Either::Right(_) => "timer".to_owned(),
+    })
+});
+
+#[test]
+fn select_winner_is_decided_by_history_order_on_replay_too() {
+    for (inputs, expected) in [
+        (
+            vec![HistoryEvent::TimerFired { id: TaskId(1) }, raised("e", 1)],
+            "timer",
+        ),
+        (
+            vec![raised("e", 1), HistoryEvent::TimerFired { id: TaskId(1) }],
+            "event",
+        ),
+    ] {
+        let mut live = engine::<LateSelect>();
+        let (history, _) = run_live(&mut live, vec![vec![started("LateSelect", ())], inputs]);
+        let mut replayed = engine::<LateSelect>();
+        replayed.replay(&history).unwrap();
+        let from_replay = replayed.run_turn(Timestamp(9), vec![completed(2, 1)]);
+        let from_live = live.run_turn(Timestamp(9), vec![completed(2, 1)]);
+        assert_eq!(from_live.outcome, Some(Outcome::Completed(json(expected))));
+        assert_eq!(from_replay.outcome, from_live.outcome);
+        assert_eq!(from_replay.events, from_live.events);
+    }
+}
+
+#[test]
+fn a_cancelled_timer_replays_and_its_late_firing_is_discarded() {
+    let mut live = engine::<Approval>();
+    let (history, _) = run_live(&mut live, vec![vec![started("Approval", ())]]);
+    let mut replayed = engine::<Approval>();
+    replayed.replay(&history).unwrap();
+    let answered = replayed.run_turn(Timestamp(5), vec![raised("approval", false)]);
+    assert_eq!(
+        answered.outcome,
+        Some(Outcome::Completed(json("answer false")))
+    );
+
+    // The same history up to the cancellation, replayed, then the stale firing arrives.
+    orchestrator!(Waits, (), u64, |ctx, _x| {
+        let timer = ctx.sleep(Duration::from_secs(60));
+        drop(timer);
+        ctx.wait_for_event::<u64>("go").await
+    });
+    let mut waits = engine::<Waits>();
+    let (history, _) = run_live(&mut waits, vec![vec![started("Waits", ())]]);
+    assert!(history.contains(&HistoryEvent::TimerCancelled { id: TaskId(0) }));
+    let mut replayed = engine::<Waits>();
+    replayed.replay(&history).unwrap();
+    let stale = replayed.run_turn(
+        Timestamp(7),
+        vec![HistoryEvent::TimerFired { id: TaskId(0) }],
+    );
+    assert!(
+        stale.events.is_empty(),
+        "nothing is recorded for a cancelled timer"
+    );
+    assert_eq!(stale.discarded.len(), 1);
+    let done = replayed.run_turn(Timestamp(8), vec![raised("go", 3)]);
+    assert_eq!(done.outcome, Some(Outcome::Completed(json(3))));
+}
+
+#[test]
+fn suspension_events_are_recorded_without_running_code() {
+    let mut engine = engine::<Chain>();
+    engine.run_turn(Timestamp(1), vec![started("Chain", 1)]);
+    let suspended = HistoryEvent::ExecutionSuspended { reason: "r".into() };
+    let turn = engine.run_turn(Timestamp(2), vec![suspended.clone()]);
+    assert_eq!(turn.events, vec![at(2), suspended]);
+    assert!(turn.actions.is_empty());
 }

@@ -13,6 +13,7 @@
 pub(crate) mod activities;
 mod clock;
 pub(crate) mod metrics;
+mod routing;
 pub(crate) mod shard;
 pub(crate) mod timers;
 pub(crate) mod writer;

@@ -20,13 +20,21 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// The handle other parts of the runtime use to arm timers.
+/// What the rest of the runtime tells the timer service.
+pub(crate) enum TimerCommand {
+    /// A timer was committed.
+    Arm(TimerKey),
+    /// A timer was deleted (cancelled, or its execution ended).
+    Disarm(TimerKey),
+}
+
+/// The handle other parts of the runtime use to arm and disarm timers.
 pub(crate) struct TimerHandle {
-    sender: mpsc::UnboundedSender<TimerRecord>,
+    sender: mpsc::UnboundedSender<TimerCommand>,
 }
 
 impl TimerHandle {
-    pub(crate) fn new() -> (TimerHandle, mpsc::UnboundedReceiver<TimerRecord>) {
+    pub(crate) fn new() -> (TimerHandle, mpsc::UnboundedReceiver<TimerCommand>) {
         let (sender, receiver) = mpsc::unbounded_channel();
         (TimerHandle { sender }, receiver)
     }
@@ -34,7 +42,12 @@ impl TimerHandle {
     /// Arms a committed timer.
     pub(crate) fn arm(&self, timer: TimerRecord) {
         // A closed channel means the runtime stopped; the timer is on disk.
-        let _ = self.sender.send(timer);
+        let _ = self.sender.send(TimerCommand::Arm(timer.key()));
+    }
+
+    /// Forgets a deleted timer, so it does not wake its instance for nothing.
+    pub(crate) fn disarm(&self, key: TimerKey) {
+        let _ = self.sender.send(TimerCommand::Disarm(key));
     }
 }
 
@@ -51,18 +64,18 @@ enum Horizon {
 
 struct TimerService {
     shared: Arc<Shared>,
-    armed: mpsc::UnboundedReceiver<TimerRecord>,
+    commands: mpsc::UnboundedReceiver<TimerCommand>,
     in_memory: BTreeSet<TimerKey>,
     horizon: Horizon,
     capacity: usize,
 }
 
 /// Runs the timer service until the runtime stops.
-pub(crate) async fn run(shared: Arc<Shared>, armed: mpsc::UnboundedReceiver<TimerRecord>) {
+pub(crate) async fn run(shared: Arc<Shared>, commands: mpsc::UnboundedReceiver<TimerCommand>) {
     let capacity = shared.config.timers_in_memory.max(2);
     let mut service = TimerService {
         shared,
-        armed,
+        commands,
         in_memory: BTreeSet::new(),
         horizon: Horizon::Unread,
         capacity,
@@ -84,8 +97,11 @@ impl TimerService {
             let next_due = self.in_memory.first().map(|key| key.fire_at);
             let clock = self.shared.clock.clone();
             tokio::select! {
-                armed = self.armed.recv() => match armed {
-                    Some(timer) => self.add(timer.key()),
+                command = self.commands.recv() => match command {
+                    Some(TimerCommand::Arm(key)) => self.add(key),
+                    Some(TimerCommand::Disarm(key)) => {
+                        self.in_memory.remove(&key);
+                    }
                     None => return,
                 },
                 () = async {

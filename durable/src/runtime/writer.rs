@@ -13,7 +13,7 @@ use super::shard::ShardMsg;
 use crate::client;
 use crate::runtime::metrics::Metrics;
 use durable_store::{
-    ActivityWorkItem, InboxKey, InboxMessage, InstanceId, TimerRecord, WriteBatch,
+    ActivityWorkItem, InboxKey, InboxMessage, InstanceId, TimerKey, TimerRecord, WriteBatch,
 };
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
@@ -31,6 +31,8 @@ pub(crate) enum Dispatch {
     Activity(ActivityWorkItem),
     /// Arm a durable timer.
     Timer(TimerRecord),
+    /// Forget a cancelled timer.
+    CancelTimer(TimerKey),
     /// Deliver a stored inbox message to its instance.
     Deliver(InboxKey, InboxMessage),
     /// Answer a client.
@@ -127,6 +129,7 @@ fn perform(shared: &Arc<Shared>, dispatch: Dispatch) {
     match dispatch {
         Dispatch::Activity(item) => activities::spawn(shared, item),
         Dispatch::Timer(timer) => shared.timers.arm(timer),
+        Dispatch::CancelTimer(key) => shared.timers.disarm(key),
         Dispatch::Deliver(key, message) => {
             let shard = shared.shard_of(&message.target);
             shared.send_to_shard(shard, ShardMsg::Inbox { key, message });

@@ -1,0 +1,378 @@
+//! Running a turn: bring the instance's engine into memory (replaying its history if it is
+//! not hot), feed it the turn's inputs, and turn what comes out into the round's writes —
+//! history appended, work stored and dispatched after the commit, the instance record, and
+//! at the end of an execution its leftovers cancelled and its parent told.
+
+use super::{Round, Shard, Slot};
+use crate::core::{Action, Engine, Outcome, Outstanding, Turn};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::routing::SCHEDULED_START_TASK;
+use crate::runtime::writer::Dispatch;
+use durable_store::{
+    ActivityKey, ActivityWorkItem, ExecutionId, Failure, FailureKind, HistoryEvent, InstanceId,
+    Json, ParentRef, RuntimeStatus, TimerKey, TimerRecord, Timestamp,
+};
+use std::sync::Arc;
+
+impl Shard {
+    /// The instance's engine, replaying its history first if it is not in memory.
+    pub(super) fn hot_engine(&mut self, instance: &InstanceId) -> Result<&mut Engine, Failure> {
+        let shared = Arc::clone(&self.shared);
+        let Some(slot) = self.slots.get_mut(instance) else {
+            return Err(internal("the instance is not loaded"));
+        };
+        if slot.engine.is_none() {
+            let Some(record) = slot.record().filter(|record| !record.status.is_terminal()) else {
+                return Err(internal("the instance is not running"));
+            };
+            let Some(entry) = shared.registry.orchestrator(&record.name) else {
+                return Err(Failure::new(
+                    FailureKind::NotRegistered,
+                    format!(
+                        "orchestrator `{}` is not registered with this runtime; register it to resume the instance",
+                        record.name
+                    ),
+                ));
+            };
+            let mut engine = Engine::new(instance.clone(), record.execution, entry.run);
+            if record.history_len > 0 {
+                let history = shared
+                    .store
+                    .history(instance, record.execution)
+                    .map_err(|error| internal(&format!("cannot read the history: {error}")))?;
+                Metrics::add(&shared.metrics.replays, 1);
+                Metrics::add(
+                    &shared.metrics.history_events_replayed,
+                    history.len() as u64,
+                );
+                engine.replay(&history)?;
+            }
+            slot.engine = Some(engine);
+        }
+        slot.engine
+            .as_mut()
+            .ok_or_else(|| internal("the engine vanished"))
+    }
+
+    /// Runs the (hot) engine over `live` and adds the turn's writes to the round.
+    pub(super) fn turn(
+        &mut self,
+        instance: &InstanceId,
+        now: Timestamp,
+        live: Vec<HistoryEvent>,
+        round: &mut Round,
+    ) {
+        let Some(engine) = self
+            .slots
+            .get_mut(instance)
+            .and_then(|slot| slot.engine.as_mut())
+        else {
+            return;
+        };
+        let mut turn = engine.run_turn(now, live);
+        Metrics::add(&self.shared.metrics.turns, 1);
+        for (event, reason) in &turn.discarded {
+            tracing::debug!(%instance, event = event.kind(), reason, "input discarded");
+        }
+        if let Some(Outcome::ContinuedAsNew(_)) = turn.outcome {
+            // Events the ended execution stored but never read go to the next one too.
+            let stored = engine.take_stored_events();
+            turn.unprocessed.extend(
+                stored
+                    .into_iter()
+                    .map(|(name, input)| HistoryEvent::EventRaised { name, input }),
+            );
+        }
+        self.apply_turn(instance, now, turn, round);
+    }
+
+    /// Fails the current execution without running its code: its history could not be
+    /// replayed.
+    pub(super) fn fail_execution(
+        &mut self,
+        instance: &InstanceId,
+        now: Timestamp,
+        failure: Failure,
+        round: &mut Round,
+    ) {
+        tracing::warn!(%instance, %failure, "the execution fails: its history cannot be replayed");
+        let turn = Turn {
+            events: vec![
+                HistoryEvent::OrchestratorStarted { at: now },
+                HistoryEvent::ExecutionFailed {
+                    failure: failure.clone(),
+                },
+            ],
+            outcome: Some(Outcome::Failed(failure)),
+            ..Turn::default()
+        };
+        self.apply_turn(instance, now, turn, round);
+    }
+
+    fn apply_turn(
+        &mut self,
+        instance: &InstanceId,
+        now: Timestamp,
+        mut turn: Turn,
+        round: &mut Round,
+    ) {
+        explain_tokio_panic(&mut turn);
+        let Some(slot) = self.slots.get_mut(instance) else {
+            return;
+        };
+        let custom_status = slot.engine.as_ref().and_then(Engine::custom_status);
+        let mut outstanding = match (&turn.outcome, &slot.engine) {
+            (Some(_), Some(engine)) => engine.outstanding(),
+            _ => Vec::new(),
+        };
+        let Some(record) = slot.record_mut() else {
+            return;
+        };
+        for event in turn.events {
+            round.batch.append_history(
+                instance.clone(),
+                record.execution,
+                record.history_len,
+                event,
+            );
+            record.history_len += 1;
+        }
+        record.last_updated_at = now;
+        if custom_status.is_some() {
+            record.custom_status = custom_status;
+        }
+        let execution = record.execution;
+        let ended = turn.outcome.is_some();
+        for action in turn.actions {
+            match action {
+                // An activity called in the last turn without being awaited is fire-and-forget,
+                // as in Durable Functions: it runs, and its result is dropped.
+                Action::ScheduleActivity { id, .. } if ended => {
+                    outstanding.retain(|task| *task != Outstanding::Activity(id));
+                    self.perform(instance, execution, action, round);
+                }
+                // A timer nobody will wait for is not worth storing.
+                Action::CreateTimer { .. } if ended => {}
+                action => self.perform(instance, execution, action, round),
+            }
+        }
+        if let Some(outcome) = turn.outcome {
+            for task in outstanding {
+                cancel(instance, execution, task, round);
+            }
+            let continued = matches!(outcome, Outcome::ContinuedAsNew(_));
+            self.end_execution(instance, outcome, round);
+            if continued {
+                self.carry_over(instance, turn.unprocessed, round);
+            }
+        }
+        if let Some(record) = self.slots.get(instance).and_then(Slot::record) {
+            round.batch.put_instance(record.clone());
+        }
+        round.touched.push(instance.clone());
+    }
+
+    fn perform(
+        &mut self,
+        instance: &InstanceId,
+        execution: ExecutionId,
+        action: Action,
+        round: &mut Round,
+    ) {
+        match action {
+            Action::ScheduleActivity { id, name, input } => {
+                let item = ActivityWorkItem {
+                    instance: instance.clone(),
+                    execution,
+                    task: id,
+                    name,
+                    input,
+                };
+                round.batch.put_activity(item.clone());
+                round.after.push(Dispatch::Activity(item));
+            }
+            Action::CreateTimer { id, fire_at } => {
+                let timer = TimerRecord {
+                    fire_at,
+                    instance: instance.clone(),
+                    execution,
+                    task: id,
+                };
+                round.batch.put_timer(timer.clone());
+                round.after.push(Dispatch::Timer(timer));
+            }
+            Action::CancelTimer { id, fire_at } => {
+                let key = TimerKey {
+                    fire_at,
+                    instance: instance.clone(),
+                    execution,
+                    task: id,
+                };
+                round.batch.delete_timer(key.clone());
+                round.after.push(Dispatch::CancelTimer(key));
+            }
+            Action::StartSubOrchestration {
+                id,
+                name,
+                instance: child,
+                input,
+            } => {
+                let event = HistoryEvent::ExecutionStarted {
+                    name,
+                    input,
+                    parent: Some(ParentRef {
+                        instance: instance.clone(),
+                        execution,
+                        task: id,
+                    }),
+                };
+                self.send_message(child, None, event, round);
+            }
+        }
+    }
+
+    /// Records the end of the current execution and tells its parent.
+    fn end_execution(&mut self, instance: &InstanceId, outcome: Outcome, round: &mut Round) {
+        let Some(slot) = self.slots.get_mut(instance) else {
+            return;
+        };
+        slot.engine = None;
+        let Some(record) = slot.record_mut() else {
+            return;
+        };
+        Metrics::add(&self.shared.metrics.instances_ended, 1);
+        if let Some(fire_at) = record.scheduled_start.take() {
+            // Ended before its scheduled start came due.
+            round.batch.delete_timer(TimerKey {
+                fire_at,
+                instance: instance.clone(),
+                execution: record.execution,
+                task: SCHEDULED_START_TASK,
+            });
+        }
+        let result: Result<Json, Failure> = match outcome {
+            Outcome::Completed(output) => {
+                record.status = RuntimeStatus::Completed;
+                record.output = Some(output.clone());
+                Ok(output)
+            }
+            Outcome::Failed(failure) => {
+                record.status = RuntimeStatus::Failed;
+                record.failure = Some(failure.clone());
+                Err(failure)
+            }
+            Outcome::Terminated(reason) => {
+                let failure = Failure::new(FailureKind::Terminated, reason);
+                record.status = RuntimeStatus::Terminated;
+                record.failure = Some(failure.clone());
+                Err(failure)
+            }
+            Outcome::ContinuedAsNew(input) => {
+                // The old history goes; the next execution starts from a stored message, so
+                // a crash before its first turn loses nothing.
+                round
+                    .batch
+                    .delete_history(instance.clone(), record.execution, record.history_len);
+                record.execution = record.execution.next();
+                record.history_len = 0;
+                record.input = input.clone();
+                record.output = None;
+                let event = HistoryEvent::ExecutionStarted {
+                    name: record.name.clone(),
+                    input,
+                    parent: record.parent.clone(),
+                };
+                let execution = record.execution;
+                self.send_message(instance.clone(), Some(execution), event, round);
+                return;
+            }
+        };
+        let parent = record.parent.clone();
+        round.after.push(Dispatch::Ended(instance.clone()));
+        if let Some(parent) = parent {
+            let event = match result {
+                Ok(output) => HistoryEvent::SubOrchestrationCompleted {
+                    id: parent.task,
+                    output,
+                },
+                Err(failure) => HistoryEvent::SubOrchestrationFailed {
+                    id: parent.task,
+                    failure,
+                },
+            };
+            self.send_message(parent.instance, Some(parent.execution), event, round);
+        }
+    }
+
+    /// Hands the external events the ended execution did not read to the next one: no event
+    /// is lost across `continue_as_new`.
+    fn carry_over(
+        &mut self,
+        instance: &InstanceId,
+        unprocessed: Vec<HistoryEvent>,
+        round: &mut Round,
+    ) {
+        let Some(execution) = self
+            .slots
+            .get(instance)
+            .and_then(Slot::record)
+            .map(|record| record.execution)
+        else {
+            return;
+        };
+        for event in unprocessed {
+            if matches!(event, HistoryEvent::EventRaised { .. }) {
+                self.send_message(instance.clone(), Some(execution), event, round);
+            }
+        }
+    }
+}
+
+/// Orchestrators are polled outside any tokio runtime, so tokio calls reached through a
+/// helper function (where `#[orchestrator]` cannot see them) panic; say what to do instead.
+fn explain_tokio_panic(turn: &mut Turn) {
+    let failure = match &mut turn.outcome {
+        Some(Outcome::Failed(failure)) if failure.kind == FailureKind::Panic => failure,
+        _ => return,
+    };
+    if !failure.message.contains("Tokio") {
+        return;
+    }
+    failure.message.push_str(
+        ". Orchestrators run outside any tokio runtime, on the runtime's orchestration threads, \
+         so tokio cannot be used in them (not even through a helper function): wait with \
+         `ctx.sleep`/`ctx.create_timer`, and do I/O and spawned work in activities",
+    );
+    let failure = failure.clone();
+    if let Some(event @ HistoryEvent::ExecutionFailed { .. }) = turn.events.last_mut() {
+        *event = HistoryEvent::ExecutionFailed { failure };
+    }
+}
+
+/// Cancels work an ended execution left behind: its activities will not run again after
+/// a restart and its timers will not fire.
+fn cancel(instance: &InstanceId, execution: ExecutionId, task: Outstanding, round: &mut Round) {
+    match task {
+        Outstanding::Activity(task) => round.batch.delete_activity(ActivityKey {
+            instance: instance.clone(),
+            execution,
+            task,
+        }),
+        Outstanding::Timer(task, fire_at) => {
+            let key = TimerKey {
+                fire_at,
+                instance: instance.clone(),
+                execution,
+                task,
+            };
+            round.batch.delete_timer(key.clone());
+            round.after.push(Dispatch::CancelTimer(key));
+        }
+        // A child runs on; its result will find the parent ended and be dropped.
+        Outstanding::SubOrchestration(_) => {}
+    }
+}
+
+fn internal(message: &str) -> Failure {
+    Failure::new(FailureKind::Internal, message.to_owned())
+}
