@@ -81,13 +81,14 @@ async fn retry_exhausted(ctx: OrchestrationContext, _input: ()) -> Result<(), Er
         .await
 }
 
+/// Counts down by continuing as new; returns how many executions ran, counted in its input.
 #[orchestrator]
-async fn countdown(ctx: OrchestrationContext, n: u64) -> Result<u64, Error> {
-    if n == 0 {
-        return Ok(ctx.execution_id().0);
+async fn countdown(ctx: OrchestrationContext, (left, done): (u64, u64)) -> Result<u64, Error> {
+    if left == 0 {
+        return Ok(done + 1);
     }
-    ctx.call_activity(add_one, n).await?;
-    ctx.continue_as_new(n - 1).await
+    ctx.call_activity(add_one, left).await?;
+    ctx.continue_as_new((left - 1, done + 1)).await
 }
 
 #[activity]
@@ -142,6 +143,16 @@ async fn sleeper(ctx: OrchestrationContext, seconds: u64) -> Result<(), Error> {
 #[orchestrator]
 async fn unit_result(ctx: OrchestrationContext) -> Result<String, Error> {
     Ok(format!("hello from {}", ctx.instance_id()))
+}
+
+async fn status_history(client: &Client, id: &str) -> Vec<durable::store::HistoryEvent> {
+    client
+        .status_with_history(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .history
+        .unwrap()
 }
 
 /// Waits (without blocking the tokio thread) until `condition` holds, for up to 10 s.
@@ -285,9 +296,10 @@ async fn continue_as_new_a_hundred_times() {
     let runtime = runtime().await;
     let client = runtime.client();
     let instance = client
-        .start_with_id(countdown, "eternal", 100)
+        .start_with_id(countdown, "eternal", (100, 0))
         .await
         .unwrap();
+    let first = instance.status().await.unwrap().execution;
     assert_eq!(
         instance.wait(WAIT).await.unwrap(),
         101,
@@ -298,8 +310,11 @@ async fn continue_as_new_a_hundred_times() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status.execution.0, 101);
-    assert_eq!(status.input.decode::<u64>().unwrap(), 0);
+    assert!(
+        status.execution.0 >= first.0 + 100,
+        "each execution has a new id"
+    );
+    assert_eq!(status.input.decode::<(u64, u64)>().unwrap(), (0, 100));
     let history = status.history.unwrap();
     assert!(
         history.len() <= 4,
@@ -372,7 +387,8 @@ async fn panics_fail_only_their_own_instance() {
 async fn a_running_id_cannot_be_started_twice_but_an_ended_one_can() {
     let runtime = runtime().await;
     let client = runtime.client();
-    client.start_with_id(sleeper, "sleepy", 3600).await.unwrap();
+    let sleepy = client.start_with_id(sleeper, "sleepy", 3600).await.unwrap();
+    let first_execution = sleepy.status().await.unwrap().execution;
     let Err(error) = client.start_with_id(sleeper, "sleepy", 1).await else {
         panic!("started a running id twice")
     };
@@ -390,7 +406,10 @@ async fn a_running_id_cannot_be_started_twice_but_an_ended_one_can() {
     let again = client.start_with_id(chain, "sleepy", 7).await.unwrap();
     assert_eq!(again.wait(WAIT).await.unwrap(), 9);
     let status = again.status().await.unwrap();
-    assert_eq!(status.execution.0, 2, "a new execution of the ended id");
+    assert!(
+        status.execution > first_execution,
+        "a new execution of the ended id"
+    );
     assert_eq!(status.name, "chain");
     runtime.shutdown().await;
 }
@@ -595,6 +614,8 @@ async fn terminate_stops_an_instance_that_continues_as_new_in_a_tight_loop() {
     let status = client.wait_for_completion("spinner", WAIT).await.unwrap();
     assert_eq!(status.runtime_status, RuntimeStatus::Terminated);
     assert!(status.execution.0 > 20, "{:?}", status.execution);
+    let history = status_history(&client, "spinner").await;
+    assert!(history.len() <= 4, "one short execution: {history:?}");
     assert!(matches!(
         instance.wait(WAIT).await,
         Err(ClientError::Terminated { .. })
@@ -697,4 +718,103 @@ async fn tokio_reached_through_a_helper_fails_the_instance_with_advice() {
     let ok = client.start(chain, 1).await.unwrap();
     assert_eq!(ok.wait(WAIT).await.unwrap(), 3);
     runtime.shutdown().await;
+}
+
+static STALE_GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+static FRESH_GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+#[activity]
+async fn slow_stale(_ctx: ActivityContext) -> Result<String, Error> {
+    let _permit = STALE_GATE.acquire().await?;
+    Ok("STALE result of the purged execution".to_owned())
+}
+
+#[activity]
+async fn fresh(_ctx: ActivityContext) -> Result<String, Error> {
+    let _permit = FRESH_GATE.acquire().await?;
+    Ok("fresh".to_owned())
+}
+
+#[orchestrator]
+async fn leaves_work_behind(ctx: OrchestrationContext, leave: bool) -> Result<String, Error> {
+    if leave {
+        // Fire-and-forget: still running when the instance is purged.
+        drop(ctx.call_activity(slow_stale, ()));
+        return Ok("left".to_owned());
+    }
+    ctx.call_activity(fresh, ()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_and_restarted_id_never_receives_results_of_its_old_executions() {
+    let store = Arc::new(MemoryStore::new());
+    let runtime = Runtime::builder()
+        .store(store.clone())
+        .register(slow_stale)
+        .register(fresh)
+        .register(leaves_work_behind)
+        .start()
+        .await
+        .unwrap();
+    let client = runtime.client();
+    let first = client
+        .start_with_id(leaves_work_behind, "reused", true)
+        .await
+        .unwrap();
+    assert_eq!(first.wait(WAIT).await.unwrap(), "left");
+    let old_execution = first.status().await.unwrap().execution;
+    client.purge("reused").await.unwrap();
+    let second = client
+        .start_with_id(leaves_work_behind, "reused", false)
+        .await
+        .unwrap();
+    assert_ne!(second.status().await.unwrap().execution, old_execution);
+    // The old activity finishes first, while the new execution waits on its own task 0;
+    // its result is dropped (its work item deleted) and never reaches the new execution.
+    STALE_GATE.add_permits(1);
+    let stale_gone = eventually(|| {
+        store
+            .scan_activities(None, 10)
+            .unwrap()
+            .iter()
+            .all(|item| item.execution != old_execution)
+    })
+    .await;
+    assert!(stale_gone, "the stale activity never finished");
+    FRESH_GATE.add_permits(1);
+    assert_eq!(second.wait(WAIT).await.unwrap(), "fresh");
+    runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn waiting_forever_is_allowed() {
+    let runtime = runtime().await;
+    let instance = runtime.client().start(chain, 1).await.unwrap();
+    assert_eq!(instance.wait(Duration::MAX).await.unwrap(), 3);
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_released_by_shutdown() {
+    let runtime = runtime().await;
+    let client = runtime.client();
+    client
+        .start_with_id(sleeper, "long-nap", 3600)
+        .await
+        .unwrap();
+    let waiter = tokio::spawn({
+        let client = client.clone();
+        async move { client.wait_for_completion("long-nap", Duration::MAX).await }
+    });
+    // Make sure the waiter is waiting, then stop the runtime under it.
+    tokio::task::yield_now().await;
+    runtime.shutdown().await;
+    let outcome = tokio::time::timeout(WAIT, waiter)
+        .await
+        .expect("the waiter was not released")
+        .unwrap();
+    assert!(
+        matches!(outcome, Err(ClientError::ShuttingDown)),
+        "{outcome:?}"
+    );
 }

@@ -570,3 +570,21 @@ async fn select_picks_the_same_winner_after_a_restart() {
     );
     runtime.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_due_together_fire_whatever_their_ids_when_most_wait_on_disk() {
+    // Ids of different lengths, one due time, room for two timers in memory: the timer
+    // service must page through the store in the store's own key order.
+    let h = harness_with(|builder| builder.timers_in_memory(2)).await;
+    let ids = ["a", "aa", "b", "order-9", "order-10", "z", "order-100"];
+    for id in ids {
+        h.client.start_with_id(nap, id, 3600).await.unwrap();
+    }
+    assert!(eventually(|| h.store.scan_timers(None, 100).unwrap().len() == ids.len()).await);
+    h.clock.advance(2 * HOUR);
+    for id in ids {
+        let status = h.client.wait_for_completion(id, WAIT).await.unwrap();
+        assert_eq!(status.runtime_status, RuntimeStatus::Completed, "{id}");
+    }
+    h.runtime.shutdown().await;
+}

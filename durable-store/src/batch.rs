@@ -47,6 +47,9 @@ pub enum Op {
     PutTimer(TimerRecord),
     /// Delete a timer that fired or was cancelled.
     DeleteTimer(TimerKey),
+    /// Record that execution ids up to this one have been handed out (the runtime starts
+    /// above it after a restart).
+    SetExecutionFloor(ExecutionId),
 }
 
 /// Changes that commit together or not at all.
@@ -126,6 +129,11 @@ impl WriteBatch {
     /// Deletes a timer.
     pub fn delete_timer(&mut self, key: TimerKey) {
         self.ops.push(Op::DeleteTimer(key));
+    }
+
+    /// Records that execution ids up to `execution` have been handed out.
+    pub fn set_execution_floor(&mut self, execution: ExecutionId) {
+        self.ops.push(Op::SetExecutionFloor(execution));
     }
 
     /// Appends all of `other`'s operations after this batch's.

@@ -267,6 +267,52 @@ mod tests {
     }
 
     #[test]
+    fn key_types_order_as_their_encodings() {
+        let ids = ["a", "b", "aa", "ab", "z", "order-9", "order-10", "é"];
+        let mut timers = Vec::new();
+        let mut activities = Vec::new();
+        let mut inbox = Vec::new();
+        for (n, name) in ids.iter().enumerate() {
+            for fire_at in [5, 6] {
+                timers.push(TimerKey {
+                    fire_at: Timestamp(fire_at),
+                    instance: id(name),
+                    execution: ExecutionId(1 + n as u64 % 2),
+                    task: TaskId(n as u64),
+                });
+            }
+            activities.push(ActivityKey {
+                instance: id(name),
+                execution: ExecutionId(2),
+                task: TaskId(7),
+            });
+            inbox.push(InboxKey {
+                instance: id(name),
+                seq: 300 - n as u64,
+            });
+        }
+        for a in &timers {
+            for b in &timers {
+                assert_eq!(a.cmp(b), timer_key(a).cmp(&timer_key(b)), "{a:?} {b:?}");
+            }
+        }
+        for a in &activities {
+            for b in &activities {
+                assert_eq!(
+                    a.cmp(b),
+                    activity_key(a).cmp(&activity_key(b)),
+                    "{a:?} {b:?}"
+                );
+            }
+        }
+        for a in &inbox {
+            for b in &inbox {
+                assert_eq!(a.cmp(b), inbox_key(a).cmp(&inbox_key(b)), "{a:?} {b:?}");
+            }
+        }
+    }
+
+    #[test]
     fn history_keys_order_by_sequence() {
         let keys: Vec<_> = [0u64, 1, 255, 256, 70_000]
             .iter()

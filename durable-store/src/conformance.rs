@@ -25,7 +25,7 @@ type Check = (&'static str, fn(&dyn Store));
 
 /// Runs every check that needs only a fresh store; panics naming the first check that fails.
 pub fn run_all(factory: &mut Factory<'_>) {
-    let checks: [Check; 10] = [
+    let checks: [Check; 11] = [
         ("empty_store_reads_nothing", empty_store_reads_nothing),
         ("instance_records_roundtrip", instance_records_roundtrip),
         (
@@ -48,6 +48,7 @@ pub fn run_all(factory: &mut Factory<'_>) {
             list_instances_filters_and_pages,
         ),
         ("large_batch_commits_whole", large_batch_commits_whole),
+        ("execution_floor_roundtrips", execution_floor_roundtrips),
     ];
     for (name, check) in checks {
         let store = factory();
@@ -76,9 +77,11 @@ pub fn run_persistence(open: &mut Factory<'_>) {
         batch.put_instance(record(&id, "orch", RuntimeStatus::Running, 7));
         batch.append_history(id.clone(), ExecutionId::FIRST, 0, started("orch"));
         batch.put_timer(timer(&id, 99, 0));
+        batch.set_execution_floor(ExecutionId(7));
         store.commit(&batch).unwrap();
     }
     let store = open();
+    assert_eq!(store.execution_floor().unwrap(), ExecutionId(7));
     assert_eq!(
         store.instance(&id).unwrap().unwrap().created_at,
         Timestamp(7)
@@ -464,6 +467,14 @@ fn list_instances_filters_and_pages(store: &dyn Store) {
         .unwrap();
     assert_eq!(page.len() + next.len(), 20);
     assert_eq!(store.list_instances(&all, None, 0).unwrap().len(), 0);
+    // A continuation past the prefix's range reads nothing (and does not fail).
+    let beyond = instance_id("job-2");
+    assert!(
+        store
+            .list_instances(&prefixed, Some(&beyond), 10)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 fn large_batch_commits_whole(store: &dyn Store) {
@@ -476,4 +487,13 @@ fn large_batch_commits_whole(store: &dyn Store) {
     store.commit(&batch).unwrap();
     assert_eq!(store.scan_activities(None, 20_000).unwrap().len(), 10_000);
     assert!(store.instance(&id).unwrap().is_some());
+}
+
+fn execution_floor_roundtrips(store: &dyn Store) {
+    assert_eq!(store.execution_floor().unwrap(), ExecutionId(0));
+    let mut batch = WriteBatch::new();
+    batch.set_execution_floor(ExecutionId(41));
+    batch.set_execution_floor(ExecutionId(42));
+    store.commit(&batch).unwrap();
+    assert_eq!(store.execution_floor().unwrap(), ExecutionId(42));
 }

@@ -124,22 +124,18 @@ impl<'de> Deserialize<'de> for InstanceId {
     }
 }
 
-/// The number of one execution of an instance. The first execution is 1; `continue_as_new`
-/// and starting an ended id again each begin the next one.
+/// The id of one execution of an instance: unique in its store and increasing — every
+/// new execution (a start, `continue_as_new`, starting an ended or purged id again) gets a
+/// number never used before, so a late result for an old execution can never be mistaken
+/// for one of the current execution. Treat it as opaque.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 pub struct ExecutionId(pub u64);
 
 impl ExecutionId {
-    /// The first execution of an instance.
+    /// The first execution id a store hands out.
     pub const FIRST: ExecutionId = ExecutionId(1);
-
-    /// The execution after this one.
-    #[must_use]
-    pub fn next(self) -> ExecutionId {
-        ExecutionId(self.0 + 1)
-    }
 }
 
 impl fmt::Display for ExecutionId {

@@ -17,6 +17,7 @@ use std::ops::Bound;
 pub const FORMAT_VERSION: u32 = 1;
 
 const FORMAT_VERSION_KEY: &[u8] = b"format_version";
+const EXECUTION_FLOOR_KEY: &[u8] = b"execution_floor";
 
 /// One change to a key-value engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,6 +202,11 @@ fn encode_op(op: &Op, out: &mut Vec<KvOp>) {
             codec::encode_value(timer),
         )),
         Op::DeleteTimer(key) => out.push(KvOp::Delete(Space::Timers, codec::timer_key(key))),
+        Op::SetExecutionFloor(execution) => out.push(KvOp::Put(
+            Space::Meta,
+            EXECUTION_FLOOR_KEY.to_vec(),
+            execution.0.to_be_bytes().to_vec(),
+        )),
     }
 }
 
@@ -245,6 +251,18 @@ impl<E: KvEngine> Store for KvStore<E> {
             return Ok(());
         }
         self.engine.write(encode_batch(batch))
+    }
+
+    fn execution_floor(&self) -> Result<ExecutionId, Error> {
+        let Some(bytes) = self.engine.get(Space::Meta, EXECUTION_FLOOR_KEY)? else {
+            return Ok(ExecutionId(0));
+        };
+        let bytes = <[u8; 8]>::try_from(bytes.as_slice()).map_err(|_| Error::Corrupt {
+            keyspace: Space::Meta.name(),
+            instance: None,
+            detail: format!("the execution floor is {} bytes, not 8", bytes.len()),
+        })?;
+        Ok(ExecutionId(u64::from_be_bytes(bytes)))
     }
 
     fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, Error> {

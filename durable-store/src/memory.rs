@@ -71,6 +71,10 @@ impl KvEngine for MemoryEngine {
         upper: Bound<&[u8]>,
         visit: &mut Visitor<'_>,
     ) -> Result<(), Error> {
+        if is_empty_range(lower, upper) {
+            // `BTreeMap::range` panics on a range whose start is after its end.
+            return Ok(());
+        }
         let spaces = self.lock();
         for (key, value) in spaces[space.index()].range::<[u8], _>((lower, upper)) {
             if visit(key, value)? == Scan::Stop {
@@ -93,5 +97,15 @@ impl KvEngine for MemoryEngine {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether no key can lie between `lower` and `upper`.
+fn is_empty_range(lower: Bound<&[u8]>, upper: Bound<&[u8]>) -> bool {
+    match (lower, upper) {
+        (Bound::Included(start), Bound::Included(end)) => start > end,
+        (Bound::Included(start) | Bound::Excluded(start), Bound::Excluded(end))
+        | (Bound::Excluded(start), Bound::Included(end)) => start >= end,
+        _ => false,
     }
 }

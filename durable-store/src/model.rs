@@ -7,6 +7,7 @@
 
 use crate::ids::{ExecutionId, InstanceId, Json, TaskId, Timestamp};
 use serde::{Deserialize, Serialize};
+use std::cmp::Ordering;
 use std::fmt;
 
 /// One fact in the history of an orchestration execution.
@@ -349,8 +350,8 @@ pub struct InboxMessage {
 }
 
 /// Where an inbox message is stored: its instance and a sequence number that orders the
-/// instance's messages by arrival.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// instance's messages by arrival. Keys order as their encodings do.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct InboxKey {
     /// The receiving instance.
     pub instance: InstanceId,
@@ -384,8 +385,8 @@ impl ActivityWorkItem {
     }
 }
 
-/// Where an activity work item is stored.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Where an activity work item is stored. Keys order as their encodings do.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ActivityKey {
     /// The orchestration that scheduled it.
     pub instance: InstanceId,
@@ -420,8 +421,9 @@ impl TimerRecord {
     }
 }
 
-/// Where a timer is stored; keys order by due time first.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Where a timer is stored; keys order by due time first, and in all as their encodings
+/// do (so a key from memory can resume a scan of the store).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TimerKey {
     /// When the timer is due.
     pub fire_at: Timestamp,
@@ -431,6 +433,55 @@ pub struct TimerKey {
     pub execution: ExecutionId,
     /// The task's sequence number.
     pub task: TaskId,
+}
+
+/// Orders instance ids as keys encode them: by length first (the length prefix), then
+/// bytewise.
+fn cmp_encoded(a: &InstanceId, b: &InstanceId) -> Ordering {
+    let (a, b) = (a.as_str().as_bytes(), b.as_str().as_bytes());
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+impl Ord for InboxKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        cmp_encoded(&self.instance, &other.instance).then_with(|| self.seq.cmp(&other.seq))
+    }
+}
+
+impl PartialOrd for InboxKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ActivityKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        cmp_encoded(&self.instance, &other.instance)
+            .then_with(|| self.execution.cmp(&other.execution))
+            .then_with(|| self.task.cmp(&other.task))
+    }
+}
+
+impl PartialOrd for ActivityKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TimerKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.fire_at
+            .cmp(&other.fire_at)
+            .then_with(|| cmp_encoded(&self.instance, &other.instance))
+            .then_with(|| self.execution.cmp(&other.execution))
+            .then_with(|| self.task.cmp(&other.task))
+    }
+}
+
+impl PartialOrd for TimerKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// A filter for [`crate::Store::list_instances`]; every field that is set must match.

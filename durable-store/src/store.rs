@@ -60,6 +60,13 @@ pub trait Store: Send + Sync + 'static {
     /// Any store error; the batch then did not commit.
     fn commit(&self, batch: &WriteBatch) -> Result<(), Error>;
 
+    /// The highest execution id recorded with [`WriteBatch::set_execution_floor`] (0 if
+    /// none).
+    ///
+    /// # Errors
+    /// Read errors and undecodable records.
+    fn execution_floor(&self) -> Result<ExecutionId, Error>;
+
     /// Reads one instance record.
     ///
     /// # Errors

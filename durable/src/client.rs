@@ -655,11 +655,12 @@ impl Client {
         timeout: Duration,
     ) -> Result<InstanceStatus, Error> {
         let instance = InstanceId::new(instance_id)?;
-        let deadline = tokio::time::Instant::now() + timeout;
+        // `None`: a timeout too long to represent, which means no deadline.
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
         loop {
-            let notify = self.shared()?.watchers.watch(&instance);
+            let watch = WatchGuard::new(&self.shared, &*self.shared()?, &instance);
             let outcome = {
-                let ended = notify.notified();
+                let ended = watch.notify.notified();
                 tokio::pin!(ended);
                 ended.as_mut().enable();
                 match self.status(&instance).await {
@@ -668,18 +669,21 @@ impl Client {
                         instance: instance.clone(),
                     })),
                     Ok(Some(status)) if status.is_ended() => Some(Ok(status)),
-                    Ok(Some(_)) => match tokio::time::timeout_at(deadline, ended).await {
-                        Ok(()) => None,
-                        Err(_) => Some(Err(Error::Timeout {
-                            instance: instance.clone(),
-                            timeout,
-                        })),
+                    Ok(Some(_)) => match deadline {
+                        Some(deadline) => match tokio::time::timeout_at(deadline, ended).await {
+                            Ok(()) => None,
+                            Err(_) => Some(Err(Error::Timeout {
+                                instance: instance.clone(),
+                                timeout,
+                            })),
+                        },
+                        None => {
+                            ended.await;
+                            None
+                        }
                     },
                 }
             };
-            if let Ok(shared) = self.shared() {
-                shared.watchers.release(&instance, notify);
-            }
             if let Some(outcome) = outcome {
                 return outcome;
             }
@@ -746,6 +750,33 @@ impl Client {
             .await
             .map_err(|_| Error::ShuttingDown)?
             .map_err(Error::from)
+    }
+}
+
+/// A registration for an instance's end, released when dropped — also when the waiting
+/// future is cancelled.
+struct WatchGuard {
+    shared: Weak<Shared>,
+    instance: InstanceId,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl WatchGuard {
+    fn new(weak: &Weak<Shared>, shared: &Shared, instance: &InstanceId) -> WatchGuard {
+        WatchGuard {
+            shared: weak.clone(),
+            instance: instance.clone(),
+            notify: shared.watchers.watch(instance),
+        }
+    }
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            let notify = std::mem::replace(&mut self.notify, Arc::new(tokio::sync::Notify::new()));
+            shared.watchers.release(&self.instance, notify);
+        }
     }
 }
 

@@ -57,6 +57,36 @@ pub enum Outstanding {
     SubOrchestration(TaskId),
 }
 
+/// The tasks a history leaves outstanding, read from the events alone (no code runs):
+/// for ending an execution whose code cannot be replayed.
+pub fn outstanding_in(history: &[HistoryEvent]) -> Vec<Outstanding> {
+    let mut open: std::collections::BTreeMap<TaskId, Outstanding> =
+        std::collections::BTreeMap::new();
+    for event in history {
+        match event {
+            HistoryEvent::TaskScheduled { id, .. } => {
+                open.insert(*id, Outstanding::Activity(*id));
+            }
+            HistoryEvent::TimerCreated { id, fire_at } => {
+                open.insert(*id, Outstanding::Timer(*id, *fire_at));
+            }
+            HistoryEvent::SubOrchestrationCreated { id, .. } => {
+                open.insert(*id, Outstanding::SubOrchestration(*id));
+            }
+            HistoryEvent::TaskCompleted { id, .. }
+            | HistoryEvent::TaskFailed { id, .. }
+            | HistoryEvent::TimerFired { id }
+            | HistoryEvent::TimerCancelled { id }
+            | HistoryEvent::SubOrchestrationCompleted { id, .. }
+            | HistoryEvent::SubOrchestrationFailed { id, .. } => {
+                open.remove(id);
+            }
+            _ => {}
+        }
+    }
+    open.into_values().collect()
+}
+
 /// Sets a flag when the orchestrator's future is woken.
 #[derive(Default)]
 struct WakeFlag(AtomicBool);
@@ -370,15 +400,17 @@ impl Engine {
             let mut cx = Context::from_waker(&self.waker);
             let polled = catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
             let continue_as_new = self.state.borrow_mut().continue_as_new.take();
-            let ended = match (continue_as_new, polled) {
-                (Some(input), _) => Some(Outcome::ContinuedAsNew(input)),
-                (None, Ok(Poll::Pending)) => None,
-                (None, Ok(Poll::Ready(Ok(output)))) => Some(Outcome::Completed(output)),
-                (None, Ok(Poll::Ready(Err(error)))) => Some(Outcome::Failed(error.into_failure())),
-                (None, Err(panic)) => Some(Outcome::Failed(Failure::new(
+            // A panic or an error wins over a `continue_as_new` called before it: a bug must
+            // show, not loop.
+            let ended = match (polled, continue_as_new) {
+                (Err(panic), _) => Some(Outcome::Failed(Failure::new(
                     FailureKind::Panic,
                     format!("the orchestrator panicked: {}", panic_message(&*panic)),
                 ))),
+                (Ok(Poll::Ready(Err(error))), _) => Some(Outcome::Failed(error.into_failure())),
+                (_, Some(input)) => Some(Outcome::ContinuedAsNew(input)),
+                (Ok(Poll::Pending), None) => None,
+                (Ok(Poll::Ready(Ok(output))), None) => Some(Outcome::Completed(output)),
             };
             if let Some(outcome) = ended {
                 self.end(outcome);
@@ -416,7 +448,13 @@ impl Engine {
     fn match_recorded(&self, event: &HistoryEvent) -> Result<(), Failure> {
         let produced = self.state.borrow_mut().produced.pop_front();
         match produced {
-            Some(action) if action.is_recorded_by(event) => Ok(()),
+            Some(action) if action.is_recorded_by(event) => {
+                if let HistoryEvent::TimerCreated { id, fire_at } = event {
+                    // The stored timer is keyed by the recorded due time; keep that one.
+                    self.state.borrow_mut().record_fire_at(*id, *fire_at);
+                }
+                Ok(())
+            }
             Some(action) => Err(self.nondeterminism(format!(
                 "history records {}, but the code scheduled {}",
                 describe_recorded(event),

@@ -13,7 +13,7 @@ pub(crate) mod tasks;
 
 pub use action::{Action, Outcome};
 pub(crate) use engine::panic_message;
-pub use engine::{Engine, Outstanding, Turn};
+pub use engine::{Engine, Outstanding, Turn, outstanding_in};
 
 #[cfg(test)]
 mod tests;

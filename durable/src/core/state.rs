@@ -192,6 +192,27 @@ impl State {
         }
     }
 
+    /// Replaces the due time of timer `id` with the one history recorded.
+    pub(crate) fn record_fire_at(&mut self, id: TaskId, recorded: Timestamp) {
+        if let Some(TaskSlot {
+            kind: TaskKind::Timer { fire_at },
+            ..
+        }) = self.slot_mut(id)
+        {
+            *fire_at = recorded;
+        }
+        for action in &mut self.produced {
+            if let Action::CancelTimer {
+                id: cancelled,
+                fire_at,
+            } = action
+                && *cancelled == id
+            {
+                *fire_at = recorded;
+            }
+        }
+    }
+
     /// External events stored and not yet read, oldest first within each name.
     pub(crate) fn take_stored_events(&mut self) -> Vec<(String, Json)> {
         std::mem::take(&mut self.events)

@@ -30,7 +30,8 @@ pub(crate) fn spawn(shared: &Arc<Shared>, item: ActivityWorkItem) {
     shared.tokio.spawn(async move {
         let _running = running;
         let Ok(_permit) = slots.acquire().await else {
-            return; // the runtime is shutting down
+            // The runtime is shutting down: the activity runs after the next start.
+            return;
         };
         Metrics::add(&metrics.activities_started, 1);
         let key = item.key();

@@ -23,7 +23,9 @@ pub use metrics::MetricsSnapshot;
 
 use crate::client::Client;
 use crate::function::{Registrable, Registry};
-use durable_store::{Durability, FjallStore, InboxKey, InstanceId, MemoryStore, Store};
+use durable_store::{
+    Durability, ExecutionId, FjallStore, InboxKey, InstanceId, MemoryStore, Store,
+};
 use metrics::Metrics;
 use shard::ShardMsg;
 use std::collections::HashMap;
@@ -241,7 +243,9 @@ impl TaskCounter {
 
     /// Waits until no task runs; false if `timeout` passed first.
     async fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365));
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);
@@ -294,6 +298,14 @@ impl Watchers {
             notify.notify_waiters();
         }
     }
+
+    /// Wakes every waiter (at shutdown: they find the runtime gone and return).
+    fn notify_all(&self) {
+        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        for notify in waiting.values() {
+            notify.notify_waiters();
+        }
+    }
 }
 
 const RUNNING: u8 = 0;
@@ -315,6 +327,10 @@ pub(crate) struct Shared {
     pub(crate) running_activities: Arc<TaskCounter>,
     pub(crate) watchers: Watchers,
     inbox_seq: AtomicU64,
+    /// The next execution id to hand out.
+    executions: AtomicU64,
+    /// The execution floor stored when the runtime started.
+    pub(crate) initial_execution_floor: ExecutionId,
     state: AtomicU8,
 }
 
@@ -347,6 +363,11 @@ impl Shared {
             instance: instance.clone(),
             seq: self.inbox_seq.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// A new execution id, never handed out before in this store.
+    pub(crate) fn new_execution(&self) -> ExecutionId {
+        ExecutionId(self.executions.fetch_add(1, Ordering::Relaxed))
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -453,6 +474,8 @@ impl Runtime {
             running_activities: Arc::new(TaskCounter::default()),
             watchers: Watchers::default(),
             inbox_seq: AtomicU64::new(recovery.next_inbox_seq),
+            executions: AtomicU64::new(recovery.execution_floor.0 + 1),
+            initial_execution_floor: recovery.execution_floor,
             state: AtomicU8::new(RUNNING),
         });
         let mut runtime = Runtime {
@@ -502,6 +525,7 @@ impl Runtime {
             shared
                 .state
                 .compare_exchange(RUNNING, STOPPING, Ordering::AcqRel, Ordering::Acquire);
+        shared.watchers.notify_all();
         if let Some(task) = self.timer_task.take() {
             task.abort();
             let _ = task.await;
@@ -544,6 +568,7 @@ impl Drop for Runtime {
         // Without `shutdown`, stop the threads without waiting for them.
         if let Some(shared) = self.shared.take() {
             shared.state.store(STOPPING, Ordering::Release);
+            shared.watchers.notify_all();
             if let Some(task) = self.timer_task.take() {
                 task.abort();
             }
@@ -560,6 +585,7 @@ struct Recovery {
     inbox: Vec<(InboxKey, durable_store::InboxMessage)>,
     activities: Vec<durable_store::ActivityWorkItem>,
     next_inbox_seq: u64,
+    execution_floor: ExecutionId,
 }
 
 /// Reads every committed, unconsumed message and activity. Timers are read by the timer
@@ -596,5 +622,6 @@ fn recover(store: &dyn Store) -> Result<Recovery, durable_store::Error> {
         inbox,
         activities,
         next_inbox_seq,
+        execution_floor: store.execution_floor()?,
     })
 }

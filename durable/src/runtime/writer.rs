@@ -13,7 +13,8 @@ use super::shard::ShardMsg;
 use crate::client;
 use crate::runtime::metrics::Metrics;
 use durable_store::{
-    ActivityWorkItem, InboxKey, InboxMessage, InstanceId, TimerKey, TimerRecord, WriteBatch,
+    ActivityWorkItem, ExecutionId, InboxKey, InboxMessage, InstanceId, TimerKey, TimerRecord,
+    WriteBatch,
 };
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
@@ -37,6 +38,8 @@ pub(crate) enum Dispatch {
     Deliver(InboxKey, InboxMessage),
     /// Answer a client.
     Reply(ReplySender),
+    /// Answer a client with a refusal (described by state this commit makes durable).
+    Refuse(ReplySender, client::Error),
     /// Tell a shard its commits for these instances are durable.
     Committed {
         shard: usize,
@@ -50,6 +53,8 @@ pub(crate) enum Dispatch {
 pub(crate) struct CommitRequest {
     pub(crate) batch: WriteBatch,
     pub(crate) after: Vec<Dispatch>,
+    /// The highest execution id the batch uses, if it starts executions.
+    pub(crate) execution_floor: Option<ExecutionId>,
 }
 
 /// Messages to the writer thread.
@@ -62,6 +67,7 @@ pub(crate) enum WriterMsg {
 /// The writer thread's loop. Returns when told to stop or when every sender is gone.
 pub(crate) fn run(shared: Arc<Shared>, inbox: Receiver<WriterMsg>) {
     let mut stopping = false;
+    let mut floor = shared.initial_execution_floor;
     while !stopping {
         let Ok(first) = inbox.recv() else {
             return;
@@ -84,18 +90,25 @@ pub(crate) fn run(shared: Arc<Shared>, inbox: Receiver<WriterMsg>) {
             next = inbox.try_recv().ok();
         }
         if !requests.is_empty() {
-            commit(&shared, requests);
+            commit(&shared, requests, &mut floor);
         }
     }
 }
 
-fn commit(shared: &Arc<Shared>, requests: Vec<CommitRequest>) {
+fn commit(shared: &Arc<Shared>, requests: Vec<CommitRequest>, floor: &mut ExecutionId) {
     let count = requests.len() as u64;
     let mut merged = WriteBatch::new();
     let mut after = Vec::new();
+    let mut highest = *floor;
     for mut request in requests {
         merged.append(&mut request.batch);
         after.append(&mut request.after);
+        highest = highest.max(request.execution_floor.unwrap_or_default());
+    }
+    // Shards hand out execution ids concurrently and may commit them out of order; the
+    // stored floor only ever rises.
+    if highest > *floor {
+        merged.set_execution_floor(highest);
     }
     let result = if shared.is_poisoned() {
         Err(client::Error::Poisoned)
@@ -110,6 +123,7 @@ fn commit(shared: &Arc<Shared>, requests: Vec<CommitRequest>) {
     Metrics::add(&shared.metrics.commit_requests, count);
     match result {
         Ok(()) => {
+            *floor = highest;
             Metrics::add(&shared.metrics.commits, 1);
             for dispatch in after {
                 perform(shared, dispatch);
@@ -117,8 +131,14 @@ fn commit(shared: &Arc<Shared>, requests: Vec<CommitRequest>) {
         }
         Err(error) => {
             for dispatch in after {
-                if let Dispatch::Reply(reply) = dispatch {
-                    let _ = reply.send(Err(error.clone()));
+                match dispatch {
+                    Dispatch::Reply(reply) | Dispatch::Refuse(reply, _) => {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                    // The shards' bookkeeping goes on, so nothing waits on a count that
+                    // never drops.
+                    committed @ Dispatch::Committed { .. } => perform(shared, committed),
+                    _ => {}
                 }
             }
         }
@@ -136,6 +156,9 @@ fn perform(shared: &Arc<Shared>, dispatch: Dispatch) {
         }
         Dispatch::Reply(reply) => {
             let _ = reply.send(Ok(()));
+        }
+        Dispatch::Refuse(reply, error) => {
+            let _ = reply.send(Err(error));
         }
         Dispatch::Committed { shard, instances } => {
             shared.send_to_shard(shard, ShardMsg::Committed { instances });

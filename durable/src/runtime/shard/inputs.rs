@@ -2,6 +2,7 @@
 //! waits (stored durably) until the instance can take it, starts or schedules an
 //! execution, is refused, or is dropped as stale — per the table in `routing.rs`.
 
+use super::turns::Replay;
 use super::{Input, Round, Shard, Slot, Source, consume};
 use crate::client;
 use crate::core::Engine;
@@ -11,10 +12,9 @@ use crate::runtime::routing::{
 };
 use crate::runtime::writer::Dispatch;
 use durable_store::{
-    ExecutionId, Failure, FailureKind, HistoryEvent, InboxMessage, InstanceId, InstanceRecord,
-    Json, ParentRef, RuntimeStatus, TimerRecord, Timestamp,
+    Failure, FailureKind, HistoryEvent, InboxMessage, InstanceId, InstanceRecord, Json, ParentRef,
+    RuntimeStatus, TimerRecord, Timestamp,
 };
-use std::sync::Arc;
 
 /// The inputs of one turn, as routing sorts them.
 #[derive(Default)]
@@ -26,20 +26,37 @@ struct Routed {
     mode: Option<Mode>,
 }
 
+/// Whether an instance's code can run this round.
+enum Readiness {
+    /// Yes (its engine is hot, or it needs none).
+    Ready,
+    /// Not now: a store read failed or an earlier commit is still in flight. Its inputs wait
+    /// for a later round.
+    Later,
+    /// Never: its history cannot be replayed or its orchestrator is not registered. It can
+    /// still be terminated (or fail, with this reason).
+    Blocked(Failure),
+}
+
 impl Shard {
     /// Runs one turn of `instance` over the inputs it has received.
     pub(super) fn run_instance(&mut self, instance: &InstanceId, round: &mut Round) {
         let now = self.shared.clock.timestamp();
-        if let Err(error) = self.load(instance) {
-            tracing::error!(%instance, %error, "cannot read the instance record");
-            self.fail_inputs(instance, &client::Error::Store(Arc::new(error)));
-            return;
+        if let Some(slot) = self.slots.get_mut(instance) {
+            slot.touched = self.round;
+            slot.queued = false;
         }
+        let blocked = match self.prepare(instance) {
+            Readiness::Ready => None,
+            Readiness::Later => {
+                self.retry.push(instance.clone());
+                return;
+            }
+            Readiness::Blocked(failure) => Some(failure),
+        };
         let Some(slot) = self.slots.get_mut(instance) else {
             return;
         };
-        slot.touched = self.round;
-        slot.queued = false;
         let mut inputs = std::mem::take(&mut slot.inputs);
         order(&mut inputs, slot.mode());
         let mut routed = Routed::default();
@@ -56,25 +73,24 @@ impl Shard {
             slot.inputs = deferred;
         }
         if !live.is_empty() {
-            match self.hot_engine(instance) {
-                Ok(_) => self.turn(instance, now, live, round),
-                Err(failure) if failure.kind == FailureKind::NotRegistered => {
-                    // Not this instance's fault: leave its durable inputs in the store for a
-                    // runtime that has the orchestrator registered.
-                    tracing::error!(%instance, %failure, "cannot run the instance");
-                    let error = client::Error::Failed {
-                        instance: instance.clone(),
-                        failure,
-                    };
-                    for source in consumed {
-                        if let Source::Client(reply) = source {
-                            let _ = reply.send(Err(error.clone()));
+            match blocked {
+                None => self.turn(instance, now, live, round),
+                Some(failure) => {
+                    if !self.run_blocked(instance, now, live, failure.clone(), round) {
+                        // Nothing is consumed: the stored inputs wait in the store for a
+                        // runtime that can run them; clients hear why now.
+                        let error = client::Error::Failed {
+                            instance: instance.clone(),
+                            failure,
+                        };
+                        for source in consumed {
+                            if let Source::Client(reply) = source {
+                                round.after.push(Dispatch::Refuse(reply, error.clone()));
+                            }
                         }
+                        return;
                     }
-                    self.slots.remove(instance);
-                    return;
                 }
-                Err(failure) => self.fail_execution(instance, now, failure, round),
             }
         }
         for source in consumed {
@@ -88,6 +104,70 @@ impl Shard {
         {
             self.queue(instance.clone());
         }
+    }
+
+    /// Loads the record and, for a running instance with history, replays its engine.
+    fn prepare(&mut self, instance: &InstanceId) -> Readiness {
+        let slot = self.slots.entry(instance.clone()).or_default();
+        if slot.stale {
+            if slot.inflight > 0 {
+                return Readiness::Later; // `committed` queues it again
+            }
+            // Forget what memory held; the store is up to date now.
+            slot.record = None;
+            slot.engine = None;
+            slot.stale = false;
+        }
+        if let Err(error) = self.load(instance) {
+            tracing::warn!(%instance, %error, "cannot read the instance record; retrying");
+            return Readiness::Later;
+        }
+        let Some(slot) = self.slots.get(instance) else {
+            return Readiness::Later;
+        };
+        let needs_replay = slot.engine.is_none()
+            && slot
+                .record()
+                .is_some_and(|record| !record.status.is_terminal() && record.history_len > 0);
+        if !needs_replay {
+            return Readiness::Ready;
+        }
+        match self.hot_engine(instance) {
+            Ok(_) => Readiness::Ready,
+            Err(Replay::Transient(error)) => {
+                tracing::warn!(%instance, %error, "cannot read the history; retrying");
+                Readiness::Later
+            }
+            Err(Replay::Failed(failure)) => Readiness::Blocked(failure),
+        }
+    }
+
+    /// Handles a turn whose code cannot run: a terminate ends it all the same; otherwise an
+    /// unregistered orchestrator leaves its inputs stored (for a runtime that has it), and
+    /// a history that cannot be replayed fails the execution. Returns whether the inputs
+    /// were consumed.
+    fn run_blocked(
+        &mut self,
+        instance: &InstanceId,
+        now: Timestamp,
+        live: Vec<HistoryEvent>,
+        failure: Failure,
+        round: &mut Round,
+    ) -> bool {
+        let terminate = live.into_iter().find_map(|event| match event {
+            HistoryEvent::ExecutionTerminated { reason } => Some(reason),
+            _ => None,
+        });
+        if let Some(reason) = terminate {
+            self.terminate_without_code(instance, now, reason, round);
+            return true;
+        }
+        if failure.kind != FailureKind::NotRegistered {
+            self.fail_execution(instance, now, failure, round);
+            return true;
+        }
+        tracing::error!(%instance, %failure, "cannot run the instance; its inputs stay stored");
+        false
     }
 
     /// Applies the decision table to one input.
@@ -255,17 +335,13 @@ impl Shard {
         now: Timestamp,
         round: &mut Round,
     ) -> InstanceRecord {
-        let previous = self.slots.get(instance).and_then(Slot::record);
-        let execution = match previous {
-            Some(old) => {
-                // Starting an ended id again replaces its history with the new execution's.
-                round
-                    .batch
-                    .delete_history(instance.clone(), old.execution, old.history_len);
-                old.execution.next()
-            }
-            None => ExecutionId::FIRST,
-        };
+        if let Some(old) = self.slots.get(instance).and_then(Slot::record) {
+            // Starting an ended id again replaces its history with the new execution's.
+            round
+                .batch
+                .delete_history(instance.clone(), old.execution, old.history_len);
+        }
+        let execution = self.new_execution(round);
         InstanceRecord {
             id: instance.clone(),
             name,
@@ -356,9 +432,8 @@ impl Shard {
         round: &mut Round,
     ) {
         match input.source {
-            Source::Client(reply) => {
-                let _ = reply.send(Err(error));
-            }
+            // Answered once the round commits: the state the answer describes is durable.
+            Source::Client(reply) => round.after.push(Dispatch::Refuse(reply, error)),
             source => {
                 consume(instance, source, round);
                 if let HistoryEvent::ExecutionStarted {
@@ -381,12 +456,12 @@ impl Shard {
     }
 }
 
-/// Puts the inputs that must come first first, keeping arrival order otherwise: a start
-/// (everything else of the round is for the execution it starts), and, for a suspended
-/// instance, a resume (so what waited for it runs in this turn).
+/// Puts first what the other inputs waited for, keeping arrival order otherwise: the start
+/// of an execution that already exists (created by `continue_as_new` or a scheduled
+/// start), and the resume of a suspended instance.
 fn order(inputs: &mut [Input], mode: Mode) {
     inputs.sort_by_key(|input| match &input.event {
-        HistoryEvent::ExecutionStarted { .. } => 0,
+        HistoryEvent::ExecutionStarted { .. } if input.execution.is_some() => 0,
         HistoryEvent::TimerFired { id } if *id == SCHEDULED_START_TASK => 0,
         HistoryEvent::ExecutionResumed { .. } if mode == Mode::Suspended => 1,
         _ => 2,

@@ -125,6 +125,9 @@ struct Slot {
     inflight: u32,
     /// The round of the last turn, for eviction.
     touched: u64,
+    /// What memory holds may be ahead of the store and wrong (an internal error broke a
+    /// turn): reload once the commits in flight are durable.
+    stale: bool,
 }
 
 impl Slot {
@@ -154,6 +157,8 @@ struct Round {
     batch: WriteBatch,
     after: Vec<Dispatch>,
     touched: Vec<InstanceId>,
+    /// The highest execution id handed out in the round.
+    execution_floor: Option<ExecutionId>,
 }
 
 impl Round {
@@ -161,6 +166,16 @@ impl Round {
         self.batch.append(&mut other.batch);
         self.after.append(&mut other.after);
         self.touched.append(&mut other.touched);
+        self.execution_floor = self.execution_floor.max(other.execution_floor);
+    }
+}
+
+impl Shard {
+    /// A new execution id, recorded in the round so the stored floor covers it.
+    fn new_execution(&self, round: &mut Round) -> ExecutionId {
+        let execution = self.shared.new_execution();
+        round.execution_floor = round.execution_floor.max(Some(execution));
+        execution
     }
 }
 
@@ -170,8 +185,13 @@ pub(crate) struct Shard {
     slots: HashMap<InstanceId, Slot>,
     ready: Vec<InstanceId>,
     purges: Vec<(InstanceId, ReplySender)>,
+    /// Instances whose turn could not run (a store read failed); tried again shortly.
+    retry: Vec<InstanceId>,
     round: u64,
 }
+
+/// How long a shard waits before retrying instances whose store reads failed.
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The shard thread's loop.
 pub(crate) fn run(index: usize, shared: Arc<Shared>, inbox: Receiver<ShardMsg>) {
@@ -181,13 +201,26 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>, inbox: Receiver<ShardMsg>) 
         slots: HashMap::new(),
         ready: Vec::new(),
         purges: Vec::new(),
+        retry: Vec::new(),
         round: 0,
     };
     loop {
-        let Ok(first) = inbox.recv() else {
-            return;
+        let first = if shard.retry.is_empty() {
+            match inbox.recv() {
+                Ok(message) => Some(message),
+                Err(_) => return,
+            }
+        } else {
+            match inbox.recv_timeout(RETRY_DELAY) {
+                Ok(message) => Some(message),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            }
         };
-        let mut stop = shard.accept(first);
+        for instance in std::mem::take(&mut shard.retry) {
+            shard.queue(instance);
+        }
+        let mut stop = first.is_some_and(|message| shard.accept(message));
         for _ in 1..MAX_MESSAGES_PER_ROUND {
             match inbox.try_recv() {
                 Ok(message) => stop |= shard.accept(message),
@@ -313,7 +346,9 @@ impl Shard {
     fn committed(&mut self, instance: &InstanceId) {
         if let Some(slot) = self.slots.get_mut(instance) {
             slot.inflight = slot.inflight.saturating_sub(1);
-            if slot.is_idle_and_done() {
+            if slot.stale && slot.inflight == 0 && !slot.inputs.is_empty() {
+                self.queue(instance.clone());
+            } else if slot.is_idle_and_done() {
                 self.slots.remove(instance);
             }
         }
@@ -321,6 +356,10 @@ impl Shard {
 
     fn run_round(&mut self) {
         self.round += 1;
+        if self.shared.is_poisoned() {
+            self.refuse_everything();
+            return;
+        }
         let mut round = Round::default();
         let ready = std::mem::take(&mut self.ready);
         for instance in &ready {
@@ -337,9 +376,12 @@ impl Shard {
                     tracing::error!(
                         %instance,
                         panic = %panic_message(&*panic),
-                        "internal error while running a turn; the instance is unloaded"
+                        "internal error while running a turn; the instance is reloaded"
                     );
-                    self.slots.remove(instance);
+                    if let Some(slot) = self.slots.get_mut(instance) {
+                        slot.stale = true;
+                        slot.engine = None;
+                    }
                 }
             }
         }
@@ -358,7 +400,7 @@ impl Shard {
     }
 
     fn submit(&mut self, mut round: Round) {
-        if round.batch.is_empty() && round.after.is_empty() {
+        if round.batch.is_empty() && round.after.is_empty() && round.execution_floor.is_none() {
             return;
         }
         round.touched.sort();
@@ -377,6 +419,7 @@ impl Shard {
         let request = CommitRequest {
             batch: round.batch,
             after: round.after,
+            execution_floor: round.execution_floor,
         };
         if self.shared.writer.send(WriterMsg::Commit(request)).is_err() {
             tracing::error!("the writer has stopped; a round of turns was not committed");
@@ -409,13 +452,20 @@ impl Shard {
         round.after.push(Dispatch::Deliver(key, message));
     }
 
-    fn fail_inputs(&mut self, instance: &InstanceId, error: &client::Error) {
-        if let Some(slot) = self.slots.remove(instance) {
-            for input in slot.inputs {
-                if let Source::Client(reply) = input.source {
-                    let _ = reply.send(Err(error.clone()));
+    /// After a failed commit nothing more is written: every waiting client hears why.
+    fn refuse_everything(&mut self) {
+        for instance in std::mem::take(&mut self.ready) {
+            if let Some(slot) = self.slots.get_mut(&instance) {
+                slot.queued = false;
+                for input in std::mem::take(&mut slot.inputs) {
+                    if let Source::Client(reply) = input.source {
+                        let _ = reply.send(Err(client::Error::Poisoned));
+                    }
                 }
             }
+        }
+        for (_, reply) in std::mem::take(&mut self.purges) {
+            let _ = reply.send(Err(client::Error::Poisoned));
         }
     }
 
@@ -429,8 +479,10 @@ impl Shard {
             let Some(slot) = self.slots.get(&instance) else {
                 continue;
             };
-            if slot.inflight > 0 || !slot.inputs.is_empty() {
-                self.purges.push((instance, reply)); // after its pending writes
+            // After its pending writes, including this round's: the next round comes with
+            // the `Committed` message.
+            if slot.inflight > 0 || !slot.inputs.is_empty() || round.touched.contains(&instance) {
+                self.purges.push((instance, reply));
                 continue;
             }
             match slot.record().cloned() {

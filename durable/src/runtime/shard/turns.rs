@@ -4,7 +4,7 @@
 //! at the end of an execution its leftovers cancelled and its parent told.
 
 use super::{Round, Shard, Slot};
-use crate::core::{Action, Engine, Outcome, Outstanding, Turn};
+use crate::core::{Action, Engine, Outcome, Outstanding, Turn, outstanding_in};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::routing::SCHEDULED_START_TASK;
 use crate::runtime::writer::Dispatch;
@@ -14,47 +14,62 @@ use durable_store::{
 };
 use std::sync::Arc;
 
+/// Why an engine could not be brought back.
+pub(super) enum Replay {
+    /// The store could not be read just now; try again later.
+    Transient(durable_store::Error),
+    /// It never will: the history is corrupt or diverges from the code, or the
+    /// orchestrator is not registered.
+    Failed(Failure),
+}
+
 impl Shard {
     /// The instance's engine, replaying its history first if it is not in memory.
-    pub(super) fn hot_engine(&mut self, instance: &InstanceId) -> Result<&mut Engine, Failure> {
+    pub(super) fn hot_engine(&mut self, instance: &InstanceId) -> Result<&mut Engine, Replay> {
         let shared = Arc::clone(&self.shared);
         let Some(slot) = self.slots.get_mut(instance) else {
-            return Err(internal("the instance is not loaded"));
+            return Err(Replay::Failed(internal("the instance is not loaded")));
         };
         if slot.engine.is_none() {
             let Some(record) = slot.record().filter(|record| !record.status.is_terminal()) else {
-                return Err(internal("the instance is not running"));
+                return Err(Replay::Failed(internal("the instance is not running")));
             };
             let Some(entry) = shared.registry.orchestrator(&record.name) else {
-                return Err(Failure::new(
+                return Err(Replay::Failed(Failure::new(
                     FailureKind::NotRegistered,
                     format!(
                         "orchestrator `{}` is not registered with this runtime; register it to resume the instance",
                         record.name
                     ),
-                ));
+                )));
             };
             let mut engine = Engine::new(instance.clone(), record.execution, entry.run);
             if record.history_len > 0 {
-                let history = shared
-                    .store
-                    .history(instance, record.execution)
-                    .map_err(|error| internal(&format!("cannot read the history: {error}")))?;
+                let history = match shared.store.history(instance, record.execution) {
+                    Ok(history) => history,
+                    Err(error @ durable_store::Error::Corrupt { .. }) => {
+                        return Err(Replay::Failed(Failure::new(
+                            FailureKind::Internal,
+                            format!("the history cannot be read: {error}"),
+                        )));
+                    }
+                    Err(error) => return Err(Replay::Transient(error)),
+                };
                 Metrics::add(&shared.metrics.replays, 1);
                 Metrics::add(
                     &shared.metrics.history_events_replayed,
                     history.len() as u64,
                 );
-                engine.replay(&history)?;
+                engine.replay(&history).map_err(Replay::Failed)?;
             }
             slot.engine = Some(engine);
         }
         slot.engine
             .as_mut()
-            .ok_or_else(|| internal("the engine vanished"))
+            .ok_or_else(|| Replay::Failed(internal("the engine vanished")))
     }
 
-    /// Runs the (hot) engine over `live` and adds the turn's writes to the round.
+    /// Runs the engine over `live` and adds the turn's writes to the round.
     pub(super) fn turn(
         &mut self,
         instance: &InstanceId,
@@ -62,18 +77,25 @@ impl Shard {
         live: Vec<HistoryEvent>,
         round: &mut Round,
     ) {
-        let Some(engine) = self
-            .slots
-            .get_mut(instance)
-            .and_then(|slot| slot.engine.as_mut())
-        else {
-            return;
+        let engine = match self.hot_engine(instance) {
+            Ok(engine) => engine,
+            Err(Replay::Failed(failure)) => {
+                return self.fail_execution(instance, now, failure, round);
+            }
+            Err(Replay::Transient(error)) => {
+                let failure = internal(&format!("cannot read the history: {error}"));
+                return self.fail_execution(instance, now, failure, round);
+            }
         };
         let mut turn = engine.run_turn(now, live);
-        Metrics::add(&self.shared.metrics.turns, 1);
         for (event, reason) in &turn.discarded {
             tracing::debug!(%instance, event = event.kind(), reason, "input discarded");
         }
+        let outstanding = if turn.outcome.is_some() {
+            engine.outstanding()
+        } else {
+            Vec::new()
+        };
         if let Some(Outcome::ContinuedAsNew(_)) = turn.outcome {
             // Events the ended execution stored but never read go to the next one too.
             let stored = engine.take_stored_events();
@@ -83,7 +105,8 @@ impl Shard {
                     .map(|(name, input)| HistoryEvent::EventRaised { name, input }),
             );
         }
-        self.apply_turn(instance, now, turn, round);
+        Metrics::add(&self.shared.metrics.turns, 1);
+        self.apply_turn(instance, now, turn, outstanding, round);
     }
 
     /// Fails the current execution without running its code: its history could not be
@@ -96,17 +119,47 @@ impl Shard {
         round: &mut Round,
     ) {
         tracing::warn!(%instance, %failure, "the execution fails: its history cannot be replayed");
+        let outcome = Outcome::Failed(failure);
+        self.end_without_code(instance, now, outcome, round);
+    }
+
+    /// Terminates an instance whose code cannot run (its orchestrator is not registered,
+    /// or its history cannot be replayed): terminating runs no code.
+    pub(super) fn terminate_without_code(
+        &mut self,
+        instance: &InstanceId,
+        now: Timestamp,
+        reason: String,
+        round: &mut Round,
+    ) {
+        self.end_without_code(instance, now, Outcome::Terminated(reason), round);
+    }
+
+    fn end_without_code(
+        &mut self,
+        instance: &InstanceId,
+        now: Timestamp,
+        outcome: Outcome,
+        round: &mut Round,
+    ) {
+        // What to cancel comes from the history itself (no engine to ask).
+        let outstanding = self
+            .slots
+            .get(instance)
+            .and_then(Slot::record)
+            .filter(|record| record.history_len > 0)
+            .and_then(|record| self.shared.store.history(instance, record.execution).ok())
+            .map(|history| outstanding_in(&history))
+            .unwrap_or_default();
         let turn = Turn {
             events: vec![
                 HistoryEvent::OrchestratorStarted { at: now },
-                HistoryEvent::ExecutionFailed {
-                    failure: failure.clone(),
-                },
+                outcome.to_event(),
             ],
-            outcome: Some(Outcome::Failed(failure)),
+            outcome: Some(outcome),
             ..Turn::default()
         };
-        self.apply_turn(instance, now, turn, round);
+        self.apply_turn(instance, now, turn, outstanding, round);
     }
 
     fn apply_turn(
@@ -114,6 +167,7 @@ impl Shard {
         instance: &InstanceId,
         now: Timestamp,
         mut turn: Turn,
+        mut outstanding: Vec<Outstanding>,
         round: &mut Round,
     ) {
         explain_tokio_panic(&mut turn);
@@ -121,10 +175,6 @@ impl Shard {
             return;
         };
         let custom_status = slot.engine.as_ref().and_then(Engine::custom_status);
-        let mut outstanding = match (&turn.outcome, &slot.engine) {
-            (Some(_), Some(engine)) => engine.outstanding(),
-            _ => Vec::new(),
-        };
         let Some(record) = slot.record_mut() else {
             return;
         };
@@ -273,7 +323,9 @@ impl Shard {
                 round
                     .batch
                     .delete_history(instance.clone(), record.execution, record.history_len);
-                record.execution = record.execution.next();
+                let next = self.shared.new_execution();
+                round.execution_floor = round.execution_floor.max(Some(next));
+                record.execution = next;
                 record.history_len = 0;
                 record.input = input.clone();
                 record.output = None;
