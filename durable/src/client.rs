@@ -37,7 +37,7 @@ pub enum Error {
         status: RuntimeStatus,
     },
     /// The request needs a running instance, and this one has ended.
-    #[error("instance `{instance}` has already ended ({status})")]
+    #[error("instance `{instance}` has already ended ({status}); the request was discarded")]
     NotRunning {
         /// The id.
         instance: InstanceId,
