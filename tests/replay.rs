@@ -183,3 +183,34 @@ async fn runtime_client_after_shutdown(dir: &tempfile::TempDir) -> ClientError {
     runtime.shutdown().await;
     client.status("v1").await.unwrap_err()
 }
+
+#[orchestrator]
+async fn long_wait(ctx: OrchestrationContext) -> Result<(), Error> {
+    ctx.sleep(Duration::from_secs(3600)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_orchestrator_is_gone_can_still_be_terminated_and_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::builder()
+        .store_path(dir.path())
+        .register(long_wait)
+        .start()
+        .await
+        .unwrap();
+    runtime.client().start_with_id(long_wait, "orphan", ()).await.unwrap();
+    runtime.shutdown().await;
+
+    // A new deployment no longer has `long_wait`.
+    let runtime = Runtime::builder().store_path(dir.path()).register(a).start().await.unwrap();
+    let client = runtime.client();
+    client.terminate("orphan", "retired").await.unwrap();
+    let status = client.wait_for_completion("orphan", WAIT).await.unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Terminated);
+    client.purge("orphan").await.unwrap();
+    assert!(client.status("orphan").await.unwrap().is_none());
+    runtime.shutdown().await;
+    let store = durable::store::FjallStore::open(dir.path(), durable::Durability::Fsync).unwrap();
+    use durable::store::Store;
+    assert!(store.scan_timers(None, 10).unwrap().is_empty(), "its timer was cancelled");
+}
