@@ -198,11 +198,20 @@ async fn an_instance_whose_orchestrator_is_gone_can_still_be_terminated_and_purg
         .start()
         .await
         .unwrap();
-    runtime.client().start_with_id(long_wait, "orphan", ()).await.unwrap();
+    runtime
+        .client()
+        .start_with_id(long_wait, "orphan", ())
+        .await
+        .unwrap();
     runtime.shutdown().await;
 
     // A new deployment no longer has `long_wait`.
-    let runtime = Runtime::builder().store_path(dir.path()).register(a).start().await.unwrap();
+    let runtime = Runtime::builder()
+        .store_path(dir.path())
+        .register(a)
+        .start()
+        .await
+        .unwrap();
     let client = runtime.client();
     client.terminate("orphan", "retired").await.unwrap();
     let status = client.wait_for_completion("orphan", WAIT).await.unwrap();
@@ -212,5 +221,8 @@ async fn an_instance_whose_orchestrator_is_gone_can_still_be_terminated_and_purg
     runtime.shutdown().await;
     let store = durable::store::FjallStore::open(dir.path(), durable::Durability::Fsync).unwrap();
     use durable::store::Store;
-    assert!(store.scan_timers(None, 10).unwrap().is_empty(), "its timer was cancelled");
+    assert!(
+        store.scan_timers(None, 10).unwrap().is_empty(),
+        "its timer was cancelled"
+    );
 }

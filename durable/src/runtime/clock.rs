@@ -93,6 +93,22 @@ impl Clock {
         }
     }
 
+    /// The time of an orchestration turn: the clock rounded up to the millisecond, so that
+    /// a timer of `d` set in the turn never comes due before `d` has really passed since
+    /// the turn began (the timer service fires on the rounded-down time).
+    pub(crate) fn turn_timestamp(&self) -> Timestamp {
+        match &self.kind {
+            Kind::System => {
+                let since = SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let millis = since.as_micros().div_ceil(1000);
+                Timestamp(u64::try_from(millis).unwrap_or(u64::MAX))
+            }
+            Kind::Manual(_) => self.timestamp(),
+        }
+    }
+
     /// Waits until the clock reads `deadline` or later.
     pub(crate) async fn sleep_until(&self, deadline: Timestamp) {
         match &self.kind {

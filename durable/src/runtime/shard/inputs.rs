@@ -41,7 +41,7 @@ enum Readiness {
 impl Shard {
     /// Runs one turn of `instance` over the inputs it has received.
     pub(super) fn run_instance(&mut self, instance: &InstanceId, round: &mut Round) {
-        let now = self.shared.clock.timestamp();
+        let now = self.shared.clock.turn_timestamp();
         if let Some(slot) = self.slots.get_mut(instance) {
             slot.touched = self.round;
             slot.queued = false;

@@ -1,0 +1,472 @@
+//! The workloads: the peer harness's seven, on the same definitions (an activity `inc`
+//! that returns its input + 1; chains, fan-outs, timers and events), plus
+//! `recovery-10000`. Completion is observed through the public client API
+//! (`wait_for_completion`).
+
+use crate::measure::Outcome;
+use crate::{BenchError, Config, progress};
+use durable::prelude::*;
+use durable::{Durability, InstanceHandle};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Activity executions, counted by the activity itself.
+static ACTIVITY_RUNS: AtomicU64 = AtomicU64::new(0);
+/// When non-zero, `inc` records the time whenever its output is a multiple of it.
+static MARK_EVERY: AtomicU64 = AtomicU64::new(0);
+static MARKS: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
+/// While set, `gated_inc` blocks: instances stay in flight for `recovery-10000`.
+static GATED: AtomicBool = AtomicBool::new(false);
+static GATE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
+const WAIT: Duration = Duration::from_secs(3600);
+
+#[activity]
+async fn inc(_ctx: ActivityContext, x: u64) -> Result<u64, Error> {
+    ACTIVITY_RUNS.fetch_add(1, Ordering::Relaxed);
+    let every = MARK_EVERY.load(Ordering::Relaxed);
+    if every > 0
+        && (x + 1).is_multiple_of(every)
+        && let Ok(mut marks) = MARKS.lock()
+    {
+        marks.push(Instant::now());
+    }
+    Ok(x + 1)
+}
+
+#[activity]
+async fn gated_inc(_ctx: ActivityContext, x: u64) -> Result<u64, Error> {
+    if GATED.load(Ordering::SeqCst) {
+        // Never completes in the runtime that started it; released (and failing, its
+        // result going nowhere) only after that runtime is gone.
+        GATE.acquire().await?.forget();
+        return Err(Error::msg("released after the crash"));
+    }
+    ACTIVITY_RUNS.fetch_add(1, Ordering::Relaxed);
+    Ok(x + 1)
+}
+
+/// Calls `inc` `steps` times in a row; returns `steps`.
+#[orchestrator]
+async fn seq_chain(ctx: OrchestrationContext, steps: u64) -> Result<u64, Error> {
+    let mut value = 0;
+    for _ in 0..steps {
+        value = ctx.call_activity(inc, value).await?;
+    }
+    Ok(value)
+}
+
+/// Calls `inc(0..n)` at once; returns the sum, n(n+1)/2.
+#[orchestrator]
+async fn fan_out(ctx: OrchestrationContext, n: u64) -> Result<u64, Error> {
+    let tasks: Vec<_> = (0..n).map(|i| ctx.call_activity(inc, i)).collect();
+    Ok(ctx.join_all(tasks).await?.into_iter().sum())
+}
+
+/// Sleeps on a durable timer.
+#[orchestrator]
+async fn sleeper(ctx: OrchestrationContext, ms: u64) -> Result<u64, Error> {
+    ctx.sleep(Duration::from_millis(ms)).await?;
+    Ok(ms)
+}
+
+/// Waits for the event `Go` and returns its payload.
+#[orchestrator]
+async fn await_event(ctx: OrchestrationContext) -> Result<String, Error> {
+    ctx.wait_for_event::<String>("Go").await
+}
+
+/// Two steps, the first gated: in flight when the process "crashes".
+#[orchestrator]
+async fn two_steps(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
+    let first = ctx.call_activity(gated_inc, x).await?;
+    ctx.call_activity(inc, first).await
+}
+
+async fn start_runtime(dir: &Path, durability: Durability) -> Result<Runtime, BenchError> {
+    Runtime::builder()
+        .store_path(dir)
+        .durability(durability)
+        .shutdown_timeout(Duration::from_millis(100))
+        .register(inc)
+        .register(gated_inc)
+        .register(seq_chain)
+        .register(fan_out)
+        .register(sleeper)
+        .register(await_event)
+        .register(two_steps)
+        .start()
+        .await
+        .map_err(|error| BenchError::Failed(format!("cannot start the runtime: {error}")))
+}
+
+fn failed(context: &'static str) -> impl Fn(durable::client::Error) -> BenchError {
+    move |error| BenchError::Failed(format!("{context}: {error}"))
+}
+
+/// Runs one workload in a fresh store at `dir`.
+pub async fn run(
+    workload: &str,
+    config: &Config,
+    dir: &Path,
+    durability: Durability,
+) -> Result<Outcome, BenchError> {
+    ACTIVITY_RUNS.store(0, Ordering::SeqCst);
+    let count = |full: u64| config.count.unwrap_or(full / config.divisor);
+    if workload == "recovery-10000" {
+        return recovery(count(10_000), dir, durability).await;
+    }
+    let runtime = start_runtime(dir, durability).await?;
+    let client = runtime.client();
+    let outcome = match workload {
+        "seq10-latency" => seq10_latency(&client, count(200)).await,
+        "seq10-throughput" => seq10_throughput(&client, count(2000)).await,
+        "fanout-1000" => fanout(&client, count(1000)).await,
+        "fanout-10000" => fanout(&client, count(10_000)).await,
+        "long-history-5000" => long_history(&client, count(5000)).await,
+        "timer-100ms" => timer(&client, count(200), 100).await,
+        "event-roundtrip" => event_roundtrip(&client, count(200)).await,
+        other => Err(BenchError::Failed(format!("unknown workload {other}"))),
+    };
+    let metrics = runtime.metrics();
+    runtime.shutdown().await;
+    let mut outcome = outcome?;
+    outcome.notes.push(format!(
+        "engine: {} turns, {} commits for {} commit requests, {} history events replayed",
+        metrics.turns, metrics.commits, metrics.commit_requests, metrics.history_events_replayed
+    ));
+    Ok(outcome)
+}
+
+fn check_output(id: &str, got: u64, expected: u64) -> Result<(), BenchError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(BenchError::Failed(format!(
+            "instance {id}: output {got}, expected {expected}"
+        )))
+    }
+}
+
+fn check_activity_count(expected: u64, notes: &mut Vec<String>) -> Result<(), BenchError> {
+    let executed = ACTIVITY_RUNS.load(Ordering::SeqCst);
+    if executed < expected {
+        return Err(BenchError::Failed(format!(
+            "only {executed} activity executions, expected {expected}"
+        )));
+    }
+    notes.push(format!(
+        "{executed} activity executions counted for {expected} required ({} duplicates)",
+        executed - expected
+    ));
+    Ok(())
+}
+
+/// Waits for every handle concurrently; returns when each was observed complete.
+async fn wait_all(handles: Vec<InstanceHandle<u64>>) -> Result<Vec<(Instant, u64)>, BenchError> {
+    let tasks: Vec<_> = handles
+        .into_iter()
+        .map(|handle| {
+            tokio::spawn(async move {
+                let output = handle.wait(WAIT).await;
+                (Instant::now(), handle.id().to_string(), output)
+            })
+        })
+        .collect();
+    let mut done = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let (at, id, output) = task
+            .await
+            .map_err(|error| BenchError::Failed(format!("waiter: {error}")))?;
+        let output = output.map_err(|error| BenchError::Failed(format!("{id}: {error}")))?;
+        done.push((at, output));
+    }
+    Ok(done)
+}
+
+async fn seq10_latency(client: &Client, n: u64) -> Result<Outcome, BenchError> {
+    let mut latencies = Vec::with_capacity(n as usize);
+    let started = Instant::now();
+    for i in 0..n {
+        let t0 = Instant::now();
+        let id = format!("seqlat-{i}");
+        let handle = client
+            .start_with_id(seq_chain, &id, 10)
+            .await
+            .map_err(failed("start"))?;
+        let output = handle.wait(WAIT).await.map_err(failed("wait"))?;
+        latencies.push(t0.elapsed().as_secs_f64() * 1e3);
+        check_output(&id, output, 10)?;
+    }
+    let wall = started.elapsed();
+    let mut notes = vec![
+        "one at a time; latency = start call -> completion observed (wait_for_completion, woken at the commit)".to_owned(),
+    ];
+    check_activity_count(n * 10, &mut notes)?;
+    Ok(Outcome {
+        instances: n,
+        activities: n * 10,
+        wall,
+        samples_ms: Some(latencies),
+        notes,
+    })
+}
+
+async fn seq10_throughput(client: &Client, n: u64) -> Result<Outcome, BenchError> {
+    let t0 = Instant::now();
+    let mut handles = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let handle = client
+            .start_with_id(seq_chain, format!("seqtp-{i}"), 10)
+            .await
+            .map_err(failed("start"))?;
+        handles.push(handle);
+    }
+    let enqueued = t0.elapsed();
+    let done = wait_all(handles).await?;
+    let last = done.iter().map(|(at, _)| *at).max().unwrap_or(t0);
+    for (i, (_, output)) in done.iter().enumerate() {
+        check_output(&format!("seqtp-{i}"), *output, 10)?;
+    }
+    let mut notes = vec![format!(
+        "all {n} started back to back (starts took {:.3}s, inside wall: each start returns once durable); wall = first start -> last completion observed",
+        enqueued.as_secs_f64()
+    )];
+    check_activity_count(n * 10, &mut notes)?;
+    Ok(Outcome {
+        instances: n,
+        activities: n * 10,
+        wall: last - t0,
+        samples_ms: None,
+        notes,
+    })
+}
+
+async fn fanout(client: &Client, n: u64) -> Result<Outcome, BenchError> {
+    let t0 = Instant::now();
+    let id = format!("fanout-{n}");
+    let handle = client
+        .start_with_id(fan_out, &id, n)
+        .await
+        .map_err(failed("start"))?;
+    let output = handle.wait(WAIT).await.map_err(failed("wait"))?;
+    let wall = t0.elapsed();
+    check_output(&id, output, n * (n + 1) / 2)?;
+    let history = client
+        .status_with_history(&id)
+        .await
+        .map_err(failed("status"))?
+        .and_then(|status| status.history)
+        .map_or(0, |history| history.len());
+    let mut notes = vec![format!(
+        "1 orchestration, {n} concurrent activities joined with ctx.join_all; sum verified = {}; history events = {history}",
+        n * (n + 1) / 2
+    )];
+    check_activity_count(n, &mut notes)?;
+    Ok(Outcome {
+        instances: 1,
+        activities: n,
+        wall,
+        samples_ms: None,
+        notes,
+    })
+}
+
+async fn long_history(client: &Client, n: u64) -> Result<Outcome, BenchError> {
+    let block = (n / 10).max(1);
+    MARKS.lock().map(|mut marks| marks.clear()).ok();
+    MARK_EVERY.store(block, Ordering::SeqCst);
+    let t0 = Instant::now();
+    let id = format!("longhist-{n}");
+    let result = async {
+        let handle = client
+            .start_with_id(seq_chain, &id, n)
+            .await
+            .map_err(failed("start"))?;
+        handle.wait(WAIT).await.map_err(failed("wait"))
+    }
+    .await;
+    MARK_EVERY.store(0, Ordering::SeqCst);
+    let wall = t0.elapsed();
+    let output = result?;
+    check_output(&id, output, n)?;
+    let marks = MARKS.lock().map(|marks| marks.clone()).unwrap_or_default();
+    let mut previous = t0;
+    let blocks: Vec<String> = marks
+        .iter()
+        .map(|at| {
+            let ms = (*at - previous).as_secs_f64() * 1e3;
+            previous = *at;
+            format!("{ms:.0}")
+        })
+        .collect();
+    let mut notes = vec![
+        format!("1 orchestration, {n} sequential activities"),
+        format!(
+            "ms per successive block of {block} steps: [{}]",
+            blocks.join(", ")
+        ),
+    ];
+    check_activity_count(n, &mut notes)?;
+    Ok(Outcome {
+        instances: 1,
+        activities: n,
+        wall,
+        samples_ms: None,
+        notes,
+    })
+}
+
+async fn timer(client: &Client, n: u64, delay_ms: u64) -> Result<Outcome, BenchError> {
+    let t0 = Instant::now();
+    let mut starts = Vec::with_capacity(n as usize);
+    let mut handles = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        starts.push(Instant::now());
+        let handle = client
+            .start_with_id(sleeper, format!("timer-{i}"), delay_ms)
+            .await
+            .map_err(failed("start"))?;
+        handles.push(handle);
+    }
+    let enqueued = t0.elapsed();
+    let done = wait_all(handles).await?;
+    let mut lateness = Vec::with_capacity(done.len());
+    let mut early = 0;
+    for ((at, output), started) in done.iter().zip(&starts) {
+        check_output("timer", *output, delay_ms)?;
+        let late = (*at - *started).as_secs_f64() * 1e3 - delay_ms as f64;
+        if late < 0.0 {
+            early += 1;
+        }
+        lateness.push(late);
+    }
+    if early > 0 {
+        return Err(BenchError::Failed(format!(
+            "{early} timers completed earlier than {delay_ms} ms after their start request"
+        )));
+    }
+    let last = done.iter().map(|(at, _)| *at).max().unwrap_or(t0);
+    Ok(Outcome {
+        instances: n,
+        activities: 0,
+        wall: last - t0,
+        samples_ms: Some(lateness),
+        notes: vec![format!(
+            "{n} started back to back (starts took {:.3}s); lateness = completion observed - start request - {delay_ms}ms; wall = first start -> last completion",
+            enqueued.as_secs_f64()
+        )],
+    })
+}
+
+async fn event_roundtrip(client: &Client, n: u64) -> Result<Outcome, BenchError> {
+    let setup = Instant::now();
+    let mut handles = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        // `start` returns once the first turn (which begins the wait) is durable.
+        let handle = client
+            .start_with_id(await_event, format!("event-{i}"), ())
+            .await
+            .map_err(failed("start"))?;
+        handles.push(handle);
+    }
+    let setup = setup.elapsed();
+    let mut latencies = Vec::with_capacity(n as usize);
+    let t0 = Instant::now();
+    for (i, handle) in handles.iter().enumerate() {
+        let payload = format!("payload-{i}");
+        let sent = Instant::now();
+        client
+            .raise_event(handle.id(), "Go", &payload)
+            .await
+            .map_err(failed("raise_event"))?;
+        let output = handle.wait(WAIT).await.map_err(failed("wait"))?;
+        latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+        if output != payload {
+            return Err(BenchError::Failed(format!(
+                "{}: output {output:?}, expected {payload:?}",
+                handle.id()
+            )));
+        }
+    }
+    Ok(Outcome {
+        instances: n,
+        activities: 0,
+        wall: t0.elapsed(),
+        samples_ms: Some(latencies),
+        notes: vec![format!(
+            "setup (start {n}, each waiting once start returns) took {:.3}s, not in wall; events raised one at a time; latency = raise_event call -> completion observed",
+            setup.as_secs_f64()
+        )],
+    })
+}
+
+/// `n` instances in flight when the process stops (each with an activity started and not
+/// finished); then a new runtime starts on the store: timed from the start call to every
+/// instance completed.
+async fn recovery(n: u64, dir: &Path, durability: Durability) -> Result<Outcome, BenchError> {
+    GATED.store(true, Ordering::SeqCst);
+    let runtime = start_runtime(dir, durability).await?;
+    let client = runtime.client();
+    let setup = Instant::now();
+    let mut starters = Vec::new();
+    for worker in 0..8 {
+        let client = client.clone();
+        starters.push(tokio::spawn(async move {
+            for i in (worker..n).step_by(8) {
+                client
+                    .start_with_id(two_steps, format!("inflight-{i}"), i)
+                    .await?;
+            }
+            Ok::<(), durable::client::Error>(())
+        }));
+    }
+    for starter in starters {
+        starter
+            .await
+            .map_err(|error| BenchError::Failed(format!("starter: {error}")))?
+            .map_err(failed("start"))?;
+    }
+    progress!(
+        "  {n} instances in flight after {:.2}s; stopping",
+        setup.elapsed().as_secs_f64()
+    );
+    runtime.shutdown().await;
+    GATED.store(false, Ordering::SeqCst);
+    ACTIVITY_RUNS.store(0, Ordering::SeqCst);
+
+    let t0 = Instant::now();
+    let runtime = start_runtime(dir, durability).await?;
+    let started = t0.elapsed();
+    let client = runtime.client();
+    for i in 0..n {
+        let status = client
+            .wait_for_completion(format!("inflight-{i}"), WAIT)
+            .await
+            .map_err(failed("wait"))?;
+        let output: Option<u64> = status
+            .output_as()
+            .map_err(|error| BenchError::Failed(format!("output: {error}")))?;
+        check_output(&format!("inflight-{i}"), output.unwrap_or_default(), i + 2)?;
+    }
+    let wall = t0.elapsed();
+    let metrics = runtime.metrics();
+    runtime.shutdown().await;
+    // Let the blocked activities of the stopped runtime finish (their results go nowhere).
+    GATE.add_permits(n as usize);
+    let mut notes = vec![format!(
+        "{n} instances each in flight with one activity started and not finished when the first runtime stopped; wall = Runtime::start call -> all {n} completed (start-up and recovery scan {:.3}s of it); {} instances replayed",
+        started.as_secs_f64(),
+        metrics.replays
+    )];
+    check_activity_count(2 * n, &mut notes)?;
+    Ok(Outcome {
+        instances: n,
+        activities: 2 * n,
+        wall,
+        samples_ms: None,
+        notes,
+    })
+}
