@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// The workloads, in the order `all` runs them.
-const WORKLOADS: [&str; 8] = [
+const WORKLOADS: [&str; 9] = [
     "seq10-latency",
     "seq10-throughput",
     "fanout-1000",
@@ -30,6 +30,7 @@ const WORKLOADS: [&str; 8] = [
     "timer-100ms",
     "event-roundtrip",
     "recovery-10000",
+    "idle-timers-100000",
 ];
 
 const USAGE: &str = "\
@@ -40,7 +41,7 @@ USAGE:
 
 WORKLOADS:
     seq10-latency, seq10-throughput, fanout-1000, fanout-10000, long-history-5000,
-    timer-100ms, event-roundtrip, recovery-10000, all
+    timer-100ms, event-roundtrip, recovery-10000, idle-timers-100000, all
 
 OPTIONS:
     --workload NAME            workload, comma-separated list, or `all` (may be repeated)
