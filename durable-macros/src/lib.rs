@@ -7,6 +7,7 @@
 //! only. Use the macros through `durable` (`use durable::prelude::*;`).
 
 mod check;
+mod entity;
 mod function;
 
 use proc_macro::TokenStream;
@@ -101,4 +102,12 @@ pub fn activity(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn orchestrator(attr: TokenStream, item: TokenStream) -> TokenStream {
     function::expand(function::Kind::Orchestrator, attr.into(), item.into()).into()
+}
+
+/// Makes a type a durable entity: on its `impl` block, each method (taking `&self` or
+/// `&mut self`, optionally a `&EntityContext`, then any owned arguments) is an operation.
+/// The type must be `Default + Serialize + Deserialize`. See `durable::entity`.
+#[proc_macro_attribute]
+pub fn entity(attr: TokenStream, item: TokenStream) -> TokenStream {
+    entity::expand(attr.into(), item.into()).into()
 }

@@ -4,8 +4,8 @@
 
 use crate::ids::{ExecutionId, InstanceId};
 use crate::model::{
-    ActivityKey, ActivityWorkItem, HistoryEvent, InboxKey, InboxMessage, InstanceRecord, TimerKey,
-    TimerRecord,
+    ActivityKey, ActivityWorkItem, EntityId, EntityRecord, HistoryEvent, InboxKey, InboxMessage,
+    InstanceRecord, TimerKey, TimerRecord,
 };
 
 /// One change in a [`WriteBatch`].
@@ -47,6 +47,10 @@ pub enum Op {
     PutTimer(TimerRecord),
     /// Delete a timer that fired or was cancelled.
     DeleteTimer(TimerKey),
+    /// Insert or replace an entity record.
+    PutEntity(EntityRecord),
+    /// Delete an entity record.
+    DeleteEntity(EntityId),
     /// Record that execution ids up to this one have been handed out (the runtime starts
     /// above it after a restart).
     SetExecutionFloor(ExecutionId),
@@ -129,6 +133,16 @@ impl WriteBatch {
     /// Deletes a timer.
     pub fn delete_timer(&mut self, key: TimerKey) {
         self.ops.push(Op::DeleteTimer(key));
+    }
+
+    /// Inserts or replaces an entity record.
+    pub fn put_entity(&mut self, record: EntityRecord) {
+        self.ops.push(Op::PutEntity(record));
+    }
+
+    /// Deletes an entity record.
+    pub fn delete_entity(&mut self, id: EntityId) {
+        self.ops.push(Op::DeleteEntity(id));
     }
 
     /// Records that execution ids up to `execution` have been handed out.

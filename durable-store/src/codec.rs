@@ -12,12 +12,13 @@
 //! | `inbox`      | len, id, seq u64                            | [`InboxMessage`]   |
 //! | `activities` | len, id, execution u64, task u64            | [`ActivityWorkItem`] |
 //! | `timers`     | fire_at u64, len, id, execution u64, task u64 | [`TimerRecord`]  |
+//! | `entities`   | `@name@key` (plain UTF-8)                   | [`EntityRecord`]   |
 
 use crate::error::Error;
 use crate::ids::{ExecutionId, InstanceId};
 use crate::model::{
-    ActivityKey, ActivityWorkItem, HistoryEvent, InboxKey, InboxMessage, InstanceRecord, TimerKey,
-    TimerRecord,
+    ActivityKey, ActivityWorkItem, EntityId, EntityRecord, HistoryEvent, InboxKey, InboxMessage,
+    InstanceRecord, TimerKey, TimerRecord,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -37,17 +38,20 @@ pub enum Space {
     Activities,
     /// Pending timers, by due time.
     Timers,
+    /// One [`EntityRecord`] per entity, by `@name@key`.
+    Entities,
 }
 
 impl Space {
     /// Every keyspace.
-    pub const ALL: [Space; 6] = [
+    pub const ALL: [Space; 7] = [
         Space::Meta,
         Space::Instances,
         Space::History,
         Space::Inbox,
         Space::Activities,
         Space::Timers,
+        Space::Entities,
     ];
 
     /// The keyspace's name on disk.
@@ -59,6 +63,7 @@ impl Space {
             Space::Inbox => "inbox",
             Space::Activities => "activities",
             Space::Timers => "timers",
+            Space::Entities => "entities",
         }
     }
 
@@ -96,6 +101,24 @@ pub fn decode_value<T: DeserializeOwned>(
 /// The key of an instance record.
 pub fn instance_key(id: &InstanceId) -> Vec<u8> {
     id.as_str().as_bytes().to_vec()
+}
+
+/// The key of an entity record.
+pub fn entity_key(id: &EntityId) -> Vec<u8> {
+    id.to_string().into_bytes()
+}
+
+/// Checks that an entity record is stored under its own id.
+pub(crate) fn check_entity(key: &[u8], record: &EntityRecord) -> Result<(), Error> {
+    if key == entity_key(&record.id).as_slice() {
+        Ok(())
+    } else {
+        Err(Error::Corrupt {
+            keyspace: Space::Entities.name(),
+            instance: Some(record.id.to_string()),
+            detail: "record does not match the key it is stored under".to_owned(),
+        })
+    }
 }
 
 /// The length-prefixed id that begins every per-instance key.

@@ -11,9 +11,9 @@
 #![allow(clippy::unwrap_used)] // a failed check is a panic with a message
 
 use crate::{
-    ActivityKey, ActivityWorkItem, ExecutionId, HistoryEvent, InboxKey, InboxMessage, InstanceId,
-    InstanceQuery, InstanceRecord, Json, RuntimeStatus, Store, TaskId, TimerKey, TimerRecord,
-    Timestamp, WriteBatch,
+    ActivityKey, ActivityWorkItem, EntityId, EntityRecord, ExecutionId, HistoryEvent, InboxKey,
+    InboxMessage, InstanceId, InstanceQuery, InstanceRecord, Json, RuntimeStatus, Store, TaskId,
+    TimerKey, TimerRecord, Timestamp, WriteBatch,
 };
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ type Check = (&'static str, fn(&dyn Store));
 
 /// Runs every check that needs only a fresh store; panics naming the first check that fails.
 pub fn run_all(factory: &mut Factory<'_>) {
-    let checks: [Check; 11] = [
+    let checks: [Check; 12] = [
         ("empty_store_reads_nothing", empty_store_reads_nothing),
         ("instance_records_roundtrip", instance_records_roundtrip),
         (
@@ -49,6 +49,10 @@ pub fn run_all(factory: &mut Factory<'_>) {
         ),
         ("large_batch_commits_whole", large_batch_commits_whole),
         ("execution_floor_roundtrips", execution_floor_roundtrips),
+        (
+            "entities_roundtrip_and_list_by_name",
+            entities_roundtrip_and_list_by_name,
+        ),
     ];
     for (name, check) in checks {
         let store = factory();
@@ -274,6 +278,19 @@ fn inbox_orders_by_arrival(store: &dyn Store) {
         "ordered by instance, then seq"
     );
 
+    let page: Vec<u64> = store
+        .inbox_page(&a, Some(1), 1)
+        .unwrap()
+        .iter()
+        .map(|(key, _)| key.seq)
+        .collect();
+    assert_eq!(
+        page,
+        vec![3],
+        "a page starts after the given sequence number"
+    );
+    assert!(store.inbox_page(&a, Some(300), 10).unwrap().is_empty());
+
     let mut batch = WriteBatch::new();
     batch.delete_inbox(InboxKey {
         instance: a.clone(),
@@ -496,4 +513,44 @@ fn execution_floor_roundtrips(store: &dyn Store) {
     batch.set_execution_floor(ExecutionId(42));
     store.commit(&batch).unwrap();
     assert_eq!(store.execution_floor().unwrap(), ExecutionId(42));
+}
+
+fn entity(name: &str, key: &str, value: i64) -> EntityRecord {
+    EntityRecord {
+        id: EntityId::new(name, key).unwrap(),
+        state: Some(Json::encode(&value).unwrap()),
+        lock: None,
+        last_modified: Timestamp(value as u64),
+    }
+}
+
+fn entities_roundtrip_and_list_by_name(store: &dyn Store) {
+    let mut batch = WriteBatch::new();
+    for key in 0..30 {
+        batch.put_entity(entity("Counter", &format!("c{key:02}"), key));
+        batch.put_entity(entity("Account", &format!("a{key:02}"), key));
+    }
+    // A name that is a prefix of another must not list the other's entities.
+    batch.put_entity(entity("Count", "x", 1));
+    store.commit(&batch).unwrap();
+
+    let id = EntityId::new("Counter", "c07").unwrap();
+    assert_eq!(
+        store.entity(&id).unwrap(),
+        Some(entity("Counter", "c07", 7))
+    );
+    let counters = store.list_entities(Some("Counter"), None, 100).unwrap();
+    assert_eq!(counters.len(), 30);
+    assert!(counters.iter().all(|r| r.id.name() == "Counter"));
+    let first = store.list_entities(Some("Counter"), None, 10).unwrap();
+    let rest = store
+        .list_entities(Some("Counter"), Some(&first[9].id), 100)
+        .unwrap();
+    assert_eq!(first.len() + rest.len(), 30);
+    assert_eq!(store.list_entities(None, None, 1000).unwrap().len(), 61);
+
+    let mut batch = WriteBatch::new();
+    batch.delete_entity(id.clone());
+    store.commit(&batch).unwrap();
+    assert_eq!(store.entity(&id).unwrap(), None);
 }

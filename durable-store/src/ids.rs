@@ -59,23 +59,9 @@ impl InstanceId {
     /// [`InvalidInstanceId`] says which rule the id breaks.
     pub fn new(id: impl AsRef<str>) -> Result<Self, InvalidInstanceId> {
         let id = id.as_ref();
-        if id.is_empty() {
-            return Err(InvalidInstanceId::Empty);
-        }
-        if id.len() > INSTANCE_ID_MAX_LEN {
-            return Err(InvalidInstanceId::TooLong { len: id.len() });
-        }
+        check_id_text(id)?;
         if id.starts_with('@') {
             return Err(InvalidInstanceId::ReservedPrefix(id.to_owned()));
-        }
-        if let Some(found) = id
-            .chars()
-            .find(|c| matches!(c, '/' | '\\' | '#' | '?') || c.is_control())
-        {
-            return Err(InvalidInstanceId::BadCharacter {
-                id: id.to_owned(),
-                found,
-            });
         }
         Ok(Self(Arc::from(id)))
     }
@@ -84,6 +70,38 @@ impl InstanceId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id of entity `name`/`key`: `@name@key`. Only [`crate::EntityId`] builds these,
+    /// from validated parts.
+    pub(crate) fn entity(name: &str, key: &str) -> InstanceId {
+        InstanceId(Arc::from(format!("@{name}@{key}")))
+    }
+
+    /// Whether this id addresses an entity (`@name@key`).
+    pub fn is_entity(&self) -> bool {
+        self.0.starts_with('@')
+    }
+}
+
+/// The rules an instance id, an entity name and an entity key share: not empty, not too
+/// long, and no `/ \\ # ?` nor control characters (they appear unescaped in URL paths).
+pub(crate) fn check_id_text(id: &str) -> Result<(), InvalidInstanceId> {
+    if id.is_empty() {
+        return Err(InvalidInstanceId::Empty);
+    }
+    if id.len() > INSTANCE_ID_MAX_LEN {
+        return Err(InvalidInstanceId::TooLong { len: id.len() });
+    }
+    if let Some(found) = id
+        .chars()
+        .find(|c| matches!(c, '/' | '\\' | '#' | '?') || c.is_control())
+    {
+        return Err(InvalidInstanceId::BadCharacter {
+            id: id.to_owned(),
+            found,
+        });
+    }
+    Ok(())
 }
 
 impl fmt::Display for InstanceId {
@@ -120,6 +138,12 @@ impl Serialize for InstanceId {
 impl<'de> Deserialize<'de> for InstanceId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let id = String::deserialize(deserializer)?;
+        // Stored entity ids (`@name@key`) are valid too.
+        if let Some((name, key)) = id.strip_prefix('@').and_then(|rest| rest.split_once('@')) {
+            return crate::model::EntityId::new(name, key)
+                .map(|entity| entity.instance_id())
+                .map_err(serde::de::Error::custom);
+        }
         Self::new(id).map_err(serde::de::Error::custom)
     }
 }

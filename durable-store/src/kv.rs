@@ -7,8 +7,8 @@ use crate::codec::{self, Space};
 use crate::error::Error;
 use crate::ids::{ExecutionId, InstanceId};
 use crate::model::{
-    ActivityKey, ActivityWorkItem, HistoryEvent, InboxKey, InboxMessage, InstanceQuery,
-    InstanceRecord, TimerKey, TimerRecord,
+    ActivityKey, ActivityWorkItem, EntityId, EntityRecord, HistoryEvent, InboxKey, InboxMessage,
+    InstanceQuery, InstanceRecord, TimerKey, TimerRecord,
 };
 use crate::store::{Durability, Store};
 use std::ops::Bound;
@@ -202,6 +202,12 @@ fn encode_op(op: &Op, out: &mut Vec<KvOp>) {
             codec::encode_value(timer),
         )),
         Op::DeleteTimer(key) => out.push(KvOp::Delete(Space::Timers, codec::timer_key(key))),
+        Op::PutEntity(record) => out.push(KvOp::Put(
+            Space::Entities,
+            codec::entity_key(&record.id),
+            codec::encode_value(record),
+        )),
+        Op::DeleteEntity(id) => out.push(KvOp::Delete(Space::Entities, codec::entity_key(id))),
         Op::SetExecutionFloor(execution) => out.push(KvOp::Put(
             Space::Meta,
             EXECUTION_FLOOR_KEY.to_vec(),
@@ -318,6 +324,40 @@ impl<E: KvEngine> Store for KvStore<E> {
         Ok(messages)
     }
 
+    fn inbox_page(
+        &self,
+        id: &InstanceId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(InboxKey, InboxMessage)>, Error> {
+        let prefix = codec::instance_prefix(id);
+        let end = prefix_end(&prefix);
+        let start = after.map(|seq| {
+            codec::inbox_key(&InboxKey {
+                instance: id.clone(),
+                seq,
+            })
+        });
+        let lower = match &start {
+            Some(key) => Bound::Excluded(key.as_slice()),
+            None => Bound::Included(prefix.as_slice()),
+        };
+        let mut messages = Vec::new();
+        if limit == 0 {
+            return Ok(messages);
+        }
+        self.engine
+            .scan(Space::Inbox, lower, upper_bound(&end), &mut |key, value| {
+                messages.push(decode_inbox(key, value, Some(id))?);
+                Ok(if messages.len() >= limit {
+                    Scan::Stop
+                } else {
+                    Scan::Continue
+                })
+            })?;
+        Ok(messages)
+    }
+
     fn scan_inbox(
         &self,
         after: Option<&InboxKey>,
@@ -370,6 +410,58 @@ impl<E: KvEngine> Store for KvStore<E> {
         Ok(timers)
     }
 
+    fn entity(&self, id: &EntityId) -> Result<Option<EntityRecord>, Error> {
+        let key = codec::entity_key(id);
+        let Some(bytes) = self.engine.get(Space::Entities, &key)? else {
+            return Ok(None);
+        };
+        let record: EntityRecord = codec::decode_value(Space::Entities, None, &bytes)
+            .map_err(|error| name_entity(error, id))?;
+        codec::check_entity(&key, &record)?;
+        Ok(Some(record))
+    }
+
+    fn list_entities(
+        &self,
+        name: Option<&str>,
+        after: Option<&EntityId>,
+        limit: usize,
+    ) -> Result<Vec<EntityRecord>, Error> {
+        let prefix = name
+            .map(|name| format!("@{name}@").into_bytes())
+            .unwrap_or_default();
+        let end = if prefix.is_empty() {
+            None
+        } else {
+            prefix_end(&prefix)
+        };
+        let start = match after.map(codec::entity_key) {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let mut records = Vec::new();
+        if limit == 0 {
+            return Ok(records);
+        }
+        self.engine.scan(
+            Space::Entities,
+            start.as_ref().map(Vec::as_slice),
+            upper_bound(&end),
+            &mut |key, value| {
+                let record: EntityRecord = codec::decode_value(Space::Entities, None, value)
+                    .map_err(|error| name_key(error, key))?;
+                codec::check_entity(key, &record)?;
+                records.push(record);
+                Ok(if records.len() >= limit {
+                    Scan::Stop
+                } else {
+                    Scan::Continue
+                })
+            },
+        )?;
+        Ok(records)
+    }
+
     fn list_instances(
         &self,
         query: &InstanceQuery,
@@ -418,6 +510,34 @@ impl<E: KvEngine> Store for KvStore<E> {
             },
         )?;
         Ok(records)
+    }
+}
+
+/// Names the entity in a decoding error.
+fn name_entity(error: Error, id: &EntityId) -> Error {
+    match error {
+        Error::Corrupt {
+            keyspace, detail, ..
+        } => Error::Corrupt {
+            keyspace,
+            instance: Some(id.to_string()),
+            detail,
+        },
+        other => other,
+    }
+}
+
+/// Names the record by its key in a decoding error.
+fn name_key(error: Error, key: &[u8]) -> Error {
+    match error {
+        Error::Corrupt {
+            keyspace, detail, ..
+        } => Error::Corrupt {
+            keyspace,
+            instance: Some(String::from_utf8_lossy(key).into_owned()),
+            detail,
+        },
+        other => other,
     }
 }
 

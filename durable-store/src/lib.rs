@@ -37,7 +37,8 @@ pub use ids::{
 pub use kv::{FORMAT_VERSION, KvEngine, KvOp, KvStore, Scan, Visitor, encode_batch};
 pub use memory::{MemoryEngine, MemoryStore};
 pub use model::{
-    ActivityKey, ActivityWorkItem, Failure, FailureKind, HistoryEvent, InboxKey, InboxMessage,
-    InstanceQuery, InstanceRecord, ParentRef, RuntimeStatus, TimerKey, TimerRecord,
+    ActivityKey, ActivityWorkItem, EntityCaller, EntityId, EntityRecord, Failure, FailureKind,
+    HistoryEvent, InboxKey, InboxMessage, InstanceQuery, InstanceRecord, ParentRef, RuntimeStatus,
+    TimerKey, TimerRecord,
 };
 pub use store::{Durability, Store};

@@ -5,7 +5,9 @@
 //! new enum variants go at the end of their enum, and any other change bumps
 //! [`crate::FORMAT_VERSION`].
 
-use crate::ids::{ExecutionId, InstanceId, Json, TaskId, Timestamp};
+use crate::ids::{
+    ExecutionId, InstanceId, InvalidInstanceId, Json, TaskId, Timestamp, check_id_text,
+};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::fmt;
@@ -134,6 +136,87 @@ pub enum HistoryEvent {
         /// The reason given by the caller.
         reason: String,
     },
+    /// The orchestrator called an entity operation and waits for its result.
+    EntityCalled {
+        /// The task's sequence number.
+        id: TaskId,
+        /// The entity.
+        entity: EntityId,
+        /// The operation.
+        operation: String,
+        /// The operation's input.
+        input: Json,
+    },
+    /// The orchestrator signalled an entity (fire-and-forget).
+    EntitySignaled {
+        /// The task's sequence number (a signal takes one, to be matched on replay).
+        id: TaskId,
+        /// The entity.
+        entity: EntityId,
+        /// The operation.
+        operation: String,
+        /// The operation's input.
+        input: Json,
+    },
+    /// An entity operation the orchestrator called returned a value.
+    EntityCompleted {
+        /// The task's sequence number.
+        id: TaskId,
+        /// The operation's output.
+        output: Json,
+    },
+    /// An entity operation the orchestrator called failed (its state is unchanged).
+    EntityFailed {
+        /// The task's sequence number.
+        id: TaskId,
+        /// What went wrong.
+        failure: Failure,
+    },
+    /// The orchestrator asked for exclusive access to these entities (sorted).
+    LocksRequested {
+        /// The task's sequence number.
+        id: TaskId,
+        /// The entities, in the global lock order.
+        entities: Vec<EntityId>,
+    },
+    /// Every entity of a lock request granted it.
+    LocksGranted {
+        /// The lock task's sequence number.
+        id: TaskId,
+        /// The entities now locked (so a grant that arrives too late can be undone).
+        entities: Vec<EntityId>,
+    },
+    /// The orchestrator released the locks of a lock task.
+    LocksReleased {
+        /// The lock task's sequence number.
+        id: TaskId,
+    },
+    /// A message to an entity: run an operation.
+    EntityOperation {
+        /// The operation.
+        operation: String,
+        /// Its input.
+        input: Json,
+        /// The orchestration that sent it (and the task), if one did.
+        caller: Option<EntityCaller>,
+        /// Whether the caller waits for the result (a call) or not (a signal).
+        reply: bool,
+    },
+    /// A message to an entity: lock it for `holder`, then pass the request on to the next
+    /// entity of `entities` (or tell the holder, after the last).
+    EntityLockRequest {
+        /// The orchestration asking.
+        holder: EntityCaller,
+        /// All the entities of the request, in lock order.
+        entities: Vec<EntityId>,
+        /// The position of the receiving entity in `entities`.
+        position: u32,
+    },
+    /// A message to an entity: `holder` releases its lock.
+    EntityLockRelease {
+        /// The orchestration that held the lock.
+        holder: EntityCaller,
+    },
 }
 
 impl HistoryEvent {
@@ -158,6 +241,16 @@ impl HistoryEvent {
             HistoryEvent::TimerCancelled { .. } => "TimerCancelled",
             HistoryEvent::ExecutionSuspended { .. } => "ExecutionSuspended",
             HistoryEvent::ExecutionResumed { .. } => "ExecutionResumed",
+            HistoryEvent::EntityCalled { .. } => "EntityCalled",
+            HistoryEvent::EntitySignaled { .. } => "EntitySignaled",
+            HistoryEvent::EntityCompleted { .. } => "EntityCompleted",
+            HistoryEvent::EntityFailed { .. } => "EntityFailed",
+            HistoryEvent::LocksRequested { .. } => "LocksRequested",
+            HistoryEvent::LocksGranted { .. } => "LocksGranted",
+            HistoryEvent::LocksReleased { .. } => "LocksReleased",
+            HistoryEvent::EntityOperation { .. } => "EntityOperation",
+            HistoryEvent::EntityLockRequest { .. } => "EntityLockRequest",
+            HistoryEvent::EntityLockRelease { .. } => "EntityLockRelease",
         }
     }
 }
@@ -234,6 +327,9 @@ pub enum FailureKind {
     Terminated,
     /// The runtime could not run the work (for example a store error).
     Internal,
+    /// An entity operation failed (the cause holds its error); the entity's state is as it
+    /// was before the operation.
+    EntityOperationFailed,
 }
 
 /// The lifecycle state of an orchestration instance.
@@ -482,6 +578,116 @@ impl PartialOrd for TimerKey {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
+}
+
+/// The id of a durable entity: its type's registered name and a key. Entities are
+/// addressed like instances, as `@name@key` (which is why instance ids cannot start with
+/// `@`).
+///
+/// ```
+/// use durable_store::EntityId;
+/// let id = EntityId::new("Counter", "myCounter").unwrap();
+/// assert_eq!(id.instance_id().as_str(), "@Counter@myCounter");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "EntityIdParts")]
+pub struct EntityId {
+    name: String,
+    key: String,
+}
+
+/// The wire form of an [`EntityId`], validated on the way in.
+#[derive(Deserialize)]
+struct EntityIdParts {
+    name: String,
+    key: String,
+}
+
+impl TryFrom<EntityIdParts> for EntityId {
+    type Error = InvalidInstanceId;
+    fn try_from(parts: EntityIdParts) -> Result<EntityId, InvalidInstanceId> {
+        EntityId::new(parts.name, parts.key)
+    }
+}
+
+impl EntityId {
+    /// An entity id; the name and key follow the rules of instance ids (1 to 127 bytes each,
+    /// no `/ \ # ?` nor control characters), and the name cannot contain `@`.
+    ///
+    /// # Errors
+    /// [`InvalidInstanceId`] saying which rule is broken.
+    pub fn new(
+        name: impl Into<String>,
+        key: impl Into<String>,
+    ) -> Result<EntityId, InvalidInstanceId> {
+        let (name, key) = (name.into(), key.into());
+        check_id_text(&name)?;
+        check_id_text(&key)?;
+        if let Some(found) = name.chars().find(|c| *c == '@') {
+            return Err(InvalidInstanceId::BadCharacter { id: name, found });
+        }
+        let len = name.len() + key.len() + 2;
+        if len > crate::ids::INSTANCE_ID_MAX_LEN {
+            return Err(InvalidInstanceId::TooLong { len });
+        }
+        Ok(EntityId { name, key })
+    }
+
+    /// The entity's type name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The entity's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The id under which the entity's messages travel: `@name@key`.
+    pub fn instance_id(&self) -> InstanceId {
+        InstanceId::entity(&self.name, &self.key)
+    }
+
+    /// The entity addressed by an instance id of the form `@name@key`, if it is one.
+    pub fn from_instance_id(id: &InstanceId) -> Option<EntityId> {
+        let rest = id.as_str().strip_prefix('@')?;
+        let (name, key) = rest.split_once('@')?;
+        Some(EntityId {
+            name: name.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for EntityId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "@{}@{}", self.name, self.key)
+    }
+}
+
+/// An orchestration execution (and, for a call, its task) on the other side of an entity
+/// message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityCaller {
+    /// The orchestration instance.
+    pub instance: InstanceId,
+    /// Its execution.
+    pub execution: ExecutionId,
+    /// The task waiting (the call, or the lock request).
+    pub task: TaskId,
+}
+
+/// The stored state of one entity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityRecord {
+    /// The entity.
+    pub id: EntityId,
+    /// Its state as JSON; `None` once deleted (the next operation starts from `Default`).
+    pub state: Option<Json>,
+    /// The orchestration holding it in a critical section.
+    pub lock: Option<EntityCaller>,
+    /// When the state last changed.
+    pub last_modified: Timestamp,
 }
 
 /// A filter for [`crate::Store::list_instances`]; every field that is set must match.

@@ -4,8 +4,8 @@ use crate::batch::WriteBatch;
 use crate::error::Error;
 use crate::ids::{ExecutionId, InstanceId};
 use crate::model::{
-    ActivityKey, ActivityWorkItem, HistoryEvent, InboxKey, InboxMessage, InstanceQuery,
-    InstanceRecord, TimerKey, TimerRecord,
+    ActivityKey, ActivityWorkItem, EntityId, EntityRecord, HistoryEvent, InboxKey, InboxMessage,
+    InstanceQuery, InstanceRecord, TimerKey, TimerRecord,
 };
 
 /// How a store makes a commit durable before [`Store::commit`] returns.
@@ -85,6 +85,18 @@ pub trait Store: Send + Sync + 'static {
     /// Read errors and undecodable records.
     fn inbox(&self, id: &InstanceId) -> Result<Vec<(InboxKey, InboxMessage)>, Error>;
 
+    /// Reads up to `limit` inbox messages of one instance with sequence numbers after
+    /// `after`, in arrival order.
+    ///
+    /// # Errors
+    /// Read errors and undecodable records.
+    fn inbox_page(
+        &self,
+        id: &InstanceId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(InboxKey, InboxMessage)>, Error>;
+
     /// Reads up to `limit` inbox messages of all instances after `after`, in key order.
     ///
     /// # Errors
@@ -114,6 +126,24 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&TimerKey>,
         limit: usize,
     ) -> Result<Vec<TimerRecord>, Error>;
+
+    /// Reads one entity record.
+    ///
+    /// # Errors
+    /// Read errors and undecodable records.
+    fn entity(&self, id: &EntityId) -> Result<Option<EntityRecord>, Error>;
+
+    /// Reads up to `limit` entity records of type `name` (all types when `None`), with ids
+    /// after `after`, in id order.
+    ///
+    /// # Errors
+    /// Read errors and undecodable records.
+    fn list_entities(
+        &self,
+        name: Option<&str>,
+        after: Option<&EntityId>,
+        limit: usize,
+    ) -> Result<Vec<EntityRecord>, Error>;
 
     /// Reads up to `limit` instance records that match `query`, with ids after `after`, in
     /// id order.

@@ -7,8 +7,8 @@ use crate::function::Orchestrator;
 use crate::runtime::Shared;
 use crate::runtime::shard::{Request, ShardMsg};
 use durable_store::{
-    ExecutionId, Failure, FailureKind, HistoryEvent, InstanceId, InstanceQuery, InstanceRecord,
-    InvalidInstanceId, Json, RuntimeStatus, Timestamp,
+    EntityId, ExecutionId, Failure, FailureKind, HistoryEvent, InstanceId, InstanceQuery,
+    InstanceRecord, InvalidInstanceId, Json, RuntimeStatus, Timestamp,
 };
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
@@ -193,6 +193,41 @@ impl InstanceStatus {
     pub fn is_ended(&self) -> bool {
         self.runtime_status.is_terminal()
     }
+}
+
+/// An entity, as [`Client::list_entities`] reads it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct EntityStatus {
+    /// The entity.
+    pub id: EntityId,
+    /// Its state as JSON (`None`: no state).
+    pub state: Option<Json>,
+    /// The orchestration that holds its lock, if any.
+    pub locked_by: Option<InstanceId>,
+    /// When it last changed.
+    pub last_modified: SystemTime,
+}
+
+impl EntityStatus {
+    fn from_record(record: durable_store::EntityRecord) -> EntityStatus {
+        EntityStatus {
+            id: record.id,
+            state: record.state,
+            locked_by: record.lock.map(|lock| lock.instance),
+            last_modified: record.last_modified.to_system_time(),
+        }
+    }
+}
+
+/// One page of [`Client::list_entities`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EntityPage {
+    /// The entities, in id order.
+    pub entities: Vec<EntityStatus>,
+    /// Pass this to [`Client::list_entities`] for the next page; `None` on the last page.
+    pub continuation: Option<String>,
 }
 
 /// One page of [`Client::list`].
@@ -728,6 +763,156 @@ impl Client {
             .await
     }
 
+    /// Entity `E` with `key`: `.signal()` for its typed operations, `.state()` for its state.
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Default, Serialize, Deserialize)]
+    /// # struct Counter { value: i64 }
+    /// # #[entity]
+    /// # impl Counter {
+    /// #     fn add(&mut self, amount: i64) { self.value += amount; }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder().in_memory().register_entity::<Counter>().start().await?;
+    /// let client = runtime.client();
+    /// client.entity::<Counter>("visits").signal().add(2).await?;
+    /// let state = client.entity::<Counter>("visits").state().await?;
+    /// assert_eq!(state.map(|counter| counter.value), Some(2));
+    /// # runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn entity<E: crate::Entity>(&self, key: impl AsRef<str>) -> crate::entity::ClientEntity<E> {
+        crate::entity::ClientEntity::new(self.clone(), key.as_ref())
+    }
+
+    /// The state of entity `E` with `key`, or `None` if it has none (never signalled, or
+    /// deleted). A signal that returned is reflected: its operation committed first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInstanceId`] for an invalid key, [`Error::OutputDecode`] if the stored
+    /// state does not decode as `E`, store errors.
+    pub async fn entity_state<E: crate::Entity>(
+        &self,
+        key: impl AsRef<str>,
+    ) -> Result<Option<E>, Error> {
+        let id = EntityId::new(E::NAME, key.as_ref())?;
+        self.entity_state_of(&id).await
+    }
+
+    pub(crate) async fn entity_state_of<E: crate::Entity>(
+        &self,
+        id: &EntityId,
+    ) -> Result<Option<E>, Error> {
+        let lookup = id.clone();
+        let record = self.read(move |store| store.entity(&lookup)).await?;
+        let Some(state) = record.and_then(|record| record.state) else {
+            return Ok(None);
+        };
+        state
+            .decode()
+            .map(Some)
+            .map_err(|error| Error::OutputDecode {
+                instance: id.instance_id(),
+                message: error.to_string(),
+            })
+    }
+
+    /// Signals `operation` of `entity` with a JSON input: the untyped form, for HTTP handlers
+    /// and tools. Returns once the signal is stored; it will run exactly once.
+    ///
+    /// # Errors
+    /// [`Error::NotRegistered`] for an unknown entity type, store errors.
+    pub async fn signal_entity(
+        &self,
+        entity: &EntityId,
+        operation: &str,
+        input: Json,
+    ) -> Result<(), Error> {
+        {
+            let shared = self.shared()?;
+            if !shared.registry.has_entity(entity.name()) {
+                return Err(Error::NotRegistered {
+                    name: entity.name().to_owned(),
+                });
+            }
+        }
+        let request = Request::SignalEntity {
+            entity: entity.clone(),
+            operation: operation.to_owned(),
+            input,
+        };
+        self.request(&entity.instance_id(), request).await
+    }
+
+    /// Deletes an entity's state (its next operation starts from `Default`). The deletion
+    /// runs in order with the entity's operations: after those already sent.
+    ///
+    /// # Errors
+    /// [`Error::NotRegistered`] for an unknown entity type, store errors.
+    pub async fn delete_entity(&self, entity: &EntityId) -> Result<(), Error> {
+        let request = Request::DeleteEntity {
+            entity: entity.clone(),
+        };
+        self.request(&entity.instance_id(), request).await
+    }
+
+    /// One page of entities, of type `name` or of every type, in id order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidContinuation`], store errors.
+    pub async fn list_entities(
+        &self,
+        name: Option<&str>,
+        page_size: usize,
+        continuation: Option<&str>,
+    ) -> Result<EntityPage, Error> {
+        let after = continuation.map(decode_entity_continuation).transpose()?;
+        let page_size = page_size.max(1);
+        let name = name.map(str::to_owned);
+        let records = self
+            .read(move |store| store.list_entities(name.as_deref(), after.as_ref(), page_size))
+            .await?;
+        let continuation = match records.last() {
+            Some(last) if records.len() == page_size => Some(encode_hex(&last.id.to_string())),
+            _ => None,
+        };
+        Ok(EntityPage {
+            entities: records.into_iter().map(EntityStatus::from_record).collect(),
+            continuation,
+        })
+    }
+
+    /// Deletes the records of entities that have no state and are not locked — leftovers
+    /// that take room and do nothing — and returns how many went. An entity that is
+    /// signalled again starts afresh.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn purge_empty_entities(&self) -> Result<u64, Error> {
+        let mut purged = 0;
+        let mut after: Option<EntityId> = None;
+        loop {
+            let from = after.clone();
+            let page = self
+                .read(move |store| store.list_entities(None, from.as_ref(), 500))
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(purged);
+            };
+            after = Some(last.id.clone());
+            for record in page {
+                if record.state.is_none() && record.lock.is_none() {
+                    self.delete_entity(&record.id).await?;
+                    purged += 1;
+                }
+            }
+        }
+    }
+
     /// Sends a request to the instance's shard and waits for the answer, which comes once
     /// the request's effects are durable.
     async fn request(&self, instance: &InstanceId, request: Request) -> Result<(), Error> {
@@ -828,28 +1013,37 @@ impl StartOptions {
 }
 
 fn encode_continuation(id: &InstanceId) -> String {
-    id.as_str()
-        .bytes()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    encode_hex(id.as_str())
 }
 
-fn decode_continuation(token: &str) -> Result<InstanceId, Error> {
+fn encode_hex(text: &str) -> String {
+    text.bytes().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn decode_hex(token: &str) -> Option<String> {
     let bytes = token.as_bytes();
     if !bytes.len().is_multiple_of(2) {
-        return Err(Error::InvalidContinuation);
+        return None;
     }
     let decoded: Option<Vec<u8>> = bytes
         .chunks(2)
-        .map(|pair| {
-            let text = std::str::from_utf8(pair).ok()?;
-            u8::from_str_radix(text, 16).ok()
-        })
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
         .collect();
-    let text = decoded
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or(Error::InvalidContinuation)?;
+    String::from_utf8(decoded?).ok()
+}
+
+fn decode_continuation(token: &str) -> Result<InstanceId, Error> {
+    let text = decode_hex(token).ok_or(Error::InvalidContinuation)?;
     InstanceId::new(text).map_err(|_| Error::InvalidContinuation)
+}
+
+fn decode_entity_continuation(token: &str) -> Result<EntityId, Error> {
+    let text = decode_hex(token).ok_or(Error::InvalidContinuation)?;
+    let (name, key) = text
+        .strip_prefix('@')
+        .and_then(|rest| rest.split_once('@'))
+        .ok_or(Error::InvalidContinuation)?;
+    EntityId::new(name, key).map_err(|_| Error::InvalidContinuation)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use crate::core::state::{State, TaskKind};
 use crate::core::tasks::{ContinueAsNew, DurableTask, JoinAll, Select, SelectAll};
 use crate::error::{Error, ErrorKind};
 use crate::function::{Activity, LocalBoxFuture, Orchestrator};
-use durable_store::{ExecutionId, InstanceId, Json, Timestamp};
+use durable_store::{EntityId, ExecutionId, InstanceId, Json, Timestamp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
@@ -295,6 +295,56 @@ impl OrchestrationContext {
     /// Sets the instance's custom status, a JSON value visible in its status.
     pub fn set_custom_status(&self, status: impl Serialize) {
         self.state.borrow_mut().custom_status = Json::encode(&status).ok();
+    }
+
+    /// Calls `operation` of `entity` with a JSON input and waits for its result: the
+    /// untyped form of `ctx.entity::<E>(key).operation(..)`.
+    pub fn call_entity<T: DeserializeOwned>(
+        &self,
+        entity: &EntityId,
+        operation: &str,
+        input: Json,
+    ) -> DurableTask<T> {
+        let kind = TaskKind::EntityCall {
+            entity: entity.clone(),
+            operation: operation.to_owned(),
+        };
+        let id = self
+            .state
+            .borrow_mut()
+            .schedule(kind, |id| Action::CallEntity {
+                id,
+                entity: entity.clone(),
+                operation: operation.to_owned(),
+                input,
+            });
+        DurableTask::scheduled(Rc::clone(&self.state), id)
+    }
+
+    /// Signals `operation` of `entity` with a JSON input, without waiting: the untyped
+    /// form of `ctx.entity::<E>(key).signal().operation(..)`.
+    pub fn signal_entity(&self, entity: &EntityId, operation: &str, input: Json) {
+        self.state.borrow_mut().signal(|id| Action::SignalEntity {
+            id,
+            entity: entity.clone(),
+            operation: operation.to_owned(),
+            input,
+        });
+    }
+
+    pub(crate) fn acquire_locks(&self, entities: Vec<EntityId>) -> DurableTask<()> {
+        let kind = TaskKind::Lock {
+            entities: entities.clone(),
+        };
+        let id = self
+            .state
+            .borrow_mut()
+            .schedule(kind, |id| Action::AcquireLocks { id, entities });
+        DurableTask::scheduled(Rc::clone(&self.state), id)
+    }
+
+    pub(crate) fn state(&self) -> Rc<RefCell<State>> {
+        Rc::clone(&self.state)
     }
 
     fn schedule_activity<T: DeserializeOwned>(&self, name: &str, input: Json) -> DurableTask<T> {

@@ -7,6 +7,7 @@
 
 use crate::activity::ActivityContext;
 use crate::context::OrchestrationContext;
+use crate::entity::{Entity, EntityEntry};
 use crate::error::{Error, ErrorKind};
 use durable_store::Json;
 use serde::Serialize;
@@ -90,17 +91,21 @@ pub(crate) struct ActivityEntry {
 pub struct Registry {
     orchestrators: HashMap<&'static str, OrchestratorEntry>,
     activities: HashMap<&'static str, ActivityEntry>,
+    entities: HashMap<&'static str, EntityEntry>,
 }
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut orchestrators: Vec<_> = self.orchestrators.keys().collect();
         let mut activities: Vec<_> = self.activities.keys().collect();
+        let mut entities: Vec<_> = self.entities.keys().collect();
         orchestrators.sort();
         activities.sort();
+        entities.sort();
         f.debug_struct("Registry")
             .field("orchestrators", &orchestrators)
             .field("activities", &activities)
+            .field("entities", &entities)
             .finish()
     }
 }
@@ -130,6 +135,20 @@ impl Registry {
                 check_input: check_input::<O::Input>,
             },
         );
+    }
+
+    /// Adds an entity type. A second entity of the same name replaces the first.
+    pub fn add_entity<E: Entity>(&mut self) {
+        self.entities.insert(E::NAME, EntityEntry::of::<E>());
+    }
+
+    /// Whether an entity type of this name is registered.
+    pub fn has_entity(&self, name: &str) -> bool {
+        self.entities.contains_key(name)
+    }
+
+    pub(crate) fn entity(&self, name: &str) -> Option<EntityEntry> {
+        self.entities.get(name).copied()
     }
 
     /// Whether an orchestrator of this name is registered.

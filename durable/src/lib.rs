@@ -49,6 +49,7 @@ mod activity;
 pub mod client;
 mod context;
 pub(crate) mod core;
+pub mod entity;
 mod error;
 mod function;
 pub mod runtime;
@@ -57,10 +58,13 @@ pub use activity::ActivityContext;
 pub use client::{Client, InstanceHandle, InstanceStatus};
 pub use context::{OrchestrationContext, RetryPolicy};
 pub use core::tasks::{ContinueAsNew, DurableTask, Either, JoinAll, Select, SelectAll};
-pub use durable_macros::{activity, orchestrator};
+pub use durable_macros::{activity, entity, orchestrator};
 pub use durable_store as store;
 pub use durable_store::{Durability, InstanceQuery};
-pub use durable_store::{ExecutionId, InstanceId, Json, RuntimeStatus, TaskId, Timestamp};
+pub use durable_store::{
+    EntityId, ExecutionId, InstanceId, Json, RuntimeStatus, TaskId, Timestamp,
+};
+pub use entity::{Entity, EntityContext, EntityLock};
 pub use error::{Error, ErrorKind};
 pub use function::{Activity, BoxFuture, LocalBoxFuture, Orchestrator, Registrable, Registry};
 pub use runtime::{Clock, MetricsSnapshot, Runtime, RuntimeBuilder};
@@ -68,8 +72,8 @@ pub use runtime::{Clock, MetricsSnapshot, Runtime, RuntimeBuilder};
 /// Everything an application needs in scope: `use durable::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Activity, ActivityContext, Client, Either, Error, ErrorKind, InstanceStatus,
-        OrchestrationContext, Orchestrator, RetryPolicy, Runtime, RuntimeStatus, activity,
-        orchestrator,
+        Activity, ActivityContext, Client, Either, Entity, EntityContext, EntityId, Error,
+        ErrorKind, InstanceStatus, OrchestrationContext, Orchestrator, RetryPolicy, Runtime,
+        RuntimeStatus, activity, entity, orchestrator,
     };
 }

@@ -1,7 +1,7 @@
 //! [`Action`]: what the orchestrator code asks for (imperative), and [`Outcome`]: how an
 //! execution ended. Each action has exactly one history event that records it.
 
-use durable_store::{Failure, HistoryEvent, InstanceId, Json, TaskId, Timestamp};
+use durable_store::{EntityId, Failure, HistoryEvent, InstanceId, Json, TaskId, Timestamp};
 
 /// A command produced by orchestrator code during a turn, performed by the runtime after
 /// the turn commits.
@@ -30,6 +30,42 @@ pub enum Action {
         /// When it was due (part of its key in the store).
         fire_at: Timestamp,
     },
+    /// Call an entity operation and wait for its result.
+    CallEntity {
+        /// The task's sequence number.
+        id: TaskId,
+        /// The entity.
+        entity: EntityId,
+        /// The operation.
+        operation: String,
+        /// Its input.
+        input: Json,
+    },
+    /// Signal an entity operation (fire-and-forget).
+    SignalEntity {
+        /// The task's sequence number.
+        id: TaskId,
+        /// The entity.
+        entity: EntityId,
+        /// The operation.
+        operation: String,
+        /// Its input.
+        input: Json,
+    },
+    /// Lock these entities (sorted) for the orchestration.
+    AcquireLocks {
+        /// The lock task's sequence number.
+        id: TaskId,
+        /// The entities, in lock order.
+        entities: Vec<EntityId>,
+    },
+    /// Release the locks of lock task `id`.
+    ReleaseLocks {
+        /// The lock task's sequence number.
+        id: TaskId,
+        /// The entities it locked.
+        entities: Vec<EntityId>,
+    },
     /// Start a sub-orchestration.
     StartSubOrchestration {
         /// The task's sequence number.
@@ -57,6 +93,33 @@ impl Action {
                 fire_at: *fire_at,
             },
             Action::CancelTimer { id, .. } => HistoryEvent::TimerCancelled { id: *id },
+            Action::CallEntity {
+                id,
+                entity,
+                operation,
+                input,
+            } => HistoryEvent::EntityCalled {
+                id: *id,
+                entity: entity.clone(),
+                operation: operation.clone(),
+                input: input.clone(),
+            },
+            Action::SignalEntity {
+                id,
+                entity,
+                operation,
+                input,
+            } => HistoryEvent::EntitySignaled {
+                id: *id,
+                entity: entity.clone(),
+                operation: operation.clone(),
+                input: input.clone(),
+            },
+            Action::AcquireLocks { id, entities } => HistoryEvent::LocksRequested {
+                id: *id,
+                entities: entities.clone(),
+            },
+            Action::ReleaseLocks { id, .. } => HistoryEvent::LocksReleased { id: *id },
             Action::StartSubOrchestration {
                 id,
                 name,
@@ -77,6 +140,20 @@ impl Action {
             Action::ScheduleActivity { id, name, .. } => format!("activity `{name}` as task {id}"),
             Action::CreateTimer { id, .. } => format!("a timer as task {id}"),
             Action::CancelTimer { id, .. } => format!("the cancellation of timer {id}"),
+            Action::CallEntity {
+                id,
+                entity,
+                operation,
+                ..
+            } => format!("a call of `{operation}` on entity `{entity}` as task {id}"),
+            Action::SignalEntity {
+                id,
+                entity,
+                operation,
+                ..
+            } => format!("a signal of `{operation}` to entity `{entity}` as task {id}"),
+            Action::AcquireLocks { id, .. } => format!("a lock request as task {id}"),
+            Action::ReleaseLocks { id, .. } => format!("the release of the locks of task {id}"),
             Action::StartSubOrchestration { id, name, .. } => {
                 format!("sub-orchestration `{name}` as task {id}")
             }
@@ -97,9 +174,42 @@ impl Action {
                 },
             ) => id == recorded_id && name == recorded_name,
             (Action::CreateTimer { id, .. }, HistoryEvent::TimerCreated { id: recorded, .. })
-            | (Action::CancelTimer { id, .. }, HistoryEvent::TimerCancelled { id: recorded }) => {
+            | (Action::CancelTimer { id, .. }, HistoryEvent::TimerCancelled { id: recorded })
+            | (
+                Action::AcquireLocks { id, .. },
+                HistoryEvent::LocksRequested { id: recorded, .. },
+            )
+            | (Action::ReleaseLocks { id, .. }, HistoryEvent::LocksReleased { id: recorded }) => {
                 id == recorded
             }
+            (
+                Action::CallEntity {
+                    id,
+                    entity,
+                    operation,
+                    ..
+                },
+                HistoryEvent::EntityCalled {
+                    id: recorded_id,
+                    entity: recorded_entity,
+                    operation: recorded_operation,
+                    ..
+                },
+            )
+            | (
+                Action::SignalEntity {
+                    id,
+                    entity,
+                    operation,
+                    ..
+                },
+                HistoryEvent::EntitySignaled {
+                    id: recorded_id,
+                    entity: recorded_entity,
+                    operation: recorded_operation,
+                    ..
+                },
+            ) => id == recorded_id && entity == recorded_entity && operation == recorded_operation,
             (
                 Action::StartSubOrchestration {
                     id, name, instance, ..
@@ -122,6 +232,20 @@ pub(crate) fn describe_recorded(event: &HistoryEvent) -> String {
         HistoryEvent::TaskScheduled { id, name, .. } => format!("activity `{name}` as task {id}"),
         HistoryEvent::TimerCreated { id, .. } => format!("a timer as task {id}"),
         HistoryEvent::TimerCancelled { id } => format!("the cancellation of timer {id}"),
+        HistoryEvent::EntityCalled {
+            id,
+            entity,
+            operation,
+            ..
+        } => format!("a call of `{operation}` on entity `{entity}` as task {id}"),
+        HistoryEvent::EntitySignaled {
+            id,
+            entity,
+            operation,
+            ..
+        } => format!("a signal of `{operation}` to entity `{entity}` as task {id}"),
+        HistoryEvent::LocksRequested { id, .. } => format!("a lock request as task {id}"),
+        HistoryEvent::LocksReleased { id } => format!("the release of the locks of task {id}"),
         HistoryEvent::SubOrchestrationCreated { id, name, .. } => {
             format!("sub-orchestration `{name}` as task {id}")
         }

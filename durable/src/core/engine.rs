@@ -14,7 +14,7 @@ use crate::context::OrchestrationContext;
 use crate::error::Error;
 use crate::function::{LocalBoxFuture, OrchestratorFn};
 use durable_store::{
-    ExecutionId, Failure, FailureKind, HistoryEvent, InstanceId, Json, TaskId, Timestamp,
+    EntityId, ExecutionId, Failure, FailureKind, HistoryEvent, InstanceId, Json, TaskId, Timestamp,
 };
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -55,6 +55,8 @@ pub enum Outstanding {
     Timer(TaskId, Timestamp),
     /// A sub-orchestration.
     SubOrchestration(TaskId),
+    /// Entity locks held.
+    Locks(TaskId, Vec<EntityId>),
 }
 
 /// The tasks a history leaves outstanding, read from the events alone (no code runs):
@@ -64,6 +66,12 @@ pub fn outstanding_in(history: &[HistoryEvent]) -> Vec<Outstanding> {
         std::collections::BTreeMap::new();
     for event in history {
         match event {
+            HistoryEvent::LocksGranted { id, entities } => {
+                open.insert(*id, Outstanding::Locks(*id, entities.clone()));
+            }
+            HistoryEvent::LocksReleased { id } => {
+                open.remove(id);
+            }
             HistoryEvent::TaskScheduled { id, .. } => {
                 open.insert(*id, Outstanding::Activity(*id));
             }
@@ -248,18 +256,29 @@ impl Engine {
         self.state.borrow().custom_status.clone()
     }
 
-    /// Tasks scheduled and not completed: what the end of the execution must cancel.
+    /// What the end of the execution must cancel or release: tasks scheduled and not
+    /// completed, and locks held.
     pub fn outstanding(&self) -> Vec<Outstanding> {
-        self.state
-            .borrow()
+        let state = self.state.borrow();
+        let mut outstanding: Vec<Outstanding> = state
             .outstanding()
             .filter_map(|(id, kind)| match kind {
                 TaskKind::Activity { .. } => Some(Outstanding::Activity(id)),
                 TaskKind::Timer { fire_at } => Some(Outstanding::Timer(id, *fire_at)),
                 TaskKind::SubOrchestration { .. } => Some(Outstanding::SubOrchestration(id)),
-                TaskKind::Event { .. } => None,
+                TaskKind::Event { .. }
+                | TaskKind::EntityCall { .. }
+                | TaskKind::Signal
+                | TaskKind::Lock { .. } => None,
             })
-            .collect()
+            .collect();
+        outstanding.extend(
+            state
+                .held_locks()
+                .into_iter()
+                .map(|(id, entities)| Outstanding::Locks(id, entities)),
+        );
+        outstanding
     }
 
     fn apply(&mut self, event: HistoryEvent, mode: Mode, turn: &mut Turn) -> Result<(), Failure> {
@@ -288,7 +307,11 @@ impl Engine {
             HistoryEvent::TaskScheduled { .. }
             | HistoryEvent::TimerCreated { .. }
             | HistoryEvent::TimerCancelled { .. }
-            | HistoryEvent::SubOrchestrationCreated { .. } => match mode {
+            | HistoryEvent::SubOrchestrationCreated { .. }
+            | HistoryEvent::EntityCalled { .. }
+            | HistoryEvent::EntitySignaled { .. }
+            | HistoryEvent::LocksRequested { .. }
+            | HistoryEvent::LocksReleased { .. } => match mode {
                 Mode::Replay => self.match_recorded(&event),
                 Mode::Live => {
                     turn.discarded.push((event, "actions are not inputs"));
@@ -323,6 +346,24 @@ impl Engine {
                     waker.wake();
                 }
                 self.poll_code(mode, turn);
+                Ok(())
+            }
+            HistoryEvent::EntityCompleted { id, output } => {
+                let outcome = Ok(output.clone());
+                self.complete(*id, is_entity_call, outcome, event, mode, turn)
+            }
+            HistoryEvent::EntityFailed { id, failure } => {
+                let outcome = Err(failure.clone());
+                self.complete(*id, is_entity_call, outcome, event, mode, turn)
+            }
+            HistoryEvent::LocksGranted { id, .. } => {
+                self.complete(*id, is_lock, Ok(Json::null()), event, mode, turn)
+            }
+            HistoryEvent::EntityOperation { .. }
+            | HistoryEvent::EntityLockRequest { .. }
+            | HistoryEvent::EntityLockRelease { .. } => {
+                turn.discarded
+                    .push((event, "a message for an entity, not an orchestration"));
                 Ok(())
             }
             HistoryEvent::ExecutionSuspended { .. } | HistoryEvent::ExecutionResumed { .. } => {
@@ -517,6 +558,14 @@ fn is_timer(kind: &TaskKind) -> bool {
 
 fn is_sub_orchestration(kind: &TaskKind) -> bool {
     matches!(kind, TaskKind::SubOrchestration { .. })
+}
+
+fn is_entity_call(kind: &TaskKind) -> bool {
+    matches!(kind, TaskKind::EntityCall { .. })
+}
+
+fn is_lock(kind: &TaskKind) -> bool {
+    matches!(kind, TaskKind::Lock { .. })
 }
 
 /// The message of a panic payload.

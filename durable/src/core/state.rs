@@ -4,8 +4,8 @@
 //! emitted, and the replay-safe clock.
 
 use super::action::Action;
-use durable_store::{ExecutionId, Failure, InstanceId, Json, TaskId, Timestamp};
-use std::collections::{BTreeMap, VecDeque};
+use durable_store::{EntityId, ExecutionId, Failure, InstanceId, Json, TaskId, Timestamp};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::task::Waker;
 
 /// What a durable task is: used for matching history and for error messages.
@@ -26,6 +26,17 @@ pub(crate) enum TaskKind {
     Event {
         name: String,
     },
+    /// A call of an entity operation.
+    EntityCall {
+        entity: EntityId,
+        operation: String,
+    },
+    /// A signal to an entity: done once sent (it takes a task id to be matched on replay).
+    Signal,
+    /// A request for the locks of these entities.
+    Lock {
+        entities: Vec<EntityId>,
+    },
 }
 
 impl TaskKind {
@@ -37,6 +48,11 @@ impl TaskKind {
                 format!("sub-orchestration `{name}` (instance `{instance}`)")
             }
             TaskKind::Event { name } => format!("external event `{name}`"),
+            TaskKind::EntityCall { entity, operation } => {
+                format!("operation `{operation}` of entity `{entity}`")
+            }
+            TaskKind::Signal => "signal".to_owned(),
+            TaskKind::Lock { entities } => format!("lock of {} entities", entities.len()),
         }
     }
 }
@@ -80,6 +96,8 @@ pub(crate) struct State {
     pub(crate) event_waiters: BTreeMap<String, VecDeque<TaskId>>,
     /// The execution has ended: dropped tasks no longer produce actions.
     pub(crate) ended: bool,
+    /// Lock tasks whose locks were released.
+    pub(crate) released_locks: BTreeSet<TaskId>,
     pub(crate) custom_status: Option<Json>,
 }
 
@@ -98,6 +116,7 @@ impl State {
             events: BTreeMap::new(),
             event_waiters: BTreeMap::new(),
             ended: false,
+            released_locks: BTreeSet::new(),
             custom_status: None,
         }
     }
@@ -124,6 +143,46 @@ impl State {
             cancelled: false,
         });
         id
+    }
+
+    /// Records a signal: a task that is complete as soon as it is sent.
+    pub(crate) fn signal(&mut self, action: impl FnOnce(TaskId) -> Action) -> TaskId {
+        let id = self.schedule(TaskKind::Signal, action);
+        if let Some(slot) = self.slot_mut(id) {
+            slot.completed = true;
+        }
+        id
+    }
+
+    /// Releases the locks of lock task `id` (once), recording the action.
+    pub(crate) fn release_locks(&mut self, id: TaskId) {
+        if self.ended || !self.released_locks.insert(id) {
+            return;
+        }
+        if let Some(TaskSlot {
+            kind: TaskKind::Lock { entities },
+            ..
+        }) = self.slot(id)
+        {
+            let entities = entities.clone();
+            self.produced
+                .push_back(Action::ReleaseLocks { id, entities });
+        }
+    }
+
+    /// Locks granted and not released: what the end of the execution must release.
+    pub(crate) fn held_locks(&self) -> Vec<(TaskId, Vec<EntityId>)> {
+        self.tasks
+            .iter()
+            .enumerate()
+            .filter_map(|(index, slot)| match &slot.kind {
+                TaskKind::Lock { entities } if slot.completed => {
+                    let id = TaskId(index as u64);
+                    (!self.released_locks.contains(&id)).then(|| (id, entities.clone()))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Creates a wait for the next external event `name`: satisfied at once by the oldest

@@ -147,7 +147,15 @@ fn resolve<T: DeserializeOwned>(
                 format!("sub-orchestration `{name}` (instance `{instance}`) failed"),
                 failure,
             ),
-            TaskKind::Timer { .. } | TaskKind::Event { .. } => Error::from_failure(failure),
+            TaskKind::EntityCall { entity, operation } => Error::caused_by(
+                ErrorKind::EntityOperationFailed,
+                format!("operation `{operation}` of entity `{entity}` failed"),
+                failure,
+            ),
+            TaskKind::Timer { .. }
+            | TaskKind::Event { .. }
+            | TaskKind::Signal
+            | TaskKind::Lock { .. } => Error::from_failure(failure),
         }),
     }
 }

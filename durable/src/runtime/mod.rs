@@ -73,6 +73,7 @@ pub(crate) struct Config {
     pub(crate) max_cached_instances: usize,
     pub(crate) max_concurrent_activities: usize,
     pub(crate) timers_in_memory: usize,
+    pub(crate) max_entity_queue: usize,
     pub(crate) shutdown_timeout: Duration,
 }
 
@@ -83,6 +84,7 @@ impl Default for Config {
             max_cached_instances: 10_000,
             max_concurrent_activities: 1_000,
             timers_in_memory: 10_000,
+            max_entity_queue: 10_000,
             shutdown_timeout: Duration::from_secs(10),
         }
     }
@@ -156,6 +158,12 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Registers an entity type (a type with an `#[entity]` impl block).
+    pub fn register_entity<E: crate::Entity>(mut self) -> Self {
+        self.registry.add_entity::<E>();
+        self
+    }
+
     /// Uses `clock` for the time of turns and timers (for tests: [`Clock::manual`]).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -186,6 +194,13 @@ impl RuntimeBuilder {
     /// later ones wait on disk.
     pub fn timers_in_memory(mut self, timers: usize) -> Self {
         self.config.timers_in_memory = timers.max(2);
+        self
+    }
+
+    /// How many waiting operations an entity keeps in memory while it is locked (default
+    /// 10,000). Client signals beyond it are stored and read back later, never dropped.
+    pub fn max_entity_queue(mut self, operations: usize) -> Self {
+        self.config.max_entity_queue = operations.max(1);
         self
     }
 

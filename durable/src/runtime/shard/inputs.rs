@@ -204,8 +204,14 @@ impl Shard {
                 let parked = self.park(instance, input, round);
                 routed.deferred.push(parked);
             }
-            Decision::Ack | Decision::Drop => routed.consumed.push(input.source),
-            Decision::Refuse(refusal) => self.refuse(instance, input, refusal, round),
+            Decision::Ack | Decision::Drop => {
+                self.release_stale_grant(instance, &input, round);
+                routed.consumed.push(input.source);
+            }
+            Decision::Refuse(refusal) => {
+                self.release_stale_grant(instance, &input, round);
+                self.refuse(instance, input, refusal, round);
+            }
         }
     }
 
@@ -359,10 +365,21 @@ impl Shard {
         }
     }
 
+    /// A lock grant for an execution that is gone (ended, or older) holds locks nobody will
+    /// release: release them.
+    fn release_stale_grant(&mut self, instance: &InstanceId, input: &Input, round: &mut Round) {
+        if let (HistoryEvent::LocksGranted { id, entities }, Some(execution)) =
+            (&input.event, input.execution)
+        {
+            let entities = entities.clone();
+            self.release_locks(instance, execution, *id, &entities, round);
+        }
+    }
+
     /// Makes an input durable (if it is not yet) so it can wait: an activity result or a
     /// timer firing becomes an inbox message in this round's commit; a client request is
     /// answered once it is stored.
-    fn park(&mut self, instance: &InstanceId, input: Input, round: &mut Round) -> Input {
+    pub(super) fn park(&mut self, instance: &InstanceId, input: Input, round: &mut Round) -> Input {
         if matches!(input.source, Source::Inbox(_)) {
             return input;
         }

@@ -15,6 +15,7 @@
 //! `inputs.rs` decides what each input does (with the table of `routing.rs`);
 //! `turns.rs` runs the engine and turns its output into writes.
 
+mod entities;
 mod inputs;
 mod turns;
 
@@ -25,7 +26,7 @@ use super::writer::{CommitRequest, Dispatch, ReplySender, WriterMsg};
 use crate::client;
 use crate::core::{Engine, panic_message};
 use durable_store::{
-    ActivityKey, ExecutionId, Failure, HistoryEvent, InboxKey, InboxMessage, InstanceId,
+    ActivityKey, EntityId, ExecutionId, Failure, HistoryEvent, InboxKey, InboxMessage, InstanceId,
     InstanceRecord, Json, TimerKey, Timestamp, WriteBatch,
 };
 use std::collections::HashMap;
@@ -91,6 +92,14 @@ pub(crate) enum Request {
     Purge {
         instance: InstanceId,
     },
+    SignalEntity {
+        entity: EntityId,
+        operation: String,
+        input: Json,
+    },
+    DeleteEntity {
+        entity: EntityId,
+    },
 }
 
 /// One input waiting for an instance's next turn.
@@ -128,6 +137,8 @@ struct Slot {
     /// What memory holds may be ahead of the store and wrong (an internal error broke a
     /// turn): reload once the commits in flight are durable.
     stale: bool,
+    /// For an entity: its record and hot state.
+    entity: Option<entities::Hot>,
 }
 
 impl Slot {
@@ -143,11 +154,16 @@ impl Slot {
         Mode::of(self.record(), self.engine.is_some())
     }
 
-    /// Whether nothing about this instance needs memory: ended or unknown, nothing pending.
+    /// Whether nothing about this instance needs memory: ended or unknown (for an entity:
+    /// without state or lock), nothing pending.
     fn is_idle_and_done(&self) -> bool {
-        self.inflight == 0
-            && self.inputs.is_empty()
-            && matches!(self.mode(), Mode::Absent | Mode::Ended(_))
+        if self.inflight > 0 || !self.inputs.is_empty() {
+            return false;
+        }
+        match &self.entity {
+            Some(hot) => hot.is_empty(),
+            None => matches!(self.mode(), Mode::Absent | Mode::Ended(_)),
+        }
     }
 }
 
@@ -319,6 +335,29 @@ impl Shard {
                 self.purges.push((instance, reply));
                 return;
             }
+            Request::SignalEntity {
+                entity,
+                operation,
+                input,
+            } => {
+                let event = HistoryEvent::EntityOperation {
+                    operation,
+                    input,
+                    caller: None,
+                    reply: false,
+                };
+                (entity.instance_id(), event, None)
+            }
+            Request::DeleteEntity { entity } => {
+                // An operation like the others, so that it waits its turn (and for a lock).
+                let event = HistoryEvent::EntityOperation {
+                    operation: entities::DELETE_OPERATION.to_owned(),
+                    input: Json::null(),
+                    caller: None,
+                    reply: false,
+                };
+                (entity.instance_id(), event, None)
+            }
         };
         let input = Input {
             event,
@@ -350,6 +389,9 @@ impl Shard {
                 self.queue(instance.clone());
             } else if slot.is_idle_and_done() {
                 self.slots.remove(instance);
+            } else if self.has_runnable_spill(instance) {
+                // Spilled messages may have become readable.
+                self.queue(instance.clone());
             }
         }
     }
@@ -366,7 +408,13 @@ impl Shard {
             // Each instance's writes are built apart and kept only if its turn ran to the
             // end, so an internal error cannot commit half a turn.
             let mut turn = Round::default();
-            let outcome = catch_unwind(AssertUnwindSafe(|| self.run_instance(instance, &mut turn)));
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                if instance.is_entity() {
+                    self.run_entity(instance, &mut turn);
+                } else {
+                    self.run_instance(instance, &mut turn);
+                }
+            }));
             match outcome {
                 Ok(()) => round.merge(turn),
                 Err(panic) => {
@@ -381,6 +429,7 @@ impl Shard {
                     if let Some(slot) = self.slots.get_mut(instance) {
                         slot.stale = true;
                         slot.engine = None;
+                        slot.entity = None;
                     }
                 }
             }
@@ -527,7 +576,15 @@ impl Shard {
         let mut idle: Vec<(u64, InstanceId)> = self
             .slots
             .iter()
-            .filter(|(_, slot)| slot.inflight == 0 && slot.inputs.is_empty())
+            .filter(|(_, slot)| {
+                // An entity with spilled messages keeps the list of them.
+                slot.inflight == 0
+                    && slot.inputs.is_empty()
+                    && slot
+                        .entity
+                        .as_ref()
+                        .is_none_or(|hot| hot.has_nothing_spilled())
+            })
             .map(|(id, slot)| (slot.touched, id.clone()))
             .collect();
         idle.sort();

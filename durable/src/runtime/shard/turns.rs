@@ -9,8 +9,9 @@ use crate::runtime::metrics::Metrics;
 use crate::runtime::routing::SCHEDULED_START_TASK;
 use crate::runtime::writer::Dispatch;
 use durable_store::{
-    ActivityKey, ActivityWorkItem, ExecutionId, Failure, FailureKind, HistoryEvent, InstanceId,
-    Json, ParentRef, RuntimeStatus, TimerKey, TimerRecord, Timestamp,
+    ActivityKey, ActivityWorkItem, EntityCaller, EntityId, ExecutionId, Failure, FailureKind,
+    HistoryEvent, InstanceId, Json, ParentRef, RuntimeStatus, TaskId, TimerKey, TimerRecord,
+    Timestamp,
 };
 use std::sync::Arc;
 
@@ -208,6 +209,9 @@ impl Shard {
         }
         if let Some(outcome) = turn.outcome {
             for task in outstanding {
+                if let Outstanding::Locks(id, entities) = &task {
+                    self.release_locks(instance, execution, *id, entities, round);
+                }
                 cancel(instance, execution, task, round);
             }
             let continued = matches!(outcome, Outcome::ContinuedAsNew(_));
@@ -229,6 +233,10 @@ impl Shard {
         action: Action,
         round: &mut Round,
     ) {
+        let action_kind = match action {
+            Action::CallEntity { .. } => ActionKind::Call,
+            _ => ActionKind::Other,
+        };
         match action {
             Action::ScheduleActivity { id, name, input } => {
                 let item = ActivityWorkItem {
@@ -261,6 +269,57 @@ impl Shard {
                 round.batch.delete_timer(key.clone());
                 round.after.push(Dispatch::CancelTimer(key));
             }
+            Action::CallEntity {
+                id,
+                entity,
+                operation,
+                input,
+            }
+            | Action::SignalEntity {
+                id,
+                entity,
+                operation,
+                input,
+            } => {
+                let reply = matches!(action_kind, ActionKind::Call);
+                let event = HistoryEvent::EntityOperation {
+                    operation,
+                    input,
+                    caller: Some(EntityCaller {
+                        instance: instance.clone(),
+                        execution,
+                        task: id,
+                    }),
+                    reply,
+                };
+                self.send_message(entity.instance_id(), None, event, round);
+            }
+            Action::AcquireLocks { id, entities } => {
+                let holder = EntityCaller {
+                    instance: instance.clone(),
+                    execution,
+                    task: id,
+                };
+                match entities.first() {
+                    Some(first) => {
+                        let target = first.instance_id();
+                        let event = HistoryEvent::EntityLockRequest {
+                            holder,
+                            entities,
+                            position: 0,
+                        };
+                        self.send_message(target, None, event, round);
+                    }
+                    // Nothing to lock: granted at once.
+                    None => {
+                        let event = HistoryEvent::LocksGranted { id, entities };
+                        self.send_message(instance.clone(), Some(execution), event, round);
+                    }
+                }
+            }
+            Action::ReleaseLocks { id, entities } => {
+                self.release_locks(instance, execution, id, &entities, round);
+            }
             Action::StartSubOrchestration {
                 id,
                 name,
@@ -278,6 +337,26 @@ impl Shard {
                 };
                 self.send_message(child, None, event, round);
             }
+        }
+    }
+
+    /// Tells each entity of lock task `id` that the lock is released.
+    pub(super) fn release_locks(
+        &mut self,
+        instance: &InstanceId,
+        execution: ExecutionId,
+        id: TaskId,
+        entities: &[EntityId],
+        round: &mut Round,
+    ) {
+        for entity in entities {
+            let holder = EntityCaller {
+                instance: instance.clone(),
+                execution,
+                task: id,
+            };
+            let event = HistoryEvent::EntityLockRelease { holder };
+            self.send_message(entity.instance_id(), None, event, round);
         }
     }
 
@@ -380,6 +459,12 @@ impl Shard {
     }
 }
 
+/// Whether an action waits for an answer.
+enum ActionKind {
+    Call,
+    Other,
+}
+
 /// Orchestrators are polled outside any tokio runtime, so tokio calls reached through a
 /// helper function (where `#[orchestrator]` cannot see them) panic; say what to do instead.
 fn explain_tokio_panic(turn: &mut Turn) {
@@ -405,6 +490,8 @@ fn explain_tokio_panic(turn: &mut Turn) {
 /// a restart and its timers will not fire.
 fn cancel(instance: &InstanceId, execution: ExecutionId, task: Outstanding, round: &mut Round) {
     match task {
+        // Sent by `release_locks`, which needs the shard.
+        Outstanding::Locks(..) => {}
         Outstanding::Activity(task) => round.batch.delete_activity(ActivityKey {
             instance: instance.clone(),
             execution,

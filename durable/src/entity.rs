@@ -1,0 +1,530 @@
+//! Durable entities: small pieces of state addressed by (entity name, key) that process
+//! operations one at a time (the aggregator pattern). `#[entity]` on an `impl` block
+//! implements [`Entity`] and generates typed proxies, so an unknown operation or a wrong
+//! argument type does not compile:
+//!
+//! - from an orchestrator, `ctx.entity::<Counter>("k").get().await` calls an operation
+//!   and waits for its result; `.signal().add(5)` sends one without waiting;
+//! - from a client, `client.entity::<Counter>("k").signal().add(1).await` signals, and
+//!   `client.entity_state::<Counter>("k")` reads the state;
+//! - from an entity operation, `ctx.entity::<Other>("k").signal().op(..)` signals.
+//!
+//! Critical sections: `ctx.lock_entities(&[a, b]).await` gives an orchestration exclusive
+//! use of several entities until the returned [`EntityLock`] is dropped or the
+//! orchestration ends.
+
+use crate::client::Client;
+use crate::context::OrchestrationContext;
+use crate::core::state::State;
+use crate::error::Error;
+use crate::function::Orchestrator;
+use durable_store::{EntityId, InstanceId, Json, TaskId, Timestamp};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::time::SystemTime;
+
+/// A durable entity type. Implemented by `#[entity]` on the type's `impl` block.
+///
+/// ```
+/// use durable::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Default, Serialize, Deserialize)]
+/// struct Counter {
+///     value: i64,
+/// }
+///
+/// #[entity]
+/// impl Counter {
+///     fn add(&mut self, amount: i64) {
+///         self.value += amount;
+///     }
+///     fn reset(&mut self) {
+///         self.value = 0;
+///     }
+///     fn get(&self) -> i64 {
+///         self.value
+///     }
+/// }
+///
+/// #[orchestrator]
+/// async fn bump(ctx: OrchestrationContext) -> Result<i64, Error> {
+///     ctx.entity::<Counter>("visits").signal().add(1);
+///     ctx.entity::<Counter>("visits").get().await
+/// }
+/// ```
+pub trait Entity: Default + Serialize + DeserializeOwned + 'static {
+    /// The registered name (the type's name unless `#[entity(name = "...")]`).
+    const NAME: &'static str;
+    /// Typed calls from an orchestrator (each returns a durable task).
+    type Calls<'a>;
+    /// Typed signals (from an orchestrator or an entity).
+    type Signals<'a>;
+    /// Typed signals from a client (each is `async`).
+    type ClientSignals;
+
+    /// The typed calls of one entity.
+    fn calls(proxy: EntityProxy<'_>) -> Self::Calls<'_>;
+    /// The typed signals of one entity.
+    fn signals(signaler: EntitySignaler<'_>) -> Self::Signals<'_>;
+    /// The typed client signals of one entity.
+    fn client_signals(signaler: ClientSignaler) -> Self::ClientSignals;
+    /// Runs `operation` with its JSON `input`, returning its JSON output.
+    ///
+    /// # Errors
+    /// The operation's own error, an input that does not decode, an unknown operation.
+    fn dispatch(
+        &mut self,
+        ctx: &EntityContext,
+        operation: &str,
+        input: &Json,
+    ) -> Result<Json, Error>;
+    /// Whether `operation` only reads the state (takes `&self`), so it needs no rollback.
+    fn is_read_only(operation: &str) -> bool;
+    /// The names of the operations.
+    fn operations() -> &'static [&'static str];
+}
+
+/// What an entity operation may do besides changing its state: signal other entities,
+/// start orchestrations, delete its own state.
+pub struct EntityContext {
+    id: EntityId,
+    now: Timestamp,
+    effects: RefCell<Effects>,
+}
+
+/// What operations asked for, performed once their round commits.
+#[derive(Default)]
+pub(crate) struct Effects {
+    pub(crate) signals: Vec<(EntityId, String, Json)>,
+    pub(crate) starts: Vec<(String, Json, Option<InstanceId>)>,
+    pub(crate) delete: bool,
+}
+
+impl EntityContext {
+    pub(crate) fn new(id: EntityId, now: Timestamp) -> EntityContext {
+        EntityContext {
+            id,
+            now,
+            effects: RefCell::new(Effects::default()),
+        }
+    }
+
+    pub(crate) fn take_effects(&self) -> Effects {
+        std::mem::take(&mut *self.effects.borrow_mut())
+    }
+
+    /// This entity's id.
+    pub fn entity_id(&self) -> &EntityId {
+        &self.id
+    }
+
+    /// The time of the round of operations this one belongs to.
+    pub fn current_utc_datetime(&self) -> SystemTime {
+        self.now.to_system_time()
+    }
+
+    /// Another entity, to signal.
+    ///
+    /// # Panics
+    /// When `key` is not a valid entity key (the operation then fails, and its changes are
+    /// undone).
+    pub fn entity<E: Entity>(&self, key: impl AsRef<str>) -> SignalRef<'_, E> {
+        SignalRef {
+            sink: self,
+            id: entity_id::<E>(key.as_ref()),
+            entity: PhantomData,
+        }
+    }
+
+    /// Starts orchestrator `O` with `input` (fire-and-forget) once this operation's round
+    /// commits.
+    pub fn start_orchestration<O: Orchestrator>(&self, orchestrator: O, input: O::Input) {
+        let _ = orchestrator;
+        let input = encode_or_panic(&input, O::NAME);
+        self.effects
+            .borrow_mut()
+            .starts
+            .push((O::NAME.to_owned(), input, None));
+    }
+
+    /// Deletes this entity's state when the operation ends; the next operation starts from
+    /// `Default`.
+    pub fn delete_state(&self) {
+        self.effects.borrow_mut().delete = true;
+    }
+}
+
+/// Where signals go: an orchestration records them in its history; an entity sends them
+/// when its round commits.
+pub trait SignalSink {
+    /// Sends `operation` with `input` to `entity`.
+    fn send_signal(&self, entity: EntityId, operation: &str, input: Json);
+}
+
+impl SignalSink for EntityContext {
+    fn send_signal(&self, entity: EntityId, operation: &str, input: Json) {
+        self.effects
+            .borrow_mut()
+            .signals
+            .push((entity, operation.to_owned(), input));
+    }
+}
+
+impl SignalSink for OrchestrationContext {
+    fn send_signal(&self, entity: EntityId, operation: &str, input: Json) {
+        self.signal_entity(&entity, operation, input);
+    }
+}
+
+/// An entity addressed for signals only (from an entity operation).
+pub struct SignalRef<'a, E: Entity> {
+    sink: &'a dyn SignalSink,
+    id: EntityId,
+    entity: PhantomData<fn() -> E>,
+}
+
+impl<'a, E: Entity> SignalRef<'a, E> {
+    /// Its typed signals.
+    pub fn signal(&self) -> E::Signals<'a> {
+        E::signals(EntitySignaler {
+            sink: self.sink,
+            id: self.id.clone(),
+        })
+    }
+}
+
+/// The untyped half of the generated orchestration proxies: calls one entity.
+pub struct EntityProxy<'a> {
+    ctx: &'a OrchestrationContext,
+    id: EntityId,
+}
+
+impl<'a> EntityProxy<'a> {
+    pub(crate) fn new(ctx: &'a OrchestrationContext, id: EntityId) -> EntityProxy<'a> {
+        EntityProxy { ctx, id }
+    }
+
+    /// Calls `operation` with `input`; the task resolves to its output.
+    pub fn call<I: Serialize, T: DeserializeOwned>(
+        &self,
+        operation: &str,
+        input: &I,
+    ) -> crate::DurableTask<T> {
+        let input = encode_or_panic(input, operation);
+        self.ctx.call_entity(&self.id, operation, input)
+    }
+
+    /// The signals of the same entity.
+    pub fn signaler(&self) -> EntitySignaler<'a> {
+        EntitySignaler {
+            sink: self.ctx,
+            id: self.id.clone(),
+        }
+    }
+
+    /// The entity's id.
+    pub fn id(&self) -> &EntityId {
+        &self.id
+    }
+}
+
+/// The untyped half of the generated signal proxies.
+pub struct EntitySignaler<'a> {
+    sink: &'a dyn SignalSink,
+    id: EntityId,
+}
+
+impl EntitySignaler<'_> {
+    /// Signals `operation` with `input`.
+    pub fn signal<I: Serialize>(&self, operation: &str, input: &I) {
+        let input = encode_or_panic(input, operation);
+        self.sink.send_signal(self.id.clone(), operation, input);
+    }
+}
+
+/// The untyped half of the generated client proxies.
+pub struct ClientSignaler {
+    client: Client,
+    id: Result<EntityId, durable_store::InvalidInstanceId>,
+}
+
+impl ClientSignaler {
+    pub(crate) fn new(
+        client: Client,
+        id: Result<EntityId, durable_store::InvalidInstanceId>,
+    ) -> ClientSignaler {
+        ClientSignaler { client, id }
+    }
+
+    /// Signals `operation` with `input`; returns once the signal is stored (and so will be
+    /// processed exactly once).
+    ///
+    /// # Errors
+    /// An invalid entity key, a serialization error, the runtime stopping, store errors.
+    pub async fn signal<I: Serialize>(
+        &self,
+        operation: &str,
+        input: &I,
+    ) -> Result<(), crate::client::Error> {
+        let id = self.id.clone()?;
+        let input = Json::encode(input).map_err(|error| crate::client::Error::InvalidInput {
+            name: format!("{id}.{operation}"),
+            message: error.to_string(),
+        })?;
+        self.client.signal_entity(&id, operation, input).await
+    }
+}
+
+/// A client's handle on an entity, for signals and its state.
+pub struct ClientEntity<E: Entity> {
+    client: Client,
+    id: Result<EntityId, durable_store::InvalidInstanceId>,
+    entity: PhantomData<fn() -> E>,
+}
+
+impl<E: Entity> ClientEntity<E> {
+    pub(crate) fn new(client: Client, key: &str) -> ClientEntity<E> {
+        ClientEntity {
+            client,
+            id: EntityId::new(E::NAME, key),
+            entity: PhantomData,
+        }
+    }
+
+    /// Its typed signals.
+    pub fn signal(&self) -> E::ClientSignals {
+        E::client_signals(ClientSignaler::new(self.client.clone(), self.id.clone()))
+    }
+
+    /// Its current state (`None` if it has none).
+    ///
+    /// # Errors
+    /// As [`Client::entity_state`].
+    pub async fn state(&self) -> Result<Option<E>, crate::client::Error> {
+        let id = self.id.clone()?;
+        self.client.entity_state_of::<E>(&id).await
+    }
+}
+
+/// The id of entity `E` with `key`, or a panic that fails the caller (an orchestration or
+/// an entity operation) with the reason.
+fn entity_id<E: Entity>(key: &str) -> EntityId {
+    EntityId::new(E::NAME, key)
+        .unwrap_or_else(|error| panic!("invalid key for entity `{}`: {error}", E::NAME))
+}
+
+fn encode_or_panic<T: Serialize + ?Sized>(value: &T, what: &str) -> Json {
+    Json::encode(value).unwrap_or_else(|error| {
+        panic!("the input of `{what}` cannot be serialized to JSON: {error}")
+    })
+}
+
+impl OrchestrationContext {
+    /// Entity `E` with `key`: its typed operations, called and awaited, and `.signal()` for
+    /// fire-and-forget operations.
+    ///
+    /// # Panics
+    /// When `key` is not a valid entity key; the orchestration then fails with the reason.
+    pub fn entity<E: Entity>(&self, key: impl AsRef<str>) -> E::Calls<'_> {
+        E::calls(EntityProxy::new(self, entity_id::<E>(key.as_ref())))
+    }
+
+    /// The id of entity `E` with `key`, for [`OrchestrationContext::lock_entities`].
+    ///
+    /// # Errors
+    /// When `key` is not a valid entity key.
+    pub fn entity_id<E: Entity>(&self, key: impl AsRef<str>) -> Result<EntityId, Error> {
+        EntityId::new(E::NAME, key.as_ref()).map_err(Error::from)
+    }
+
+    /// Locks `entities` for this orchestration (a critical section): until the returned
+    /// [`EntityLock`] is dropped or the orchestration ends (completes, fails or is
+    /// terminated), the entities run only this orchestration's operations; others wait.
+    /// Locks are taken in one global order, so two orchestrations locking the same
+    /// entities cannot deadlock.
+    pub fn lock_entities(&self, entities: &[EntityId]) -> LockTask {
+        let mut sorted = entities.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let task = self.acquire_locks(sorted.clone());
+        LockTask {
+            task,
+            state: self.state(),
+            entities: sorted,
+        }
+    }
+}
+
+/// The future of [`OrchestrationContext::lock_entities`].
+#[must_use = "the locks are held from when the task completes until the guard is dropped"]
+pub struct LockTask {
+    task: crate::DurableTask<()>,
+    state: Rc<RefCell<State>>,
+    entities: Vec<EntityId>,
+}
+
+impl std::future::Future for LockTask {
+    type Output = Result<EntityLock, Error>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.task).poll(cx) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(Err(error)) => std::task::Poll::Ready(Err(error)),
+            std::task::Poll::Ready(Ok(())) => std::task::Poll::Ready(Ok(EntityLock {
+                id: this.task.task_id(),
+                state: Rc::clone(&this.state),
+                entities: std::mem::take(&mut this.entities),
+            })),
+        }
+    }
+}
+
+/// Exclusive use of some entities; dropping it releases them.
+pub struct EntityLock {
+    id: Option<TaskId>,
+    state: Rc<RefCell<State>>,
+    entities: Vec<EntityId>,
+}
+
+impl EntityLock {
+    /// The locked entities, in lock order.
+    pub fn entities(&self) -> &[EntityId] {
+        &self.entities
+    }
+
+    /// Releases the locks now (the same as dropping the guard).
+    pub fn release(self) {}
+}
+
+impl Drop for EntityLock {
+    fn drop(&mut self) {
+        if let Some(id) = self.id
+            && let Ok(mut state) = self.state.try_borrow_mut()
+        {
+            state.release_locks(id);
+        }
+    }
+}
+
+/// A type-erased entity state, as the shards hold it.
+pub(crate) trait ErasedEntity {
+    fn dispatch(
+        &mut self,
+        ctx: &EntityContext,
+        operation: &str,
+        input: &Json,
+    ) -> Result<Json, Error>;
+    fn is_read_only(&self, operation: &str) -> bool;
+    fn save(&self) -> Result<Json, Error>;
+}
+
+impl<E: Entity> ErasedEntity for E {
+    fn dispatch(
+        &mut self,
+        ctx: &EntityContext,
+        operation: &str,
+        input: &Json,
+    ) -> Result<Json, Error> {
+        Entity::dispatch(self, ctx, operation, input)
+    }
+
+    fn is_read_only(&self, operation: &str) -> bool {
+        E::is_read_only(operation)
+    }
+
+    fn save(&self) -> Result<Json, Error> {
+        Json::encode(self).map_err(|error| {
+            Error::new(
+                crate::ErrorKind::Serialization,
+                format!(
+                    "the state of entity type `{}` cannot be serialized: {error}",
+                    E::NAME
+                ),
+            )
+        })
+    }
+}
+
+/// Registry entry of an entity type: how to make its state.
+#[derive(Clone, Copy)]
+pub(crate) struct EntityEntry {
+    pub(crate) new: fn() -> Box<dyn ErasedEntity>,
+    pub(crate) load: fn(&Json) -> Result<Box<dyn ErasedEntity>, Error>,
+}
+
+impl EntityEntry {
+    pub(crate) fn of<E: Entity>() -> EntityEntry {
+        EntityEntry {
+            new: || Box::new(E::default()),
+            load: |json| {
+                json.decode::<E>()
+                    .map(|state| Box::new(state) as Box<dyn ErasedEntity>)
+                    .map_err(|error| {
+                        Error::new(
+                            crate::ErrorKind::Serialization,
+                            format!(
+                                "the stored state of entity type `{}` does not decode: {error}",
+                                E::NAME
+                            ),
+                        )
+                    })
+            },
+        }
+    }
+}
+
+/// Decodes an operation's input (used by the generated dispatch).
+///
+/// # Errors
+/// When the input does not decode as `T`.
+pub fn decode_input<T: DeserializeOwned>(
+    entity: &str,
+    operation: &str,
+    input: &Json,
+) -> Result<T, Error> {
+    input.decode().map_err(|error| {
+        Error::new(
+            crate::ErrorKind::Serialization,
+            format!(
+                "the input of operation `{operation}` of entity `{entity}` does not decode: {error}"
+            ),
+        )
+    })
+}
+
+/// Encodes an operation's output (used by the generated dispatch).
+///
+/// # Errors
+/// When the output cannot be serialized.
+pub fn encode_output<T: Serialize>(
+    entity: &str,
+    operation: &str,
+    output: &T,
+) -> Result<Json, Error> {
+    Json::encode(output).map_err(|error| {
+        Error::new(
+            crate::ErrorKind::Serialization,
+            format!("the output of operation `{operation}` of entity `{entity}` cannot be serialized: {error}"),
+        )
+    })
+}
+
+/// The error for an operation the entity does not have (untyped callers only: typed
+/// proxies cannot name one).
+pub fn unknown_operation(entity: &str, operation: &str, known: &[&str]) -> Error {
+    Error::new(
+        crate::ErrorKind::NotRegistered,
+        format!(
+            "entity `{entity}` has no operation `{operation}`; its operations are: {}",
+            known.join(", ")
+        ),
+    )
+}

@@ -1,0 +1,555 @@
+//! Durable entities: typed signals and calls, one operation at a time and exactly once,
+//! failed operations undone, critical sections whose locks are always released, the
+//! client's entity management, and backpressure.
+
+use durable::EntityId;
+use durable::client::Error as ClientError;
+use durable::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Default, Serialize, Deserialize)]
+struct Counter {
+    value: i64,
+}
+
+#[entity]
+impl Counter {
+    fn add(&mut self, amount: i64) {
+        self.value += amount;
+    }
+
+    fn add_and_get(&mut self, amount: i64) -> i64 {
+        self.value += amount;
+        self.value
+    }
+
+    fn reset(&mut self) {
+        self.value = 0;
+    }
+
+    fn get(&self) -> i64 {
+        self.value
+    }
+
+    /// Changes the state, then panics: the change must not stick.
+    fn corrupt_then_panic(&mut self) {
+        self.value = -999;
+        panic!("operation exploded");
+    }
+
+    /// Changes the state, then fails: the change must not stick.
+    fn corrupt_then_fail(&mut self) -> Result<(), String> {
+        self.value = -111;
+        Err("refused".to_owned())
+    }
+
+    /// Forwards to another counter and deletes itself.
+    fn move_to(&mut self, ctx: &EntityContext, other: String) {
+        ctx.entity::<Counter>(&other).signal().add(self.value);
+        ctx.delete_state();
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Account {
+    balance: i64,
+}
+
+#[entity]
+impl Account {
+    fn deposit(&mut self, amount: i64) {
+        self.balance += amount;
+    }
+
+    fn withdraw(&mut self, amount: i64) -> Result<i64, String> {
+        if amount > self.balance {
+            return Err(format!("insufficient funds: {} < {amount}", self.balance));
+        }
+        self.balance -= amount;
+        Ok(self.balance)
+    }
+
+    fn balance(&self) -> i64 {
+        self.balance
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Transfer {
+    from: String,
+    to: String,
+    amount: i64,
+}
+
+/// Moves money between two accounts inside a critical section.
+#[orchestrator]
+async fn transfer(ctx: OrchestrationContext, t: Transfer) -> Result<bool, Error> {
+    let from = ctx.entity_id::<Account>(&t.from)?;
+    let to = ctx.entity_id::<Account>(&t.to)?;
+    let _lock = ctx.lock_entities(&[from, to]).await?;
+    let balance = ctx.entity::<Account>(&t.from).balance().await?;
+    if balance < t.amount {
+        return Ok(false);
+    }
+    ctx.entity::<Account>(&t.from).withdraw(t.amount).await?;
+    ctx.entity::<Account>(&t.to).deposit(t.amount).await?;
+    Ok(true)
+}
+
+#[orchestrator]
+async fn add_and_get(ctx: OrchestrationContext, key: String) -> Result<i64, Error> {
+    ctx.entity::<Counter>(&key).add_and_get(1).await
+}
+
+#[orchestrator]
+async fn call_failing(ctx: OrchestrationContext, key: String) -> Result<String, Error> {
+    ctx.entity::<Counter>(&key).add(10).await?;
+    let panicked = ctx
+        .entity::<Counter>(&key)
+        .corrupt_then_panic()
+        .await
+        .unwrap_err();
+    let failed = ctx
+        .entity::<Counter>(&key)
+        .corrupt_then_fail()
+        .await
+        .unwrap_err();
+    let value = ctx.entity::<Counter>(&key).get().await?;
+    Ok(format!(
+        "{value}|{:?}|{panicked}|{:?}|{failed}",
+        panicked.kind(),
+        failed.kind()
+    ))
+}
+
+/// Locks an account and fails (or waits to be terminated) while holding the lock.
+#[orchestrator]
+async fn hold_and_fail(
+    ctx: OrchestrationContext,
+    (key, fail): (String, bool),
+) -> Result<(), Error> {
+    let id = ctx.entity_id::<Account>(&key)?;
+    let _lock = ctx.lock_entities(&[id]).await?;
+    ctx.entity::<Account>(&key).deposit(1).await?;
+    if fail {
+        return Err(Error::msg("failing while holding the lock"));
+    }
+    ctx.wait_for_event::<()>("never").await
+}
+
+#[orchestrator]
+async fn hold_until_event(ctx: OrchestrationContext, key: String) -> Result<i64, Error> {
+    let id = ctx.entity_id::<Counter>(&key)?;
+    let lock = ctx.lock_entities(&[id]).await?;
+    ctx.entity::<Counter>(&key).add(1000).await?;
+    ctx.wait_for_event::<()>("release").await?;
+    drop(lock);
+    // After the release, the signals that waited are applied before this call.
+    ctx.entity::<Counter>(&key).get().await
+}
+
+async fn runtime(
+    configure: impl FnOnce(durable::RuntimeBuilder) -> durable::RuntimeBuilder,
+) -> Runtime {
+    let builder = Runtime::builder()
+        .in_memory()
+        .register_entity::<Counter>()
+        .register_entity::<Account>()
+        .register(transfer)
+        .register(add_and_get)
+        .register(call_failing)
+        .register(hold_and_fail)
+        .register(hold_until_event);
+    configure(builder).start().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_concurrent_signals_to_one_counter_count_exactly() {
+    let runtime = runtime(|b| b).await;
+    let client = runtime.client();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..200 {
+                client
+                    .entity::<Counter>("hot")
+                    .signal()
+                    .add(1)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // Every signal returned, so every one is applied: the state says so at once.
+    let state = client
+        .entity_state::<Counter>("hot")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.value, 10_000);
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_orchestrations_calling_twenty_entities() {
+    let runtime = runtime(|b| b).await;
+    let client = runtime.client();
+    let mut handles = Vec::new();
+    for i in 0..200 {
+        let key = format!("shared-{}", i % 20);
+        handles.push((key.clone(), client.start(add_and_get, key).await.unwrap()));
+    }
+    let mut seen: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for (key, handle) in handles {
+        seen.entry(key)
+            .or_default()
+            .push(handle.wait(WAIT).await.unwrap());
+    }
+    assert_eq!(seen.len(), 20);
+    for (key, mut values) in seen {
+        values.sort();
+        assert_eq!(
+            values,
+            (1..=10).collect::<Vec<_>>(),
+            "{key}: each call ran once, in turn"
+        );
+        let state = client.entity_state::<Counter>(&key).await.unwrap().unwrap();
+        assert_eq!(state.value, 10, "{key}");
+    }
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_locked_transfers_conserve_the_total() {
+    let runtime = runtime(|b| b).await;
+    let client = runtime.client();
+    for account in 0..10 {
+        client
+            .entity::<Account>(format!("acct-{account}"))
+            .signal()
+            .deposit(100)
+            .await
+            .unwrap();
+    }
+    let mut handles = Vec::new();
+    for i in 0..200u64 {
+        let transfer_input = Transfer {
+            from: format!("acct-{}", i % 10),
+            to: format!("acct-{}", (i * 7 + 3) % 10),
+            amount: 30 + (i % 5) as i64 * 20,
+        };
+        if transfer_input.from == transfer_input.to {
+            continue;
+        }
+        handles.push(client.start(transfer, transfer_input).await.unwrap());
+    }
+    let mut moved = 0;
+    for handle in &handles {
+        if handle.wait(WAIT).await.unwrap() {
+            moved += 1;
+        }
+    }
+    assert!(moved > 0, "some transfers went through");
+    let mut total = 0;
+    for account in 0..10 {
+        let state = client
+            .entity_state::<Account>(format!("acct-{account}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            state.balance >= 0,
+            "acct-{account} went negative: {}",
+            state.balance
+        );
+        total += state.balance;
+    }
+    assert_eq!(total, 1000, "money was created or destroyed");
+    // No lock is left behind.
+    let page = client
+        .list_entities(Some("Account"), 100, None)
+        .await
+        .unwrap();
+    assert!(
+        page.entities
+            .iter()
+            .all(|entity| entity.locked_by.is_none())
+    );
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_or_panicking_operation_changes_nothing_and_tells_the_caller() {
+    let runtime = runtime(|b| b).await;
+    let client = runtime.client();
+    let instance = client
+        .start(call_failing, "fragile".to_owned())
+        .await
+        .unwrap();
+    let out = instance.wait(WAIT).await.unwrap();
+    let parts: Vec<&str> = out.split('|').collect();
+    assert_eq!(
+        parts[0], "10",
+        "the state is as before the failed operations: {out}"
+    );
+    assert_eq!(parts[1], "EntityOperationFailed");
+    assert!(parts[2].contains("operation exploded"), "{out}");
+    assert!(parts[4].contains("refused"), "{out}");
+    // A signal that fails does not disturb later ones either.
+    client
+        .entity::<Counter>("fragile")
+        .signal()
+        .corrupt_then_fail()
+        .await
+        .unwrap();
+    client
+        .entity::<Counter>("fragile")
+        .signal()
+        .add(1)
+        .await
+        .unwrap();
+    let state = client
+        .entity_state::<Counter>("fragile")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.value, 11);
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_are_released_when_the_holder_fails_or_is_terminated() {
+    let runtime = runtime(|b| b).await;
+    let client = runtime.client();
+    let failing = client
+        .start(hold_and_fail, ("locked".to_owned(), true))
+        .await
+        .unwrap();
+    assert!(failing.wait(WAIT).await.is_err());
+    // Another orchestration can lock the same account afterwards.
+    let ok = client
+        .start(
+            transfer,
+            Transfer {
+                from: "locked".to_owned(),
+                to: "other".to_owned(),
+                amount: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(ok.wait(WAIT).await.unwrap(), "the transfer went through");
+
+    let holding = client
+        .start(hold_and_fail, ("locked".to_owned(), false))
+        .await
+        .unwrap();
+    // Wait until it holds the lock (its deposit went through), then terminate it.
+    let id = EntityId::new("Account", "locked").unwrap();
+    let mut held = false;
+    for _ in 0..500 {
+        let page = client
+            .list_entities(Some("Account"), 10, None)
+            .await
+            .unwrap();
+        if page
+            .entities
+            .iter()
+            .any(|e| e.id == id && e.locked_by.is_some())
+        {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(held, "the lock was never taken");
+    client.terminate(holding.id(), "stop").await.unwrap();
+    let again = client
+        .start(
+            transfer,
+            Transfer {
+                from: "other".to_owned(),
+                to: "locked".to_owned(),
+                amount: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(again.wait(WAIT).await.unwrap());
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_wait_for_the_lock_and_beyond_the_queue_bound_are_stored_not_dropped() {
+    // A queue of 50 in memory; 2,000 signals arrive while the entity is locked.
+    let runtime = runtime(|b| b.max_entity_queue(50)).await;
+    let client = runtime.client();
+    let holder = client
+        .start(hold_until_event, "queued".to_owned())
+        .await
+        .unwrap();
+    let id = EntityId::new("Counter", "queued").unwrap();
+    let mut locked = false;
+    for _ in 0..500 {
+        let page = client
+            .list_entities(Some("Counter"), 10, None)
+            .await
+            .unwrap();
+        if page
+            .entities
+            .iter()
+            .any(|e| e.id == id && e.locked_by.is_some())
+        {
+            locked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(locked);
+    for _ in 0..2000 {
+        client
+            .entity::<Counter>("queued")
+            .signal()
+            .add(1)
+            .await
+            .unwrap();
+    }
+    // Locked: none applied yet, only the holder's own +1000.
+    let state = client
+        .entity_state::<Counter>("queued")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.value, 1000);
+    client
+        .raise_event(holder.id(), "release", ())
+        .await
+        .unwrap();
+    assert_eq!(holder.wait(WAIT).await.unwrap(), 3000);
+    let state = client
+        .entity_state::<Counter>("queued")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.value, 3000);
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_entity_management() {
+    let runtime = runtime(|b| b).await;
+    let client = runtime.client();
+    for key in 0..30 {
+        client
+            .entity::<Counter>(format!("k{key:02}"))
+            .signal()
+            .add(key)
+            .await
+            .unwrap();
+    }
+    client
+        .entity::<Account>("a")
+        .signal()
+        .deposit(5)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut continuation = None;
+    loop {
+        let page = client
+            .list_entities(Some("Counter"), 7, continuation.as_deref())
+            .await
+            .unwrap();
+        seen.extend(page.entities.iter().map(|e| e.id.key().to_owned()));
+        match page.continuation {
+            Some(next) => continuation = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 30);
+    assert_eq!(
+        client
+            .list_entities(None, 100, None)
+            .await
+            .unwrap()
+            .entities
+            .len(),
+        31
+    );
+
+    // An operation moves its value to another entity and deletes itself.
+    client
+        .entity::<Counter>("k05")
+        .signal()
+        .move_to("k06".to_owned())
+        .await
+        .unwrap();
+    assert!(
+        client
+            .entity_state::<Counter>("k05")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The forwarded signal is a message of its own, applied soon after.
+    let mut k06 = 0;
+    for _ in 0..1000 {
+        k06 = client
+            .entity_state::<Counter>("k06")
+            .await
+            .unwrap()
+            .unwrap()
+            .value;
+        if k06 != 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(k06, 11);
+
+    client
+        .delete_entity(&EntityId::new("Counter", "k07").unwrap())
+        .await
+        .unwrap();
+    assert!(
+        client
+            .entity_state::<Counter>("k07")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        client.purge_empty_entities().await.unwrap(),
+        0,
+        "deleted entities leave nothing"
+    );
+
+    // Bad input.
+    let error = client
+        .entity::<Counter>("bad/key")
+        .signal()
+        .add(1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ClientError::InvalidInstanceId(_)),
+        "{error:?}"
+    );
+    let unknown = EntityId::new("Nope", "x").unwrap();
+    let error = client
+        .signal_entity(&unknown, "add", durable::Json::null())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ClientError::NotRegistered { .. }),
+        "{error:?}"
+    );
+    runtime.shutdown().await;
+}
