@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// The workloads, in the order `all` runs them.
-const WORKLOADS: [&str; 9] = [
+const WORKLOADS: [&str; 11] = [
     "seq10-latency",
     "seq10-throughput",
     "fanout-1000",
@@ -31,6 +31,8 @@ const WORKLOADS: [&str; 9] = [
     "event-roundtrip",
     "recovery-10000",
     "idle-timers-100000",
+    "entity-counter",
+    "entity-counter-1000",
 ];
 
 const USAGE: &str = "\
@@ -41,7 +43,8 @@ USAGE:
 
 WORKLOADS:
     seq10-latency, seq10-throughput, fanout-1000, fanout-10000, long-history-5000,
-    timer-100ms, event-roundtrip, recovery-10000, idle-timers-100000, all
+    timer-100ms, event-roundtrip, recovery-10000, idle-timers-100000, entity-counter
+    (100,000 signals to one entity), entity-counter-1000 (spread over 1,000), all
 
 OPTIONS:
     --workload NAME            workload, comma-separated list, or `all` (may be repeated)
