@@ -272,16 +272,98 @@ async fn concurrent_locked_transfers_conserve_the_total() {
         total += state.balance;
     }
     assert_eq!(total, 1000, "money was created or destroyed");
-    // No lock is left behind.
-    let page = client
-        .list_entities(Some("Account"), 100, None)
-        .await
-        .unwrap();
-    assert!(
-        page.entities
+    // No lock is left behind. (Releases are messages sent when each transfer ends, so
+    // the last ones may land just after its `wait` returns.)
+    let mut unlocked = false;
+    for _ in 0..1000 {
+        let page = client
+            .list_entities(Some("Account"), 100, None)
+            .await
+            .unwrap();
+        if page
+            .entities
             .iter()
             .all(|entity| entity.locked_by.is_none())
-    );
+        {
+            unlocked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(unlocked, "a lock was left behind");
+    runtime.shutdown().await;
+}
+
+/// Breaks each rule of critical sections in turn; returns the error kinds seen.
+#[orchestrator]
+async fn break_locking_rules(
+    ctx: OrchestrationContext,
+    keys: (String, String),
+) -> Result<Vec<String>, Error> {
+    let (a, b) = keys;
+    let mut kinds = Vec::new();
+    let lock = ctx.lock_entities(&[ctx.entity_id::<Counter>(&a)?]).await?;
+    let nested = ctx.lock_entities(&[ctx.entity_id::<Counter>(&b)?]).await;
+    kinds.push(format!("{:?}", nested.err().map(|e| e.kind())));
+    let unlocked_call = ctx.entity::<Counter>(&b).get().await;
+    kinds.push(format!("{:?}", unlocked_call.err().map(|e| e.kind())));
+    let child = ctx.call_sub_orchestrator(add_and_get, b.clone()).await;
+    kinds.push(format!("{:?}", child.err().map(|e| e.kind())));
+    // What is allowed: calls to the locked entity, signals to any.
+    ctx.entity::<Counter>(&a).add(1).await?;
+    ctx.entity::<Counter>(&b).signal().add(1);
+    drop(lock);
+    // Outside the critical section, everything again.
+    kinds.push(format!("{}", ctx.entity::<Counter>(&b).get().await?));
+    Ok(kinds)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_section_rules_fail_the_call_instead_of_deadlocking() {
+    let runtime = runtime(|b| b.register(break_locking_rules)).await;
+    let client = runtime.client();
+    // Two orchestrations that, nesting locks in opposite orders, would deadlock.
+    let one = client
+        .start(break_locking_rules, ("p".to_owned(), "q".to_owned()))
+        .await
+        .unwrap();
+    let two = client
+        .start(break_locking_rules, ("q".to_owned(), "p".to_owned()))
+        .await
+        .unwrap();
+    for handle in [one, two] {
+        let kinds = handle.wait(WAIT).await.unwrap();
+        assert_eq!(
+            kinds[..3],
+            [
+                "Some(LockingRules)",
+                "Some(LockingRules)",
+                "Some(LockingRules)"
+            ],
+            "{kinds:?}"
+        );
+    }
+    // Each orchestration added 1 to its own entity and signalled 1 to the other; signals
+    // are applied soon after they are sent.
+    let mut values = (0, 0);
+    for _ in 0..1000 {
+        let read = |key: &'static str| {
+            let client = client.clone();
+            async move {
+                client
+                    .entity_state::<Counter>(key)
+                    .await
+                    .unwrap()
+                    .map_or(0, |c| c.value)
+            }
+        };
+        values = (read("p").await, read("q").await);
+        if values == (2, 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(values, (2, 2));
     runtime.shutdown().await;
 }
 

@@ -330,6 +330,10 @@ pub enum FailureKind {
     /// An entity operation failed (the cause holds its error); the entity's state is as it
     /// was before the operation.
     EntityOperationFailed,
+    /// An orchestration broke a rule of critical sections (nested locks, a call to an
+    /// entity it did not lock, a sub-orchestration while holding locks): the call fails at
+    /// once instead of risking a deadlock.
+    LockingRules,
 }
 
 /// The lifecycle state of an orchestration instance.

@@ -305,6 +305,18 @@ impl OrchestrationContext {
         operation: &str,
         input: Json,
     ) -> DurableTask<T> {
+        let (_, held) = self.state.borrow().critical_section();
+        if !held.is_empty() && !held.contains(entity) {
+            return self.invalid(Error::new(
+                ErrorKind::LockingRules,
+                format!(
+                    "cannot call `{operation}` of entity `{entity}` inside a critical section \
+                     that does not lock it: it could wait forever for another orchestration's \
+                     lock. Lock it together with the others, signal it instead, or call it \
+                     after releasing the locks"
+                ),
+            ));
+        }
         let kind = TaskKind::EntityCall {
             entity: entity.clone(),
             operation: operation.to_owned(),
@@ -333,6 +345,15 @@ impl OrchestrationContext {
     }
 
     pub(crate) fn acquire_locks(&self, entities: Vec<EntityId>) -> DurableTask<()> {
+        let (in_force, _) = self.state.borrow().critical_section();
+        if in_force {
+            return self.invalid(Error::new(
+                ErrorKind::LockingRules,
+                "cannot lock entities while holding (or acquiring) other locks: two \
+                 orchestrations nesting locks in different orders would deadlock. Lock every \
+                 entity the critical section needs in one `lock_entities` call",
+            ));
+        }
         let kind = TaskKind::Lock {
             entities: entities.clone(),
         };
@@ -368,6 +389,16 @@ impl OrchestrationContext {
         child: InstanceId,
         input: O::Input,
     ) -> DurableTask<O::Output> {
+        if self.state.borrow().critical_section().0 {
+            return self.invalid(Error::new(
+                ErrorKind::LockingRules,
+                format!(
+                    "cannot start sub-orchestration `{}` inside a critical section: it would \
+                     wait for the locks its parent holds. Start it before or after the locks",
+                    O::NAME
+                ),
+            ));
+        }
         let input = match Json::encode(&input) {
             Ok(input) => input,
             Err(error) => {

@@ -346,6 +346,40 @@ impl OrchestrationContext {
     /// terminated), the entities run only this orchestration's operations; others wait.
     /// Locks are taken in one global order, so two orchestrations locking the same
     /// entities cannot deadlock.
+    ///
+    /// The rules of a critical section, which keep it deadlock-free: lock every entity it
+    /// needs in one call (locking again while holding or acquiring locks fails), call only
+    /// the locked entities (signals may go anywhere), and start no sub-orchestration. A
+    /// call that breaks one fails at once with [`ErrorKind::LockingRules`].
+    ///
+    /// The locks are released by messages sent when the guard drops or the orchestration
+    /// ends: an entity may show its lock for a moment after the orchestration's end is
+    /// visible to a client.
+    ///
+    /// [`ErrorKind::LockingRules`]: crate::ErrorKind::LockingRules
+    ///
+    /// ```
+    /// use durable::prelude::*;
+    /// # #[derive(Default, serde::Serialize, serde::Deserialize)]
+    /// # struct Account { balance: i64 }
+    /// # #[entity]
+    /// # impl Account {
+    /// #     fn deposit(&mut self, amount: i64) { self.balance += amount; }
+    /// #     fn withdraw(&mut self, amount: i64) { self.balance -= amount; }
+    /// #     fn balance(&self) -> i64 { self.balance }
+    /// # }
+    /// #[orchestrator]
+    /// async fn transfer(ctx: OrchestrationContext, (from, to, amount): (String, String, i64)) -> Result<bool, Error> {
+    ///     let accounts = [ctx.entity_id::<Account>(&from)?, ctx.entity_id::<Account>(&to)?];
+    ///     let _lock = ctx.lock_entities(&accounts).await?;
+    ///     if ctx.entity::<Account>(&from).balance().await? < amount {
+    ///         return Ok(false); // the locks are released as the guard drops
+    ///     }
+    ///     ctx.entity::<Account>(&from).withdraw(amount).await?;
+    ///     ctx.entity::<Account>(&to).deposit(amount).await?;
+    ///     Ok(true)
+    /// }
+    /// ```
     pub fn lock_entities(&self, entities: &[EntityId]) -> LockTask {
         let mut sorted = entities.to_vec();
         sorted.sort();

@@ -170,6 +170,26 @@ impl State {
         }
     }
 
+    /// The critical section the code is in: whether a lock is requested or held, and the
+    /// entities held. Derived from history alone, so replay sees the same.
+    pub(crate) fn critical_section(&self) -> (bool, BTreeSet<EntityId>) {
+        let mut in_force = false;
+        let mut held = BTreeSet::new();
+        for (index, slot) in self.tasks.iter().enumerate() {
+            let TaskKind::Lock { entities } = &slot.kind else {
+                continue;
+            };
+            if slot.cancelled || self.released_locks.contains(&TaskId(index as u64)) {
+                continue;
+            }
+            in_force = true;
+            if slot.completed {
+                held.extend(entities.iter().cloned());
+            }
+        }
+        (in_force, held)
+    }
+
     /// Locks granted and not released: what the end of the execution must release.
     pub(crate) fn held_locks(&self) -> Vec<(TaskId, Vec<EntityId>)> {
         self.tasks
