@@ -104,9 +104,16 @@ pub fn orchestrator(attr: TokenStream, item: TokenStream) -> TokenStream {
     function::expand(function::Kind::Orchestrator, attr.into(), item.into()).into()
 }
 
-/// Makes a type a durable entity: on its `impl` block, each method (taking `&self` or
-/// `&mut self`, optionally a `&EntityContext`, then any owned arguments) is an operation.
-/// The type must be `Default + Serialize + Deserialize`. See `durable::entity`.
+/// Makes a type a durable entity: on its `impl` block, every method is an operation.
+///
+/// An operation takes `&self` (to read the state) or `&mut self` (to change it), optionally
+/// `ctx: &EntityContext` right after it, then any owned arguments (`Serialize +
+/// Deserialize`, no references), and returns nothing, a value, or `Result<Output, E>` with
+/// `E: Into<durable::Error>`. It cannot be `async`, generic or `unsafe`, nor be named
+/// `signal` or `id` (the call proxy's own methods). Functions without `self` go in another
+/// `impl` block; a `#[cfg]` on an operation applies to its proxies too. The type must be
+/// `Default + Serialize + Deserialize` and not generic; `#[entity(name = "...")]` sets the
+/// registered name. See `durable::entity`.
 #[proc_macro_attribute]
 pub fn entity(attr: TokenStream, item: TokenStream) -> TokenStream {
     entity::expand(attr.into(), item.into()).into()

@@ -1,0 +1,25 @@
+use durable::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Default, Serialize, Deserialize)]
+struct Counter {
+    value: i64,
+}
+
+#[entity]
+impl Counter {
+    fn add(&mut self, amount: i64) {
+        self.value += amount;
+    }
+
+    fn get(&self) -> i64 {
+        self.value
+    }
+}
+
+#[orchestrator]
+async fn read(ctx: OrchestrationContext) -> Result<i64, Error> {
+    ctx.entity::<Counter>("k").nope().await
+}
+
+fn main() {}

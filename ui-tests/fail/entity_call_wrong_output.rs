@@ -1,0 +1,26 @@
+use durable::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Default, Serialize, Deserialize)]
+struct Counter {
+    value: i64,
+}
+
+#[entity]
+impl Counter {
+    fn add(&mut self, amount: i64) {
+        self.value += amount;
+    }
+
+    fn get(&self) -> i64 {
+        self.value
+    }
+}
+
+#[orchestrator]
+async fn read(ctx: OrchestrationContext) -> Result<String, Error> {
+    let v: String = ctx.entity::<Counter>("k").get().await?;
+    Ok(v)
+}
+
+fn main() {}

@@ -1,0 +1,24 @@
+use durable::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Default, Serialize, Deserialize)]
+struct Counter {
+    value: i64,
+}
+
+#[entity]
+impl Counter {
+    fn add(&mut self, amount: i64) {
+        self.value += amount;
+    }
+
+    fn get(&self) -> i64 {
+        self.value
+    }
+}
+
+async fn bump(client: Client) -> Result<(), durable::client::Error> {
+    client.entity::<Counter>("k").signal().add("x").await
+}
+
+fn main() {}

@@ -1,0 +1,16 @@
+use durable::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Default, Serialize, Deserialize)]
+struct Counter {
+    value: i64,
+}
+
+#[entity]
+impl Counter {
+    fn reset(&mut self, ctx: EntityContext) {
+        ctx.delete_state();
+    }
+}
+
+fn main() {}

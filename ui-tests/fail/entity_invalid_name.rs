@@ -1,0 +1,16 @@
+use durable::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Default, Serialize, Deserialize)]
+struct Counter {
+    value: i64,
+}
+
+#[entity(name = "counters@v2")]
+impl Counter {
+    fn get(&self) -> i64 {
+        self.value
+    }
+}
+
+fn main() {}
