@@ -2,9 +2,9 @@
 //! failed operations undone, critical sections whose locks are always released, the
 //! client's entity management, and backpressure.
 
-use durable::EntityId;
 use durable::client::Error as ClientError;
 use durable::prelude::*;
+use durable::{Client, EntityId};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -633,5 +633,220 @@ async fn client_entity_management() {
         matches!(error, ClientError::NotRegistered { .. }),
         "{error:?}"
     );
+    runtime.shutdown().await;
+}
+
+/// Asks for a lock, gives up on it at once, then waits: the entity must not stay locked.
+#[orchestrator]
+async fn abandon_lock_request(ctx: OrchestrationContext, key: String) -> Result<(), Error> {
+    let request = ctx.lock_entities(&[ctx.entity_id::<Counter>(&key)?]);
+    drop(request);
+    ctx.wait_for_event::<()>("finish").await?;
+    Ok(())
+}
+
+/// Waits a while for a lock queued behind another holder, then gives up on it.
+#[orchestrator]
+async fn lock_with_timeout(ctx: OrchestrationContext, key: String) -> Result<bool, Error> {
+    let lock = ctx.lock_entities(&[ctx.entity_id::<Counter>(&key)?]);
+    ctx.sleep(Duration::from_millis(50)).await?;
+    drop(lock);
+    ctx.wait_for_event::<()>("finish").await?;
+    Ok(false)
+}
+
+async fn value_becomes(client: &Client, key: &str, expected: i64) -> i64 {
+    let mut value = i64::MIN;
+    for _ in 0..2500 {
+        value = client
+            .entity_state::<Counter>(key)
+            .await
+            .unwrap()
+            .map_or(0, |counter| counter.value);
+        if value == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_lock_requests_do_not_keep_the_lock() {
+    let runtime = runtime(|b| b.register(abandon_lock_request).register(lock_with_timeout)).await;
+    let client = runtime.client();
+
+    // Dropped before the grant: released as soon as the grant arrives.
+    let dropped = client
+        .start(abandon_lock_request, "free".to_owned())
+        .await
+        .unwrap();
+    client
+        .entity::<Counter>("free")
+        .signal()
+        .add(1)
+        .await
+        .unwrap();
+    assert_eq!(
+        value_becomes(&client, "free", 1).await,
+        1,
+        "the entity stayed locked"
+    );
+
+    // Lost a select while queued behind another holder: once that holder lets go, the
+    // late grant is released and others get through.
+    let holder = client
+        .start(hold_until_event, "contended".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(value_becomes(&client, "contended", 1000).await, 1000);
+    let waiter = client
+        .start(lock_with_timeout, "contended".to_owned())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await; // past the waiter's timeout
+    client
+        .raise_event(holder.id(), "release", ())
+        .await
+        .unwrap();
+    assert_eq!(holder.wait(WAIT).await.unwrap(), 1000);
+    client
+        .entity::<Counter>("contended")
+        .signal()
+        .add(1)
+        .await
+        .unwrap();
+    assert_eq!(
+        value_becomes(&client, "contended", 1001).await,
+        1001,
+        "the late grant kept the lock"
+    );
+
+    for handle in [dropped.id().to_owned(), waiter.id().to_owned()] {
+        client.raise_event(&handle, "finish", ()).await.unwrap();
+    }
+    assert!(!waiter.wait(WAIT).await.unwrap());
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_an_orchestration_waiting_for_a_lock_leaves_nothing_locked() {
+    let runtime = runtime(|b| b).await;
+    let client = runtime.client();
+    let holder = client
+        .start(hold_until_event, "queue".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(value_becomes(&client, "queue", 1000).await, 1000);
+    // Queued behind the holder: its request is waiting at the entity.
+    let queued = client
+        .start(hold_until_event, "queue".to_owned())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    client
+        .terminate(queued.id(), "changed my mind")
+        .await
+        .unwrap();
+    client
+        .raise_event(holder.id(), "release", ())
+        .await
+        .unwrap();
+    holder.wait(WAIT).await.unwrap();
+    // The request is granted to an execution that has ended, and released at once.
+    client
+        .entity::<Counter>("queue")
+        .signal()
+        .add(1)
+        .await
+        .unwrap();
+    assert_eq!(
+        value_becomes(&client, "queue", 1001).await,
+        1001,
+        "the entity stayed locked"
+    );
+    runtime.shutdown().await;
+}
+
+#[orchestrator]
+async fn use_unregistered_entity(ctx: OrchestrationContext, key: String) -> Result<String, Error> {
+    let nope = EntityId::new("Unregistered", "x").unwrap();
+    let call = ctx
+        .call_entity::<i64>(&nope, "get", durable::Json::null())
+        .await
+        .unwrap_err();
+    let registered = ctx.entity_id::<Counter>(&key)?;
+    // Locks are taken in id order: the registered entity first, then the chain fails.
+    let lock = ctx.lock_entities(&[registered, nope]).await.err();
+    Ok(format!("{:?}|{:?}", call.kind(), lock.map(|e| e.kind())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_and_locks_on_an_unregistered_entity_fail_instead_of_hanging() {
+    let runtime = runtime(|b| b.register(use_unregistered_entity)).await;
+    let client = runtime.client();
+    let handle = client
+        .start(use_unregistered_entity, "A-first".to_owned())
+        .await
+        .unwrap();
+    assert_eq!(
+        handle.wait(WAIT).await.unwrap(),
+        "EntityOperationFailed|Some(NotRegistered)"
+    );
+    // What the failed chain had locked is free again.
+    client
+        .entity::<Counter>("A-first")
+        .signal()
+        .add(3)
+        .await
+        .unwrap();
+    assert_eq!(value_becomes(&client, "A-first", 3).await, 3);
+    runtime.shutdown().await;
+}
+
+/// A state that serde_json cannot serialize once it holds an entry (a map with tuple keys).
+#[derive(Default, Serialize, Deserialize)]
+struct Grid {
+    cells: std::collections::BTreeMap<(u8, u8), i32>,
+    writes: u32,
+}
+
+#[entity]
+impl Grid {
+    fn touch(&mut self) {
+        self.writes += 1;
+    }
+
+    fn set(&mut self, x: u8, y: u8) {
+        self.writes += 1;
+        self.cells.insert((x, y), 1);
+    }
+
+    fn writes(&self) -> u32 {
+        self.writes
+    }
+}
+
+#[orchestrator]
+async fn unserializable_state(ctx: OrchestrationContext, _input: ()) -> Result<String, Error> {
+    ctx.entity::<Grid>("g").touch().await?;
+    let error = ctx.entity::<Grid>("g").set(1, 2).await.unwrap_err();
+    ctx.entity::<Grid>("g").touch().await?;
+    let writes = ctx.entity::<Grid>("g").writes().await?;
+    Ok(format!("{writes}|{:?}", error.kind()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_whose_state_cannot_be_saved_fails_and_changes_nothing() {
+    let runtime = runtime(|b| b.register_entity::<Grid>().register(unserializable_state)).await;
+    let client = runtime.client();
+    let handle = client.start(unserializable_state, ()).await.unwrap();
+    let out = handle.wait(WAIT).await.unwrap();
+    assert_eq!(
+        out, "2|EntityOperationFailed",
+        "the failed `set` was undone"
+    );
+    let grid = client.entity_state::<Grid>("g").await.unwrap().unwrap();
+    assert_eq!((grid.writes, grid.cells.len()), (2, 0));
     runtime.shutdown().await;
 }

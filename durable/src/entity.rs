@@ -475,41 +475,67 @@ impl<E: Entity> ErasedEntity for E {
     }
 
     fn save(&self) -> Result<Json, Error> {
-        Json::encode(self).map_err(|error| {
-            Error::new(
-                crate::ErrorKind::Serialization,
-                format!(
-                    "the state of entity type `{}` cannot be serialized: {error}",
-                    E::NAME
-                ),
-            )
+        unwind_safe("serializing the state", E::NAME, || {
+            Json::encode(self).map_err(|error| {
+                Error::new(
+                    crate::ErrorKind::Serialization,
+                    format!(
+                        "the state of entity type `{}` cannot be serialized: {error}",
+                        E::NAME
+                    ),
+                )
+            })
         })
     }
+}
+
+/// Runs user code that is not an operation (`Default`, `Serialize`, `Deserialize` of the
+/// state) with a panic turned into an error, as for operations.
+fn unwind_safe<T>(
+    what: &str,
+    entity: &str,
+    f: impl FnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        Err(Error::new(
+            crate::ErrorKind::Panic,
+            format!(
+                "{what} of entity type `{entity}` panicked: {}",
+                crate::core::panic_message(&*panic)
+            ),
+        ))
+    })
 }
 
 /// Registry entry of an entity type: how to make its state.
 #[derive(Clone, Copy)]
 pub(crate) struct EntityEntry {
-    pub(crate) new: fn() -> Box<dyn ErasedEntity>,
+    pub(crate) new: fn() -> Result<Box<dyn ErasedEntity>, Error>,
     pub(crate) load: fn(&Json) -> Result<Box<dyn ErasedEntity>, Error>,
 }
 
 impl EntityEntry {
     pub(crate) fn of<E: Entity>() -> EntityEntry {
         EntityEntry {
-            new: || Box::new(E::default()),
+            new: || {
+                unwind_safe("`Default`", E::NAME, || {
+                    Ok(Box::new(E::default()) as Box<dyn ErasedEntity>)
+                })
+            },
             load: |json| {
-                json.decode::<E>()
-                    .map(|state| Box::new(state) as Box<dyn ErasedEntity>)
-                    .map_err(|error| {
-                        Error::new(
-                            crate::ErrorKind::Serialization,
-                            format!(
-                                "the stored state of entity type `{}` does not decode: {error}",
-                                E::NAME
-                            ),
-                        )
-                    })
+                unwind_safe("decoding the stored state", E::NAME, || {
+                    json.decode::<E>()
+                        .map(|state| Box::new(state) as Box<dyn ErasedEntity>)
+                        .map_err(|error| {
+                            Error::new(
+                                crate::ErrorKind::Serialization,
+                                format!(
+                                    "the stored state of entity type `{}` does not decode: {error}",
+                                    E::NAME
+                                ),
+                            )
+                        })
+                })
             },
         }
     }

@@ -66,7 +66,8 @@ pub fn outstanding_in(history: &[HistoryEvent]) -> Vec<Outstanding> {
         std::collections::BTreeMap::new();
     for event in history {
         match event {
-            HistoryEvent::LocksGranted { id, entities } => {
+            HistoryEvent::LocksRequested { id, entities }
+            | HistoryEvent::LocksGranted { id, entities } => {
                 open.insert(*id, Outstanding::Locks(*id, entities.clone()));
             }
             HistoryEvent::LocksReleased { id } => {
@@ -274,7 +275,7 @@ impl Engine {
             .collect();
         outstanding.extend(
             state
-                .held_locks()
+                .unreleased_locks()
                 .into_iter()
                 .map(|(id, entities)| Outstanding::Locks(id, entities)),
         );
@@ -354,9 +355,27 @@ impl Engine {
             }
             HistoryEvent::EntityFailed { id, failure } => {
                 let outcome = Err(failure.clone());
-                self.complete(*id, is_entity_call, outcome, event, mode, turn)
+                // A lock request fails too when an entity of it cannot take it (its type is
+                // not registered): what it locked so far is released, before the code sees
+                // the error (so it is not in a critical section any more).
+                let failing_lock =
+                    self.state.borrow().slot(*id).is_some_and(|slot| {
+                        is_lock(&slot.kind) && !slot.completed && !slot.cancelled
+                    });
+                if failing_lock {
+                    self.state.borrow_mut().release_locks(*id);
+                }
+                self.complete(*id, is_entity_call_or_lock, outcome, event, mode, turn)
             }
             HistoryEvent::LocksGranted { id, .. } => {
+                if self.state.borrow_mut().grant_abandoned_lock(*id) {
+                    // Nobody waits for it: recorded, and released at once.
+                    if mode == Mode::Live {
+                        turn.events.push(event);
+                    }
+                    self.poll_code(mode, turn);
+                    return Ok(());
+                }
                 self.complete(*id, is_lock, Ok(Json::null()), event, mode, turn)
             }
             HistoryEvent::EntityOperation { .. }
@@ -562,6 +581,10 @@ fn is_sub_orchestration(kind: &TaskKind) -> bool {
 
 fn is_entity_call(kind: &TaskKind) -> bool {
     matches!(kind, TaskKind::EntityCall { .. })
+}
+
+fn is_entity_call_or_lock(kind: &TaskKind) -> bool {
+    is_entity_call(kind) || is_lock(kind)
 }
 
 fn is_lock(kind: &TaskKind) -> bool {

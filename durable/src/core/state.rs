@@ -190,13 +190,29 @@ impl State {
         (in_force, held)
     }
 
-    /// Locks granted and not released: what the end of the execution must release.
-    pub(crate) fn held_locks(&self) -> Vec<(TaskId, Vec<EntityId>)> {
+    /// A grant for a lock request the code dropped before it came: marks it granted and
+    /// releases it at once. Returns whether `id` was such a request.
+    pub(crate) fn grant_abandoned_lock(&mut self, id: TaskId) -> bool {
+        let Some(slot) = self.slot_mut(id) else {
+            return false;
+        };
+        if !matches!(slot.kind, TaskKind::Lock { .. }) || !slot.cancelled || slot.completed {
+            return false;
+        }
+        slot.completed = true;
+        self.release_locks(id);
+        true
+    }
+
+    /// Lock requests not released, granted or not: what the end of the execution must
+    /// release. (A release reaching an entity the request has not locked is ignored; a
+    /// grant that comes after the end is released by the runtime.)
+    pub(crate) fn unreleased_locks(&self) -> Vec<(TaskId, Vec<EntityId>)> {
         self.tasks
             .iter()
             .enumerate()
             .filter_map(|(index, slot)| match &slot.kind {
-                TaskKind::Lock { entities } if slot.completed => {
+                TaskKind::Lock { entities } => {
                     let id = TaskId(index as u64);
                     (!self.released_locks.contains(&id)).then(|| (id, entities.clone()))
                 }
@@ -257,6 +273,15 @@ impl State {
             TaskKind::Timer { fire_at } if !slot.completed && !slot.cancelled && !ended => {
                 slot.cancelled = true;
                 self.produced.push_back(Action::CancelTimer { id, fire_at });
+            }
+            // A lock request dropped before its grant: the grant is released when it comes
+            // (`grant_abandoned_lock`). A grant that never became a guard: released now.
+            TaskKind::Lock { .. } if !ended => {
+                if !slot.completed {
+                    slot.cancelled = true;
+                } else if slot.outcome.is_some() {
+                    self.release_locks(id);
+                }
             }
             TaskKind::Event { name } => {
                 if !slot.completed {

@@ -747,3 +747,110 @@ fn suspension_events_are_recorded_without_running_code() {
     assert_eq!(turn.events, vec![at(2), suspended]);
     assert!(turn.actions.is_empty());
 }
+
+fn entity(key: &str) -> durable_store::EntityId {
+    durable_store::EntityId::new("Counter", key).unwrap()
+}
+
+orchestrator!(AbandonLock, u64, u64, |ctx, _x| {
+    let request = ctx.lock_entities(&[entity("a")]);
+    drop(request);
+    ctx.wait_for_event::<u64>("go").await
+});
+
+orchestrator!(LockThenEnd, u64, u64, |ctx, _x| {
+    let _lock = ctx.lock_entities(&[entity("b"), entity("a")]).await?;
+    ctx.wait_for_event::<u64>("go").await
+});
+
+fn granted(task: u64, keys: &[&str]) -> HistoryEvent {
+    HistoryEvent::LocksGranted {
+        id: TaskId(task),
+        entities: keys.iter().map(|key| entity(key)).collect(),
+    }
+}
+
+#[test]
+fn a_grant_for_a_dropped_lock_request_is_released_at_once_and_replays() {
+    let mut live = engine::<AbandonLock>();
+    let (mut history, _) = run_live(&mut live, vec![vec![started("AbandonLock", 0)]]);
+    let turn = live.run_turn(Timestamp(2000), vec![granted(0, &["a"])]);
+    assert!(
+        turn.actions
+            .iter()
+            .any(|action| matches!(action, Action::ReleaseLocks { id: TaskId(0), .. })),
+        "{:?}",
+        turn.actions
+    );
+    history.extend(turn.events.iter().cloned());
+    let mut replayed = engine::<AbandonLock>();
+    replayed.replay(&history).unwrap();
+    assert!(
+        replayed.outstanding().is_empty(),
+        "{:?}",
+        replayed.outstanding()
+    );
+}
+
+#[test]
+fn an_ending_execution_releases_every_lock_it_requested_granted_or_not() {
+    // Terminated while the request is still travelling: the request is released too.
+    let mut first = engine::<LockThenEnd>();
+    run_live(&mut first, vec![vec![started("LockThenEnd", 0)]]);
+    let turn = first.run_turn(
+        Timestamp(2000),
+        vec![HistoryEvent::ExecutionTerminated {
+            reason: "stop".into(),
+        }],
+    );
+    assert!(turn.outcome.is_some());
+    assert_eq!(
+        first.outstanding(),
+        vec![Outstanding::Locks(
+            TaskId(0),
+            vec![entity("a"), entity("b")]
+        )]
+    );
+
+    // The grant and the end in one turn: the grant is not applied, the locks still go.
+    let mut second = engine::<LockThenEnd>();
+    run_live(&mut second, vec![vec![started("LockThenEnd", 0)]]);
+    second.run_turn(
+        Timestamp(2000),
+        vec![
+            HistoryEvent::ExecutionTerminated {
+                reason: "stop".into(),
+            },
+            granted(0, &["a", "b"]),
+        ],
+    );
+    assert_eq!(
+        second.outstanding(),
+        vec![Outstanding::Locks(
+            TaskId(0),
+            vec![entity("a"), entity("b")]
+        )]
+    );
+}
+
+#[test]
+fn a_failed_lock_request_releases_what_it_took_before_the_code_continues() {
+    let mut live = engine::<LockThenEnd>();
+    run_live(&mut live, vec![vec![started("LockThenEnd", 0)]]);
+    let turn = live.run_turn(
+        Timestamp(2000),
+        vec![HistoryEvent::EntityFailed {
+            id: TaskId(0),
+            failure: Failure::new(FailureKind::NotRegistered, "not registered"),
+        }],
+    );
+    assert!(matches!(turn.outcome, Some(Outcome::Failed(_))));
+    assert!(
+        turn.actions
+            .iter()
+            .any(|action| matches!(action, Action::ReleaseLocks { id: TaskId(0), .. })),
+        "{:?}",
+        turn.actions
+    );
+    assert!(live.outstanding().is_empty(), "{:?}", live.outstanding());
+}

@@ -54,10 +54,12 @@ struct Work {
     entry: EntityEntry,
     now: Timestamp,
     lock: Option<EntityCaller>,
-    /// The state changed (or was deleted) and must be written.
+    /// The record (state or lock) changed and must be written.
     changed: bool,
-    /// The state was deleted.
-    deleted: bool,
+    /// The state as of the last operation that changed it this round, serialized right
+    /// after it (`Some(None)`: deleted); `None` while the stored state is current. It is
+    /// what an undo goes back to and what the round writes.
+    state_json: Option<Option<Json>>,
 }
 
 impl Shard {
@@ -68,6 +70,17 @@ impl Shard {
             return;
         };
         let now = self.shared.clock.turn_timestamp();
+        if let Some(slot) = self.slots.get_mut(instance) {
+            slot.touched = self.round;
+            slot.queued = false;
+            if slot.stale {
+                if slot.inflight > 0 {
+                    return; // `committed` queues it again once the store is current
+                }
+                slot.stale = false;
+                slot.entity = None;
+            }
+        }
         let Some(entry) = self.shared.registry.entity(id.name()) else {
             self.entity_not_registered(instance, &id, round);
             return;
@@ -80,8 +93,6 @@ impl Shard {
         let Some(slot) = self.slots.get_mut(instance) else {
             return;
         };
-        slot.touched = self.round;
-        slot.queued = false;
         let mut queue: VecDeque<Input> = std::mem::take(&mut slot.inputs).into();
         let lock = slot
             .entity
@@ -98,7 +109,7 @@ impl Shard {
             now,
             lock,
             changed: false,
-            deleted: false,
+            state_json: None,
         };
         let mut waiting = Vec::new();
         while let Some(input) = queue.pop_front() {
@@ -135,64 +146,86 @@ impl Shard {
     }
 
     /// Puts the oldest page of spilled messages at the front of the queue: they arrived
-    /// before anything newer. Returns `false` when the oldest one is not readable yet (its
-    /// commit is still in flight); commits are durable in the order they were made, so what
-    /// is readable is always a prefix.
+    /// before anything newer. Returns `false` when the oldest one is not readable yet: the
+    /// commit that stores it is still in flight (`committed` brings the entity back).
     fn read_back_spilled(&mut self, instance: &InstanceId, queue: &mut VecDeque<Input>) -> bool {
         let bound = self.shared.config.max_entity_queue;
-        let first = self
-            .slots
-            .get(instance)
-            .and_then(|slot| slot.entity.as_ref())
-            .and_then(|hot| hot.spilled.front().copied());
-        let Some(first) = first else {
+        let Some(slot) = self.slots.get(instance) else {
             return true;
         };
-        let page = match self
-            .shared
-            .store
-            .inbox_page(instance, first.checked_sub(1), bound * 2)
-        {
-            Ok(page) => page,
-            Err(error) => {
-                tracing::warn!(%instance, %error, "cannot read spilled messages; retrying");
-                self.retry.push(instance.clone());
-                return true;
-            }
-        };
-        let Some(hot) = self
-            .slots
-            .get_mut(instance)
-            .and_then(|slot| slot.entity.as_mut())
+        let in_flight = slot.inflight > 0;
+        let Some(first) = slot
+            .entity
+            .as_ref()
+            .and_then(|hot| hot.spilled.front().copied())
         else {
             return true;
         };
+        let limit = bound * 2;
+        let mut after = first.checked_sub(1);
         let mut loaded = Vec::new();
-        for (key, message) in page {
-            if loaded.len() >= bound {
+        loop {
+            let page = match self.shared.store.inbox_page(instance, after, limit) {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(%instance, %error, "cannot read spilled messages; retrying");
+                    self.retry.push(instance.clone());
+                    return true;
+                }
+            };
+            let full = page.len() == limit;
+            after = page.last().map(|(key, _)| key.seq);
+            let Some(hot) = self
+                .slots
+                .get_mut(instance)
+                .and_then(|slot| slot.entity.as_mut())
+            else {
+                return true;
+            };
+            for (key, message) in page {
+                if loaded.len() >= bound {
+                    break;
+                }
+                // Not one of ours: a message kept in memory, or consumed by a commit in
+                // flight.
+                if hot.spilled.binary_search(&key.seq).is_err() {
+                    continue;
+                }
+                if hot.spilled.front().is_some_and(|oldest| *oldest < key.seq) {
+                    if in_flight {
+                        // The oldest is not stored yet (sequence numbers are handed out
+                        // before commits, which may land in another order): wait for it.
+                        return !loaded.is_empty() && push_front(queue, loaded);
+                    }
+                    // Nothing of this entity is in flight, so it is gone; never expected.
+                    while hot.spilled.front().is_some_and(|oldest| *oldest < key.seq) {
+                        if let Some(missing) = hot.spilled.pop_front() {
+                            tracing::error!(%instance, seq = missing, "a spilled message is missing from the store");
+                        }
+                    }
+                }
+                hot.spilled.pop_front();
+                loaded.push(Input {
+                    event: message.event,
+                    execution: message.execution,
+                    source: Source::Inbox(key),
+                    start_at: None,
+                });
+            }
+            if !loaded.is_empty() || hot.spilled.is_empty() {
                 break;
             }
-            // Not one of ours (a message kept in memory, or consumed by a commit in flight).
-            if hot.spilled.binary_search(&key.seq).is_err() {
-                continue;
+            if !full {
+                if !in_flight {
+                    tracing::error!(%instance, count = hot.spilled.len(), "spilled messages are missing from the store");
+                    hot.spilled.clear();
+                    return true;
+                }
+                return false; // not stored yet
             }
-            // Spilled messages older than a readable one and not in the store are gone.
-            while hot.spilled.front().is_some_and(|oldest| *oldest < key.seq) {
-                hot.spilled.pop_front();
-            }
-            hot.spilled.pop_front();
-            loaded.push(Input {
-                event: message.event,
-                execution: message.execution,
-                source: Source::Inbox(key),
-                start_at: None,
-            });
+            // A page of messages that are not spilled ones: read on.
         }
-        let progress = !loaded.is_empty();
-        for input in loaded.into_iter().rev() {
-            queue.push_front(input);
-        }
-        progress
+        push_front(queue, loaded)
     }
 
     fn load_entity(
@@ -379,7 +412,7 @@ impl Shard {
         };
         let ctx = EntityContext::new(work.id.clone(), work.now);
         let result = self.with_state(instance, work, |state| {
-            let snapshot = (!state.is_read_only(&operation)).then(|| state.save());
+            let mutating = !state.is_read_only(&operation);
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 state.dispatch(&ctx, &operation, &argument)
             }));
@@ -393,23 +426,43 @@ impl Shard {
                     ),
                 )),
             };
-            (outcome, snapshot)
+            // The new state is serialized at once: an operation whose state cannot be
+            // saved fails like one that returned an error.
+            let saved = match (&outcome, mutating) {
+                (Ok(_), true) => Some(state.save().map_err(crate::Error::into_failure)),
+                _ => None,
+            };
+            (outcome, saved, mutating)
         });
         let result = match result {
-            Ok((Ok(output), snapshot)) => {
-                work.changed |= snapshot.is_some();
+            Ok((Ok(output), Some(Err(failure)), _)) => {
+                drop(output);
+                self.undo(instance);
+                Err(failure)
+            }
+            Ok((Ok(output), saved, _)) => {
+                if let Some(Ok(json)) = saved {
+                    work.state_json = Some(Some(json));
+                    work.changed = true;
+                }
                 self.apply_effects(instance, work, &ctx, round);
                 Ok(output)
             }
-            Ok((Err(failure), snapshot)) => {
-                // Undo: the state is what it was before the operation.
-                self.restore(instance, work, snapshot);
+            Ok((Err(failure), _, mutating)) => {
+                if mutating {
+                    self.undo(instance);
+                }
                 Err(failure)
             }
             Err(failure) => Err(failure),
         };
         if let Err(failure) = &result {
-            tracing::debug!(entity = %work.id, %operation, %failure, "entity operation failed");
+            if reply {
+                tracing::debug!(entity = %work.id, %operation, %failure, "entity operation failed");
+            } else {
+                // Nobody hears of a failed signal: say it loudly.
+                tracing::warn!(entity = %work.id, %operation, %failure, "signalled entity operation failed; the state is unchanged");
+            }
         }
         if reply && let Some(caller) = caller {
             let event = match result {
@@ -427,7 +480,8 @@ impl Shard {
         consume(instance, input.source, round);
     }
 
-    /// Runs `f` on the entity's typed state, bringing it into memory first.
+    /// Runs `f` on the entity's typed state, bringing it into memory first: from the state
+    /// this round last saved, else the stored one, else `Default`.
     fn with_state<T>(
         &mut self,
         instance: &InstanceId,
@@ -440,15 +494,15 @@ impl Shard {
             .and_then(|slot| slot.entity.as_mut())
             .ok_or_else(|| Failure::new(FailureKind::Internal, "the entity is not loaded"))?;
         if hot.state.is_none() {
-            let stored = hot.record.as_ref().and_then(|record| record.state.as_ref());
-            let state = match stored {
-                Some(json) if !work.deleted => {
-                    (work.entry.load)(json).map_err(crate::Error::into_failure)?
-                }
-                _ => (work.entry.new)(),
+            let current = match &work.state_json {
+                Some(saved) => saved.as_ref(),
+                None => hot.record.as_ref().and_then(|record| record.state.as_ref()),
             };
-            hot.state = Some(state);
-            work.deleted = false;
+            let state = match current {
+                Some(json) => (work.entry.load)(json),
+                None => (work.entry.new)(),
+            };
+            hot.state = Some(state.map_err(crate::Error::into_failure)?);
         }
         match hot.state.as_mut() {
             Some(state) => Ok(f(state.as_mut())),
@@ -459,31 +513,15 @@ impl Shard {
         }
     }
 
-    /// Puts back the state an operation started from.
-    fn restore(
-        &mut self,
-        instance: &InstanceId,
-        work: &mut Work,
-        snapshot: Option<Result<Json, crate::Error>>,
-    ) {
-        let Some(hot) = self
+    /// Undoes an operation: the live state is dropped and comes back, when next needed,
+    /// from the state saved after the last good operation.
+    fn undo(&mut self, instance: &InstanceId) {
+        if let Some(hot) = self
             .slots
             .get_mut(instance)
             .and_then(|slot| slot.entity.as_mut())
-        else {
-            return;
-        };
-        match snapshot {
-            None => {} // a read-only operation changed nothing
-            Some(Ok(json)) => match (work.entry.load)(&json) {
-                Ok(state) => hot.state = Some(state),
-                Err(error) => {
-                    tracing::error!(entity = %work.id, %error, "cannot restore the entity state");
-                    hot.state = None;
-                }
-            },
-            // The state could not even be saved: reload it from the store.
-            Some(Err(_)) => hot.state = None,
+        {
+            hot.state = None;
         }
     }
 
@@ -524,14 +562,8 @@ impl Shard {
     }
 
     fn delete_state(&mut self, instance: &InstanceId, work: &mut Work) {
-        if let Some(hot) = self
-            .slots
-            .get_mut(instance)
-            .and_then(|slot| slot.entity.as_mut())
-        {
-            hot.state = None;
-        }
-        work.deleted = true;
+        self.undo(instance);
+        work.state_json = Some(None);
         work.changed = true;
     }
 
@@ -548,17 +580,9 @@ impl Shard {
         else {
             return;
         };
-        let state = match (&hot.state, work.deleted) {
-            (Some(state), _) => match state.save() {
-                Ok(json) => Some(json),
-                Err(error) => {
-                    tracing::error!(entity = %work.id, %error, "the entity state cannot be saved; it keeps its last stored state");
-                    hot.state = None;
-                    hot.record.as_ref().and_then(|record| record.state.clone())
-                }
-            },
-            (None, true) => None,
-            (None, false) => hot.record.as_ref().and_then(|record| record.state.clone()),
+        let state = match &work.state_json {
+            Some(saved) => saved.clone(),
+            None => hot.record.as_ref().and_then(|record| record.state.clone()),
         };
         if state.is_none() && work.lock.is_none() {
             hot.record = None;
@@ -576,23 +600,59 @@ impl Shard {
         round.touched.push(instance.clone());
     }
 
-    /// The entity's type is not registered here: clients hear so; stored messages stay in
-    /// the store for a runtime that has it.
+    /// The entity's type is not registered here. Clients hear so at once; so do
+    /// orchestrations that call it or lock it (their calls fail, their lock requests fail
+    /// and release what they took). Signals stay stored, for a runtime that has the type.
     fn entity_not_registered(&mut self, instance: &InstanceId, id: &EntityId, round: &mut Round) {
-        tracing::error!(entity = %id, "entity type `{}` is not registered; its messages stay stored", id.name());
+        tracing::error!(entity = %id, "entity type `{}` is not registered; its signals stay stored", id.name());
         let Some(slot) = self.slots.get_mut(instance) else {
             return;
         };
-        slot.queued = false;
+        let failure = Failure::new(
+            FailureKind::NotRegistered,
+            format!(
+                "entity type `{}` is not registered with the runtime (`register_entity`)",
+                id.name()
+            ),
+        );
         for input in std::mem::take(&mut slot.inputs) {
-            if let Source::Client(reply) = input.source {
-                let error = client::Error::NotRegistered {
-                    name: id.name().to_owned(),
-                };
-                round.after.push(Dispatch::Refuse(reply, error));
+            let answer_to = match &input.event {
+                HistoryEvent::EntityOperation {
+                    caller: Some(caller),
+                    reply: true,
+                    ..
+                } => Some(caller.clone()),
+                HistoryEvent::EntityLockRequest { holder, .. } => Some(holder.clone()),
+                _ => None,
+            };
+            match (input.source, answer_to) {
+                (Source::Client(reply), _) => {
+                    let error = client::Error::NotRegistered {
+                        name: id.name().to_owned(),
+                    };
+                    round.after.push(Dispatch::Refuse(reply, error));
+                }
+                (source, Some(caller)) => {
+                    let event = HistoryEvent::EntityFailed {
+                        id: caller.task,
+                        failure: failure.clone(),
+                    };
+                    self.send_message(caller.instance, Some(caller.execution), event, round);
+                    consume(instance, source, round);
+                }
+                _ => {}
             }
         }
     }
+}
+
+/// Puts `loaded` at the front of `queue`, in order; returns whether there were any.
+fn push_front(queue: &mut VecDeque<Input>, loaded: Vec<Input>) -> bool {
+    let progress = !loaded.is_empty();
+    for input in loaded.into_iter().rev() {
+        queue.push_front(input);
+    }
+    progress
 }
 
 /// Whether `event` comes from the orchestration holding the lock (and must not wait).

@@ -553,9 +553,19 @@ impl Shard {
                     );
                     round.batch.delete_instance(instance.clone());
                     match self.shared.store.inbox(&instance) {
-                        Ok(leftovers) => leftovers
-                            .into_iter()
-                            .for_each(|(key, _)| round.batch.delete_inbox(key)),
+                        Ok(leftovers) => {
+                            for (key, message) in leftovers {
+                                // A lock grant nobody will take: its locks are released.
+                                if let (
+                                    HistoryEvent::LocksGranted { id, entities },
+                                    Some(execution),
+                                ) = (&message.event, message.execution)
+                                {
+                                    self.release_locks(&instance, execution, *id, entities, round);
+                                }
+                                round.batch.delete_inbox(key);
+                            }
+                        }
                         Err(error) => {
                             tracing::warn!(%instance, %error, "cannot read the inbox to purge");
                         }

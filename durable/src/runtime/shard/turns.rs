@@ -143,15 +143,31 @@ impl Shard {
         outcome: Outcome,
         round: &mut Round,
     ) {
-        // What to cancel comes from the history itself (no engine to ask).
-        let outstanding = self
+        // What to cancel and release comes from the history itself (no engine to ask).
+        let execution = self
             .slots
             .get(instance)
             .and_then(Slot::record)
             .filter(|record| record.history_len > 0)
-            .and_then(|record| self.shared.store.history(instance, record.execution).ok())
-            .map(|history| outstanding_in(&history))
-            .unwrap_or_default();
+            .map(|record| record.execution);
+        let mut outstanding = Vec::new();
+        if let Some(execution) = execution {
+            let mut read = self.shared.store.history(instance, execution);
+            for _ in 0..3 {
+                if read.is_ok() {
+                    break;
+                }
+                read = self.shared.store.history(instance, execution);
+            }
+            match read {
+                Ok(history) => outstanding = outstanding_in(&history),
+                Err(error) => tracing::error!(
+                    %instance, %error,
+                    "cannot read the history of an ending execution: its timers, activities \
+                     and entity locks are not cleaned up"
+                ),
+            }
+        }
         let turn = Turn {
             events: vec![
                 HistoryEvent::OrchestratorStarted { at: now },
