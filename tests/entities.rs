@@ -778,7 +778,14 @@ async fn use_unregistered_entity(ctx: OrchestrationContext, key: String) -> Resu
     let registered = ctx.entity_id::<Counter>(&key)?;
     // Locks are taken in id order: the registered entity first, then the chain fails.
     let lock = ctx.lock_entities(&[registered, nope]).await.err();
-    Ok(format!("{:?}|{:?}", call.kind(), lock.map(|e| e.kind())))
+    // An invalid key is an error of the call, not a panic.
+    let bad_key = ctx.entity::<Counter>("bad/key").get().await.unwrap_err();
+    Ok(format!(
+        "{:?}|{:?}|{}",
+        call.kind(),
+        lock.map(|e| e.kind()),
+        bad_key.message().contains("bad/key")
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -791,7 +798,7 @@ async fn calls_and_locks_on_an_unregistered_entity_fail_instead_of_hanging() {
         .unwrap();
     assert_eq!(
         handle.wait(WAIT).await.unwrap(),
-        "EntityOperationFailed|Some(NotRegistered)"
+        "EntityOperationFailed|Some(NotRegistered)|true"
     );
     // What the failed chain had locked is free again.
     client

@@ -660,8 +660,8 @@ fn generate(
                     #signals(self.0.signaler())
                 }
 
-                /// The entity's id.
-                pub fn id(&self) -> &::durable::EntityId {
+                /// The entity's id (an error when its key is invalid).
+                pub fn id(&self) -> ::core::result::Result<&::durable::EntityId, ::durable::Error> {
                     self.0.id()
                 }
             }

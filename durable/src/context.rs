@@ -427,6 +427,11 @@ impl OrchestrationContext {
         DurableTask::scheduled(Rc::clone(&self.state), id)
     }
 
+    /// A task that resolves to `error` at once, scheduling nothing.
+    pub(crate) fn failed_task<T>(&self, error: Error) -> DurableTask<T> {
+        self.invalid(error)
+    }
+
     fn invalid<T>(&self, error: Error) -> DurableTask<T> {
         DurableTask::invalid(Rc::clone(&self.state), error)
     }

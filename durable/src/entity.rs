@@ -200,35 +200,56 @@ impl<'a, E: Entity> SignalRef<'a, E> {
 /// The untyped half of the generated orchestration proxies: calls one entity.
 pub struct EntityProxy<'a> {
     ctx: &'a OrchestrationContext,
-    id: EntityId,
+    /// An invalid key is reported by each call (as its error), not when the proxy is made.
+    id: Result<EntityId, Error>,
 }
 
 impl<'a> EntityProxy<'a> {
-    pub(crate) fn new(ctx: &'a OrchestrationContext, id: EntityId) -> EntityProxy<'a> {
+    pub(crate) fn new(
+        ctx: &'a OrchestrationContext,
+        id: Result<EntityId, Error>,
+    ) -> EntityProxy<'a> {
         EntityProxy { ctx, id }
     }
 
-    /// Calls `operation` with `input`; the task resolves to its output.
+    /// Calls `operation` with `input`; the task resolves to its output, or to an error
+    /// at once when the entity key is invalid or the input does not serialize.
     pub fn call<I: Serialize, T: DeserializeOwned>(
         &self,
         operation: &str,
         input: &I,
     ) -> crate::DurableTask<T> {
-        let input = encode_or_panic(input, operation);
-        self.ctx.call_entity(&self.id, operation, input)
+        let id = match &self.id {
+            Ok(id) => id,
+            Err(error) => return self.ctx.failed_task(error.clone()),
+        };
+        match Json::encode(input) {
+            Ok(input) => self.ctx.call_entity(id, operation, input),
+            Err(error) => self.ctx.failed_task(Error::new(
+                crate::ErrorKind::Serialization,
+                format!("the input of operation `{operation}` of entity `{id}` cannot be serialized to JSON: {error}"),
+            )),
+        }
     }
 
     /// The signals of the same entity.
+    ///
+    /// # Panics
+    /// When the entity key is invalid (signals have no result to carry the error): the
+    /// orchestration fails with the reason.
     pub fn signaler(&self) -> EntitySignaler<'a> {
         EntitySignaler {
             sink: self.ctx,
-            id: self.id.clone(),
+            id: self.id.clone().unwrap_or_else(|error| panic!("{error}")),
         }
     }
 
     /// The entity's id.
-    pub fn id(&self) -> &EntityId {
-        &self.id
+    ///
+    /// # Errors
+    /// When the key is invalid.
+    pub fn id(&self) -> Result<&EntityId, Error> {
+        self.id.as_ref().map_err(Error::clone)
     }
 }
 
@@ -327,10 +348,10 @@ impl OrchestrationContext {
     /// Entity `E` with `key`: its typed operations, called and awaited, and `.signal()` for
     /// fire-and-forget operations.
     ///
-    /// # Panics
-    /// When `key` is not a valid entity key; the orchestration then fails with the reason.
+    /// A key that is not a valid entity key makes each call fail with the reason (and a
+    /// signal fail the orchestration).
     pub fn entity<E: Entity>(&self, key: impl AsRef<str>) -> E::Calls<'_> {
-        E::calls(EntityProxy::new(self, entity_id::<E>(key.as_ref())))
+        E::calls(EntityProxy::new(self, self.entity_id::<E>(key)))
     }
 
     /// The id of entity `E` with `key`, for [`OrchestrationContext::lock_entities`].

@@ -28,6 +28,7 @@ pub use durable_store::FailureKind as ErrorKind;
 /// assert_eq!(parse("0").unwrap_err().message(), "zero is not allowed");
 /// assert!(parse("x").is_err());
 /// ```
+#[derive(Clone)]
 pub struct Error {
     failure: Box<Failure>,
 }

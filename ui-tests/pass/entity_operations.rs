@@ -211,7 +211,7 @@ async fn shop(ctx: OrchestrationContext, item: String) -> Result<String, Error> 
     let kind: String = inventory.r#type().await?;
     let build: String = inventory.build().await?;
     let zero: u64 = inventory.zero().await?;
-    let id: &EntityId = inventory.id();
+    let id: &EntityId = inventory.id()?;
     let on: bool = ctx.entity::<Light>("hall").toggle().await?;
     let old: u64 = ctx.entity::<Register<u64>>("r").set(7).await?;
 
