@@ -594,6 +594,47 @@ impl Client {
         self.request(&instance, request).await
     }
 
+    /// Starts an instance's orchestrator again with the input of its current execution:
+    /// under a new generated id when `new_instance_id`, else under the same id (which must
+    /// have ended). Returns the id that runs.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::AlreadyExists`] when reusing the id of an instance
+    /// that is still running; [`Error::NotRegistered`] when its orchestrator is no longer
+    /// registered; store errors.
+    pub async fn restart(
+        &self,
+        instance_id: impl AsRef<str>,
+        new_instance_id: bool,
+    ) -> Result<InstanceId, Error> {
+        let instance = InstanceId::new(instance_id)?;
+        let status = self
+            .status(&instance)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                instance: instance.clone(),
+            })?;
+        let id = if new_instance_id {
+            InstanceId::new(uuid::Uuid::new_v4().simple().to_string())?
+        } else {
+            instance
+        };
+        self.start_instance(&status.name, id.clone(), status.input, None)
+            .await?;
+        Ok(id)
+    }
+
+    /// Where the runtime serves its HTTP management API, if it does.
+    #[cfg(feature = "http")]
+    pub(crate) fn http_base(&self) -> Option<String> {
+        let shared = self.shared.upgrade()?;
+        let base = shared
+            .http_base
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        base.clone()
+    }
+
     /// Deletes an ended instance and its history.
     ///
     /// # Errors
@@ -790,7 +831,9 @@ impl Client {
     }
 
     /// The state of entity `E` with `key`, or `None` if it has none (never signalled, or
-    /// deleted). A signal that returned is reflected: its operation committed first.
+    /// deleted). A client signal that returned has been applied, unless the entity was
+    /// locked or had a backlog beyond `max_entity_queue`: then it is stored and applied
+    /// in order soon after.
     ///
     /// # Errors
     /// [`Error::InvalidInstanceId`] for an invalid key, [`Error::OutputDecode`] if the stored
@@ -858,6 +901,16 @@ impl Client {
             entity: entity.clone(),
         };
         self.request(&entity.instance_id(), request).await
+    }
+
+    /// An entity's stored record: its state, lock and last change; `None` if it has none.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn entity_status(&self, entity: &EntityId) -> Result<Option<EntityStatus>, Error> {
+        let lookup = entity.clone();
+        let record = self.read(move |store| store.entity(&lookup)).await?;
+        Ok(record.map(EntityStatus::from_record))
     }
 
     /// One page of entities, of type `name` or of every type, in id order.

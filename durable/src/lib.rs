@@ -52,6 +52,8 @@ pub(crate) mod core;
 pub mod entity;
 mod error;
 mod function;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod runtime;
 
 pub use activity::ActivityContext;

@@ -347,6 +347,9 @@ pub(crate) struct Shared {
     /// The execution floor stored when the runtime started.
     pub(crate) initial_execution_floor: ExecutionId,
     state: AtomicU8,
+    /// Where `serve_http` serves the management API (`http://addr/runtime/...`), for the
+    /// URLs of `create_check_status_response`.
+    pub(crate) http_base: std::sync::RwLock<Option<String>>,
 }
 
 impl Shared {
@@ -437,6 +440,10 @@ impl Runtime {
         }
     }
 
+    pub(crate) fn shared(&self) -> Option<Arc<Shared>> {
+        self.shared.clone()
+    }
+
     /// The runtime's counters.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.shared
@@ -492,6 +499,7 @@ impl Runtime {
             executions: AtomicU64::new(recovery.execution_floor.0 + 1),
             initial_execution_floor: recovery.execution_floor,
             state: AtomicU8::new(RUNNING),
+            http_base: std::sync::RwLock::new(None),
         });
         let mut runtime = Runtime {
             shared: Some(Arc::clone(&shared)),

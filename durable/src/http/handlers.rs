@@ -1,0 +1,958 @@
+//! The routes of the management API. Each handler validates what it was sent (a bad value
+//! is a `400` that says what to send instead), calls the [`Client`], and maps its outcome
+//! to Durable Functions' status codes.
+
+use super::wire::{
+    Problem, encode, format_time, json_response, parse_bool, parse_seconds, parse_time,
+    raw_json_response,
+};
+use super::{Api, code_param};
+use crate::client::{self, EntityStatus, InstanceStatus};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use durable_store::{
+    EntityId, HistoryEvent, InstanceId, InstanceQuery, Json, RuntimeStatus, Timestamp,
+};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+type Params = Result<Query<BTreeMap<String, String>>, QueryRejection>;
+type Body = Result<Bytes, BytesRejection>;
+type Answer = Result<Response, Problem>;
+
+const CONTINUATION: &str = "x-ms-continuation-token";
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 10_000;
+
+fn params(query: Params) -> Result<BTreeMap<String, String>, Problem> {
+    query
+        .map(|Query(params)| params)
+        .map_err(|rejection| Problem::bad_request(format!("bad query string: {rejection}")))
+}
+
+fn body(body: Body) -> Result<Bytes, Problem> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                status,
+                "the request body is larger than the server accepts (see HttpOptions::max_body_bytes)",
+            )
+        } else {
+            Problem::new(status, format!("cannot read the request body: {rejection}"))
+        }
+    })
+}
+
+fn path<T>(path: Result<Path<T>, PathRejection>) -> Result<T, Problem> {
+    path.map(|Path(value)| value)
+        .map_err(|rejection| Problem::bad_request(format!("bad path: {rejection}")))
+}
+
+/// The body as JSON text: empty means `null`.
+fn json_body(bytes: &Bytes, what: &str) -> Result<Json, Problem> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Problem::bad_request(format!("the {what} is not UTF-8 text")))?;
+    if text.trim().is_empty() {
+        return Ok(Json::null());
+    }
+    Json::parse(text)
+        .map_err(|error| Problem::bad_request(format!("the {what} is not valid JSON: {error}")))
+}
+
+fn instance_id(text: &str) -> Result<InstanceId, Problem> {
+    InstanceId::new(text).map_err(|error| Problem::bad_request(error.to_string()))
+}
+
+fn entity_id(name: &str, key: &str) -> Result<EntityId, Problem> {
+    EntityId::new(name, key).map_err(|error| Problem::bad_request(error.to_string()))
+}
+
+/// Maps a client error to the status code Durable Functions answers with.
+fn client_error(error: client::Error) -> Problem {
+    use client::Error as E;
+    let status = match &error {
+        E::NotFound { .. } => StatusCode::NOT_FOUND,
+        E::AlreadyExists { .. } | E::NotEnded { .. } => StatusCode::CONFLICT,
+        E::NotRunning { .. } => StatusCode::GONE,
+        E::NotRegistered { .. }
+        | E::InvalidInstanceId(_)
+        | E::InvalidInput { .. }
+        | E::InvalidContinuation => StatusCode::BAD_REQUEST,
+        E::ShuttingDown | E::Poisoned => StatusCode::SERVICE_UNAVAILABLE,
+        E::Timeout { .. }
+        | E::Failed { .. }
+        | E::Terminated { .. }
+        | E::OutputDecode { .. }
+        | E::Store(_) => {
+            tracing::error!(%error, "internal error in the HTTP management API");
+            return Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; the server log has the details",
+            );
+        }
+    };
+    Problem::new(status, error.to_string())
+}
+
+/// `scheme://host/…/durabletask` for the URLs of a response: the configured public base, or
+/// the request's `Host` (and `X-Forwarded-Proto`), and the path the API is mounted at.
+fn base_url(api: &Api, headers: &HeaderMap, uri: &Uri, suffix_start: &str) -> String {
+    let path = uri.path();
+    let mount = path
+        .find(suffix_start)
+        .map_or(super::BASE_PATH, |at| &path[..at]);
+    let origin = match &api.options.public_base_url {
+        Some(base) => base.clone(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|host| host.to_str().ok())
+                .filter(|host| {
+                    !host.is_empty()
+                        && host
+                            .bytes()
+                            .all(|b| b.is_ascii_graphic() && !b"/\\?#@".contains(&b))
+                })
+                .unwrap_or("localhost");
+            let scheme = match headers
+                .get("x-forwarded-proto")
+                .and_then(|proto| proto.to_str().ok())
+            {
+                Some("https") => "https",
+                _ => "http",
+            };
+            format!("{scheme}://{host}")
+        }
+    };
+    format!("{origin}{mount}")
+}
+
+/// The `202 Accepted` answer with an instance's management URLs (Durable Functions'
+/// check-status response): `Location` and `Retry-After: 10` headers and the payload
+/// `{id, statusQueryGetUri, sendEventPostUri, terminatePostUri, purgeHistoryDeleteUri,
+/// restartPostUri, suspendPostUri, resumePostUri}`. Made by
+/// [`create_check_status_response`](super::create_check_status_response).
+#[derive(Clone, Debug)]
+pub struct CheckStatusResponse {
+    instance: InstanceId,
+    base: String,
+    code: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CheckStatusPayload {
+    id: String,
+    status_query_get_uri: String,
+    send_event_post_uri: String,
+    terminate_post_uri: String,
+    purge_history_delete_uri: String,
+    restart_post_uri: String,
+    suspend_post_uri: String,
+    resume_post_uri: String,
+}
+
+impl CheckStatusResponse {
+    pub(crate) fn new(instance: InstanceId, base: String, code: Option<String>) -> Self {
+        CheckStatusResponse {
+            instance,
+            base,
+            code,
+        }
+    }
+
+    /// Uses `base` (e.g. `https://api.example.com/runtime/webhooks/durabletask`) as the
+    /// start of every URL.
+    #[must_use]
+    pub fn base_url(mut self, base: impl Into<String>) -> Self {
+        self.base = base.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// The URL to poll for the status (also the `Location` header).
+    pub fn status_query_get_uri(&self) -> String {
+        self.payload().status_query_get_uri
+    }
+
+    fn payload(&self) -> CheckStatusPayload {
+        let instance = format!("{}/instances/{}", self.base, encode(self.instance.as_str()));
+        let code = self.code.as_deref().map(encode);
+        let plain = code
+            .as_ref()
+            .map_or_else(String::new, |code| format!("?code={code}"));
+        let with_reason = match &code {
+            Some(code) => format!("?reason={{text}}&code={code}"),
+            None => "?reason={text}".to_owned(),
+        };
+        CheckStatusPayload {
+            id: self.instance.to_string(),
+            status_query_get_uri: format!("{instance}{plain}"),
+            send_event_post_uri: format!("{instance}/raiseEvent/{{eventName}}{plain}"),
+            terminate_post_uri: format!("{instance}/terminate{with_reason}"),
+            purge_history_delete_uri: format!("{instance}{plain}"),
+            restart_post_uri: format!("{instance}/restart{plain}"),
+            suspend_post_uri: format!("{instance}/suspend{with_reason}"),
+            resume_post_uri: format!("{instance}/resume{with_reason}"),
+        }
+    }
+}
+
+impl IntoResponse for CheckStatusResponse {
+    fn into_response(self) -> Response {
+        let payload = self.payload();
+        let location = HeaderValue::from_str(&payload.status_query_get_uri).ok();
+        let mut response = json_response(StatusCode::ACCEPTED, &payload);
+        if let Some(location) = location {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+        response
+    }
+}
+
+fn check_status(
+    api: &Api,
+    headers: &HeaderMap,
+    uri: &Uri,
+    suffix_start: &str,
+    instance: InstanceId,
+) -> CheckStatusResponse {
+    let base = base_url(api, headers, uri, suffix_start);
+    CheckStatusResponse::new(instance, base, code_param(uri.query()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Starting
+
+pub(crate) async fn start_without_id(
+    State(api): State<Arc<Api>>,
+    name: Result<Path<String>, PathRejection>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    query: Params,
+    payload: Body,
+) -> Response {
+    let answer = async {
+        let name = path(name)?;
+        start(
+            &api,
+            &name,
+            None,
+            &uri,
+            &headers,
+            params(query)?,
+            body(payload)?,
+        )
+        .await
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub(crate) async fn start_with_id(
+    State(api): State<Arc<Api>>,
+    names: Result<Path<(String, String)>, PathRejection>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    query: Params,
+    payload: Body,
+) -> Response {
+    let answer = async {
+        let (name, id) = path(names)?;
+        let id = instance_id(&id)?;
+        start(
+            &api,
+            &name,
+            Some(id),
+            &uri,
+            &headers,
+            params(query)?,
+            body(payload)?,
+        )
+        .await
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn start(
+    api: &Api,
+    name: &str,
+    id: Option<InstanceId>,
+    uri: &Uri,
+    headers: &HeaderMap,
+    query: BTreeMap<String, String>,
+    payload: Bytes,
+) -> Answer {
+    let input = json_body(&payload, "input")?;
+    let wait = match (query.get("timeout"), query.get("pollingInterval")) {
+        (Some(timeout), Some(interval)) => {
+            parse_seconds("pollingInterval", interval)?;
+            Some(parse_seconds("timeout", timeout)?)
+        }
+        (Some(value), None) | (None, Some(value)) => {
+            parse_seconds("timeout", value)?;
+            None
+        }
+        (None, None) => None,
+    };
+    let instance = api
+        .client
+        .start_by_name(name, id.as_ref().map(InstanceId::as_str), input.as_str())
+        .await
+        .map_err(|error| match error {
+            client::Error::NotRegistered { name } => Problem::bad_request(format!(
+                "no orchestrator named `{name}` is registered with this runtime"
+            )),
+            other => client_error(other),
+        })?;
+    let accepted = check_status(api, headers, uri, "/orchestrators/", instance.clone());
+    let Some(timeout) = wait else {
+        return Ok(accepted.into_response());
+    };
+    match api.client.wait_for_completion(&instance, timeout).await {
+        Ok(status) if status.runtime_status == RuntimeStatus::Completed => Ok(raw_json_response(
+            StatusCode::OK,
+            status
+                .output
+                .map_or_else(|| "null".to_owned(), |output| output.to_string()),
+        )),
+        // Failed or terminated in time: its status, as `GET instances/{id}` gives it.
+        Ok(status) => {
+            let fail = parse_bool(
+                "returnInternalServerErrorOnFailure",
+                query.get("returnInternalServerErrorOnFailure"),
+            )?
+            .unwrap_or(false);
+            let code = if fail && status.runtime_status == RuntimeStatus::Failed {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            };
+            Ok(json_response(code, &StatusBody::of(&status, true, None)))
+        }
+        Err(client::Error::Timeout { .. }) => Ok(accepted.into_response()),
+        Err(error) => Err(client_error(error)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Status and lists
+
+/// An instance as Durable Functions' status endpoints show it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusBody<'a> {
+    name: &'a str,
+    instance_id: &'a str,
+    runtime_status: &'static str,
+    input: Option<&'a RawValue>,
+    custom_status: Option<&'a RawValue>,
+    output: Option<Box<RawValue>>,
+    created_time: String,
+    last_updated_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history_events: Option<Vec<serde_json::Value>>,
+}
+
+fn raw(json: &Json) -> Option<&RawValue> {
+    serde_json::from_str(json.as_str()).ok()
+}
+
+impl<'a> StatusBody<'a> {
+    fn of(
+        status: &'a InstanceStatus,
+        show_input: bool,
+        history: Option<Vec<serde_json::Value>>,
+    ) -> StatusBody<'a> {
+        // A failed instance shows its error, a terminated one the reason, as output.
+        let output = match status.runtime_status {
+            RuntimeStatus::Completed => status
+                .output
+                .as_ref()
+                .and_then(|output| RawValue::from_string(output.to_string()).ok()),
+            RuntimeStatus::Failed | RuntimeStatus::Terminated => {
+                status.failure.as_ref().and_then(|failure| {
+                    let text = if status.runtime_status == RuntimeStatus::Terminated {
+                        failure.message.clone()
+                    } else {
+                        failure.to_string()
+                    };
+                    serde_json::to_string(&text)
+                        .ok()
+                        .and_then(|json| RawValue::from_string(json).ok())
+                })
+            }
+            _ => None,
+        };
+        StatusBody {
+            name: &status.name,
+            instance_id: status.instance_id.as_str(),
+            runtime_status: status.runtime_status.as_str(),
+            input: if show_input { raw(&status.input) } else { None },
+            custom_status: status.custom_status.as_ref().and_then(raw),
+            output,
+            created_time: format_time(status.created_at),
+            last_updated_time: format_time(status.last_updated_at),
+            history_events: history,
+        }
+    }
+}
+
+/// History events as JSON objects: `EventType`, `Timestamp` (the turn's time) and the
+/// event's fields, payloads as JSON values.
+fn history_json(history: &[HistoryEvent], show_output: bool) -> Vec<serde_json::Value> {
+    let mut now = Timestamp::EPOCH;
+    let mut events = Vec::with_capacity(history.len());
+    for event in history {
+        if let HistoryEvent::OrchestratorStarted { at } = event {
+            now = *at;
+        }
+        let mut object = serde_json::Map::new();
+        object.insert("EventType".into(), event.kind().into());
+        object.insert("Timestamp".into(), format_time(now.to_system_time()).into());
+        if let Ok(serde_json::Value::Object(outer)) = serde_json::to_value(event)
+            && let Some((_, serde_json::Value::Object(fields))) = outer.into_iter().next()
+        {
+            for (name, value) in fields {
+                if !show_output && (name == "output" || name == "input") {
+                    continue;
+                }
+                let value = match (&*name, value) {
+                    // Payloads are JSON text inside the record: show them as JSON.
+                    ("input" | "output", serde_json::Value::String(text)) => {
+                        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+                    }
+                    (_, value) => value,
+                };
+                object.insert(name, value);
+            }
+        }
+        events.push(serde_json::Value::Object(object));
+    }
+    events
+}
+
+pub(crate) async fn status(
+    State(api): State<Arc<Api>>,
+    id: Result<Path<String>, PathRejection>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    query: Params,
+) -> Response {
+    let answer = async {
+        let id = instance_id(&path(id)?)?;
+        let query = params(query)?;
+        let show_history = parse_bool("showHistory", query.get("showHistory"))?.unwrap_or(false);
+        let show_output =
+            parse_bool("showHistoryOutput", query.get("showHistoryOutput"))?.unwrap_or(false);
+        let show_input = parse_bool("showInput", query.get("showInput"))?.unwrap_or(true);
+        let fail = parse_bool(
+            "returnInternalServerErrorOnFailure",
+            query.get("returnInternalServerErrorOnFailure"),
+        )?
+        .unwrap_or(false);
+        let found = if show_history {
+            api.client.status_with_history(&id).await
+        } else {
+            api.client.status(&id).await
+        };
+        let status = found.map_err(client_error)?.ok_or_else(|| {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                format!("no orchestration instance `{id}` exists"),
+            )
+        })?;
+        let history = status
+            .history
+            .as_ref()
+            .map(|history| history_json(history, show_output));
+        let body = StatusBody::of(&status, show_input, history);
+        let code = match status.runtime_status {
+            RuntimeStatus::Pending | RuntimeStatus::Running | RuntimeStatus::Suspended => {
+                StatusCode::ACCEPTED
+            }
+            RuntimeStatus::Failed if fail => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::OK,
+        };
+        let mut response = json_response(code, &body);
+        if code == StatusCode::ACCEPTED {
+            let base = base_url(&api, &headers, &uri, "/instances/");
+            let location = format!(
+                "{base}/instances/{}{}",
+                encode(id.as_str()),
+                uri.query().map_or_else(String::new, |q| format!("?{q}"))
+            );
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        Ok::<_, Problem>(response)
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The filters of `GET instances` and `DELETE instances`.
+fn instance_query(query: &BTreeMap<String, String>) -> Result<InstanceQuery, Problem> {
+    let time = |name: &str| -> Result<Option<Timestamp>, Problem> {
+        query
+            .get(name)
+            .map(|text| {
+                parse_time(text)
+                    .map(Timestamp::from_system_time)
+                    .map_err(|message| Problem::bad_request(format!("`{name}`: {message}")))
+            })
+            .transpose()
+    };
+    let statuses = query
+        .get("runtimeStatus")
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|status| !status.is_empty())
+                .map(|status| {
+                    status.parse::<RuntimeStatus>().map_err(|message| {
+                        Problem::bad_request(format!("`runtimeStatus`: {message}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    Ok(InstanceQuery {
+        statuses,
+        created_from: time("createdTimeFrom")?,
+        created_to: time("createdTimeTo")?,
+        id_prefix: query.get("instanceIdPrefix").cloned(),
+        ..InstanceQuery::default()
+    })
+}
+
+fn page_size(query: &BTreeMap<String, String>) -> Result<usize, Problem> {
+    match query.get("top") {
+        None => Ok(DEFAULT_PAGE),
+        Some(top) => top
+            .parse::<usize>()
+            .ok()
+            .filter(|top| (1..=MAX_PAGE).contains(top))
+            .ok_or_else(|| {
+                Problem::bad_request(format!(
+                    "query parameter `top` must be a whole number from 1 to {MAX_PAGE}, not `{top}`"
+                ))
+            }),
+    }
+}
+
+fn continuation(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    headers
+        .get(CONTINUATION)
+        .map(|value| {
+            value
+                .to_str()
+                .map(str::to_owned)
+                .map_err(|_| Problem::bad_request("the continuation token is not text"))
+        })
+        .transpose()
+        .map(|token| token.filter(|token| !token.is_empty()))
+}
+
+fn with_continuation(mut response: Response, token: Option<String>) -> Response {
+    if let Some(value) = token.and_then(|token| HeaderValue::from_str(&token).ok()) {
+        response.headers_mut().insert(CONTINUATION, value);
+    }
+    response
+}
+
+pub(crate) async fn list_instances(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    query: Params,
+) -> Response {
+    let answer = async {
+        let query = params(query)?;
+        let filter = instance_query(&query)?;
+        let top = page_size(&query)?;
+        let show_input = parse_bool("showInput", query.get("showInput"))?.unwrap_or(true);
+        let token = continuation(&headers)?;
+        let page = api
+            .client
+            .list(&filter, top, token.as_deref())
+            .await
+            .map_err(client_error)?;
+        let bodies: Vec<StatusBody<'_>> = page
+            .instances
+            .iter()
+            .map(|status| StatusBody::of(status, show_input, None))
+            .collect();
+        let response = json_response(StatusCode::OK, &bodies);
+        Ok::<_, Problem>(with_continuation(response, page.continuation))
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Purged {
+    instances_deleted: u64,
+}
+
+pub(crate) async fn purge(
+    State(api): State<Arc<Api>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let answer = async {
+        let id = instance_id(&path(id)?)?;
+        api.client.purge(&id).await.map_err(client_error)?;
+        Ok::<_, Problem>(json_response(
+            StatusCode::OK,
+            &Purged {
+                instances_deleted: 1,
+            },
+        ))
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub(crate) async fn purge_where(State(api): State<Arc<Api>>, query: Params) -> Response {
+    let answer = async {
+        let query = params(query)?;
+        if !query.contains_key("createdTimeFrom") {
+            return Err(Problem::bad_request(
+                "purging by filter needs `createdTimeFrom` (and optionally `createdTimeTo`, `runtimeStatus`)",
+            ));
+        }
+        let filter = instance_query(&query)?;
+        let deleted = api
+            .client
+            .purge_where(&filter)
+            .await
+            .map_err(client_error)?;
+        // As Durable Functions: nothing matched is a 404.
+        let status = if deleted == 0 {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::OK
+        };
+        Ok(json_response(
+            status,
+            &Purged {
+                instances_deleted: deleted,
+            },
+        ))
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands to an instance
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+}
+
+fn accepted() -> Response {
+    StatusCode::ACCEPTED.into_response()
+}
+
+pub(crate) async fn raise_event(
+    State(api): State<Arc<Api>>,
+    names: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    payload: Body,
+) -> Response {
+    let answer = async {
+        let (id, event) = path(names)?;
+        let id = instance_id(&id)?;
+        if !is_json(&headers) {
+            return Err(Problem::bad_request(
+                "an event's body must be JSON, sent with `Content-Type: application/json`",
+            ));
+        }
+        let data = json_body(&body(payload)?, "event data")?;
+        let data = raw(&data).ok_or_else(|| Problem::bad_request("the event data is not JSON"))?;
+        api.client
+            .raise_event(&id, event, data)
+            .await
+            .map_err(client_error)?;
+        Ok(accepted())
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn reason(query: &BTreeMap<String, String>) -> String {
+    query.get("reason").cloned().unwrap_or_default()
+}
+
+pub(crate) async fn terminate(
+    State(api): State<Arc<Api>>,
+    id: Result<Path<String>, PathRejection>,
+    query: Params,
+) -> Response {
+    let answer = async {
+        let id = instance_id(&path(id)?)?;
+        let query = params(query)?;
+        api.client
+            .terminate(&id, reason(&query))
+            .await
+            .map_err(client_error)?;
+        Ok::<_, Problem>(accepted())
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub(crate) async fn suspend(
+    State(api): State<Arc<Api>>,
+    id: Result<Path<String>, PathRejection>,
+    query: Params,
+) -> Response {
+    let answer = async {
+        let id = instance_id(&path(id)?)?;
+        let query = params(query)?;
+        api.client
+            .suspend(&id, reason(&query))
+            .await
+            .map_err(client_error)?;
+        Ok::<_, Problem>(accepted())
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub(crate) async fn resume(
+    State(api): State<Arc<Api>>,
+    id: Result<Path<String>, PathRejection>,
+    query: Params,
+) -> Response {
+    let answer = async {
+        let id = instance_id(&path(id)?)?;
+        let query = params(query)?;
+        api.client
+            .resume(&id, reason(&query))
+            .await
+            .map_err(client_error)?;
+        Ok::<_, Problem>(accepted())
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub(crate) async fn restart(
+    State(api): State<Arc<Api>>,
+    id: Result<Path<String>, PathRejection>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    query: Params,
+) -> Response {
+    let answer = async {
+        let id = instance_id(&path(id)?)?;
+        let query = params(query)?;
+        let new_id = parse_bool(
+            "restartWithNewInstanceId",
+            query.get("restartWithNewInstanceId"),
+        )?
+        .unwrap_or(true);
+        let started = api
+            .client
+            .restart(&id, new_id)
+            .await
+            .map_err(client_error)?;
+        Ok::<_, Problem>(check_status(&api, &headers, &uri, "/instances/", started).into_response())
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+// ---------------------------------------------------------------------------------------
+// Entities
+
+pub(crate) async fn signal_entity(
+    State(api): State<Arc<Api>>,
+    names: Result<Path<(String, String)>, PathRejection>,
+    query: Params,
+    payload: Body,
+) -> Response {
+    let answer = async {
+        let (name, key) = path(names)?;
+        let entity = entity_id(&name, &key)?;
+        let query = params(query)?;
+        let operation = query
+            .get("op")
+            .filter(|op| !op.is_empty())
+            .ok_or_else(|| Problem::bad_request("name the operation to signal with `?op=`"))?;
+        let input = json_body(&body(payload)?, "operation input")?;
+        api.client
+            .signal_entity(&entity, operation, input)
+            .await
+            .map_err(|error| match error {
+                client::Error::NotRegistered { .. } => Problem::bad_request(format!(
+                    "no entity type named `{name}` is registered with this runtime"
+                )),
+                other => client_error(other),
+            })?;
+        Ok::<_, Problem>(accepted())
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub(crate) async fn entity_state(
+    State(api): State<Arc<Api>>,
+    names: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let answer = async {
+        let (name, key) = path(names)?;
+        let entity = entity_id(&name, &key)?;
+        let state = api
+            .client
+            .entity_status(&entity)
+            .await
+            .map_err(client_error)?
+            .and_then(|status| status.state)
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::NOT_FOUND,
+                    format!("entity `{name}` with key `{key}` has no state"),
+                )
+            })?;
+        Ok::<_, Problem>(raw_json_response(StatusCode::OK, state.to_string()))
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub(crate) async fn delete_entity(
+    State(api): State<Arc<Api>>,
+    names: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let answer = async {
+        let (name, key) = path(names)?;
+        let entity = entity_id(&name, &key)?;
+        api.client
+            .delete_entity(&entity)
+            .await
+            .map_err(|error| match error {
+                client::Error::NotRegistered { .. } => Problem::bad_request(format!(
+                    "no entity type named `{name}` is registered with this runtime"
+                )),
+                other => client_error(other),
+            })?;
+        Ok::<_, Problem>(accepted())
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Serialize)]
+struct EntityIdBody<'a> {
+    name: &'a str,
+    key: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EntityBody<'a> {
+    entity_id: EntityIdBody<'a>,
+    last_operation_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<&'a RawValue>,
+}
+
+impl<'a> EntityBody<'a> {
+    fn of(status: &'a EntityStatus, fetch_state: bool) -> EntityBody<'a> {
+        EntityBody {
+            entity_id: EntityIdBody {
+                name: status.id.name(),
+                key: status.id.key(),
+            },
+            last_operation_time: format_time(status.last_modified),
+            state: if fetch_state {
+                status.state.as_ref().and_then(raw)
+            } else {
+                None
+            },
+        }
+    }
+}
+
+pub(crate) async fn list_all_entities(
+    state: State<Arc<Api>>,
+    headers: HeaderMap,
+    query: Params,
+) -> Response {
+    entities(state, None, headers, query).await
+}
+
+pub(crate) async fn list_entities(
+    state: State<Arc<Api>>,
+    name: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    query: Params,
+) -> Response {
+    match path(name) {
+        Ok(name) => entities(state, Some(name), headers, query).await,
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn entities(
+    State(api): State<Arc<Api>>,
+    name: Option<String>,
+    headers: HeaderMap,
+    query: Params,
+) -> Response {
+    let answer = async {
+        let query = params(query)?;
+        let top = page_size(&query)?;
+        let fetch_state = parse_bool("fetchState", query.get("fetchState"))?.unwrap_or(false);
+        let token = continuation(&headers)?;
+        let page = api
+            .client
+            .list_entities(name.as_deref(), top, token.as_deref())
+            .await
+            .map_err(client_error)?;
+        let bodies: Vec<EntityBody<'_>> = page
+            .entities
+            .iter()
+            .map(|status| EntityBody::of(status, fetch_state))
+            .collect();
+        let response = json_response(StatusCode::OK, &bodies);
+        Ok::<_, Problem>(with_continuation(response, page.continuation))
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+// ---------------------------------------------------------------------------------------
+// Everything else
+
+pub(crate) async fn not_found(uri: Uri) -> Response {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such endpoint: {}; see {} for the API",
+            uri.path(),
+            super::OPENAPI_PATH
+        ),
+    )
+    .into_response()
+}
+
+pub(crate) async fn method_not_allowed() -> Response {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "this endpoint does not take that method; see {}",
+            super::OPENAPI_PATH
+        ),
+    )
+    .into_response()
+}

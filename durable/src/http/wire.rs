@@ -1,0 +1,293 @@
+//! What travels over the wire, apart from the routes: timestamps in Durable Functions'
+//! format, query values, percent-encoding, and problem responses.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// An error answer: `application/problem+json` (RFC 9457) with a message that says what to
+/// do.
+#[derive(Debug)]
+pub(crate) struct Problem {
+    pub(crate) status: StatusCode,
+    pub(crate) detail: String,
+}
+
+impl Problem {
+    pub(crate) fn new(status: StatusCode, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn bad_request(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, detail)
+    }
+}
+
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    r#type: &'static str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = ProblemBody {
+            r#type: "about:blank",
+            title: self.status.canonical_reason().unwrap_or("Error"),
+            status: self.status.as_u16(),
+            detail: &self.detail,
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (self.status, bytes).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+/// A JSON response with `status`.
+pub(crate) fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => raw_json_response(status, bytes),
+        Err(error) => internal(&error),
+    }
+}
+
+/// A response whose body is JSON text already.
+pub(crate) fn raw_json_response(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
+    let mut response = (status, body.into()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+/// A generic 500; the cause goes to the log, once, not to the client.
+pub(crate) fn internal(error: &dyn std::fmt::Display) -> Response {
+    tracing::error!(%error, "internal error in the HTTP management API");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error; the server log has the details",
+    )
+    .into_response()
+}
+
+/// `yyyy-MM-ddTHH:mm:ssZ`, UTC, as Durable Functions writes times.
+pub(crate) fn format_time(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Parses an ISO 8601 time as Durable Functions' filters take it: `yyyy-MM-dd`, or
+/// `yyyy-MM-ddTHH:mm[:ss[.fff]]` followed by `Z`, an offset `±HH:mm`, or nothing (UTC).
+pub(crate) fn parse_time(text: &str) -> Result<SystemTime, String> {
+    let bad = || {
+        format!(
+            "`{text}` is not a time; write it as ISO 8601, e.g. 2026-01-31T12:00:00Z or 2026-01-31"
+        )
+    };
+    let text = text.trim();
+    let (date, rest) = match text.find(['T', 't', ' ']) {
+        Some(at) => (&text[..at], &text[at + 1..]),
+        None => (text, ""),
+    };
+    let mut parts = date.splitn(3, '-');
+    let (Some(y), Some(m), Some(d)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let number = |s: &str, digits: usize| -> Result<i64, String> {
+        if s.len() != digits || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse::<i64>().map_err(|_| bad())
+    };
+    let (year, month, day) = (number(y, 4)?, number(m, 2)?, number(d, 2)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return Err(bad());
+    }
+    let mut seconds = days_from_civil(year, month, day) * 86_400;
+    let mut nanos = 0u32;
+    if !rest.is_empty() {
+        // Split off the zone.
+        let (clock, offset) = if let Some(clock) = rest.strip_suffix(['Z', 'z']) {
+            (clock, 0)
+        } else if let Some(at) = rest.rfind(['+', '-']) {
+            let (clock, zone) = rest.split_at(at);
+            let sign = if zone.starts_with('-') { -1 } else { 1 };
+            let zone = &zone[1..];
+            let (h, m) = zone.split_once(':').unwrap_or((zone, "00"));
+            let (h, m) = (number(h, 2)?, number(m, 2)?);
+            if h > 23 || m > 59 {
+                return Err(bad());
+            }
+            (clock, sign * (h * 3600 + m * 60))
+        } else {
+            (rest, 0)
+        };
+        let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+        let mut fields = hms.split(':');
+        let h = number(fields.next().ok_or_else(bad)?, 2)?;
+        let m = number(fields.next().ok_or_else(bad)?, 2)?;
+        let s = match fields.next() {
+            Some(s) => number(s, 2)?,
+            None => 0,
+        };
+        if fields.next().is_some() || h > 23 || m > 59 || s > 60 {
+            return Err(bad());
+        }
+        if !fraction.is_empty() {
+            if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            let padded = format!("{fraction:0<9}");
+            nanos = padded.parse().map_err(|_| bad())?;
+        }
+        seconds += h * 3600 + m * 60 + s - offset;
+    }
+    if seconds < 0 {
+        return Ok(UNIX_EPOCH);
+    }
+    Ok(UNIX_EPOCH + Duration::new(seconds as u64, nanos))
+}
+
+/// A `true`/`false` query value (any case); `None` when absent.
+pub(crate) fn parse_bool(name: &str, value: Option<&String>) -> Result<Option<bool>, Problem> {
+    match value.map(|value| value.to_ascii_lowercase()) {
+        None => Ok(None),
+        Some(value) if value == "true" => Ok(Some(true)),
+        Some(value) if value == "false" => Ok(Some(false)),
+        Some(value) => Err(Problem::bad_request(format!(
+            "query parameter `{name}` must be `true` or `false`, not `{value}`"
+        ))),
+    }
+}
+
+/// A whole number of seconds (or a decimal one) for `timeout`/`pollingInterval`.
+pub(crate) fn parse_seconds(name: &str, value: &str) -> Result<Duration, Problem> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|secs| secs.is_finite() && *secs >= 0.0 && *secs <= 86_400.0 * 365.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            Problem::bad_request(format!(
+                "query parameter `{name}` must be a number of seconds, not `{value}`"
+            ))
+        })
+}
+
+/// Percent-encodes a path segment or query value: everything but unreserved characters.
+pub(crate) fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn is_leap(year: i64) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if is_leap(year) => 29,
+        _ => 28,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day count since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn times_round_trip_in_durable_functions_format() {
+        let time = UNIX_EPOCH + Duration::from_secs(1_767_225_600 + 3_723); // 2026-01-01T01:02:03Z
+        assert_eq!(format_time(time), "2026-01-01T01:02:03Z");
+        assert_eq!(parse_time("2026-01-01T01:02:03Z").unwrap(), time);
+        assert_eq!(parse_time("2026-01-01T03:02:03+02:00").unwrap(), time);
+        assert_eq!(parse_time("2026-01-01T01:02:03").unwrap(), time);
+        assert_eq!(
+            parse_time("2026-01-01").unwrap(),
+            UNIX_EPOCH + Duration::from_secs(1_767_225_600)
+        );
+        assert_eq!(
+            parse_time("2024-02-29T00:00:00.5Z").unwrap(),
+            UNIX_EPOCH + Duration::new(1_709_164_800, 500_000_000)
+        );
+        assert_eq!(format_time(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn bad_times_are_errors() {
+        for text in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-02-30",
+            "2025-02-29",
+            "2026-01-01T25:00:00Z",
+            "2026-1-1",
+            "2026-01-01T01:02:03.1234567890Z",
+        ] {
+            assert!(parse_time(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn encoding_keeps_unreserved_characters() {
+        assert_eq!(encode("abc-1._~"), "abc-1._~");
+        assert_eq!(encode("a b/é"), "a%20b%2F%C3%A9");
+    }
+}
