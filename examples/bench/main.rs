@@ -5,11 +5,14 @@
 //! `cargo run --release --example bench -- --workload all --scale small`
 //!
 //! stdout carries exactly one JSON line per workload (and durability mode); progress goes
-//! to stderr. Every workload verifies its results and reports `FAILED` when they are
+//! to stderr. `--table PEER.jsonl OURS.jsonl` prints the side-by-side Markdown table of
+//! saved lines instead (`table.rs`). Every workload verifies its results and reports `FAILED` when they are
 //! wrong. The exit status is 0 when all passed, 1 if any failed, 2 if some hit the time
 //! limit, 64 for a usage error.
 
+mod http;
 mod measure;
+mod table;
 mod workloads;
 
 use durable::Durability;
@@ -21,7 +24,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// The workloads, in the order `all` runs them.
-const WORKLOADS: [&str; 11] = [
+const WORKLOADS: [&str; 12] = [
     "seq10-latency",
     "seq10-throughput",
     "fanout-1000",
@@ -33,6 +36,7 @@ const WORKLOADS: [&str; 11] = [
     "idle-timers-100000",
     "entity-counter",
     "entity-counter-1000",
+    "http-start",
 ];
 
 const USAGE: &str = "\
@@ -44,7 +48,8 @@ USAGE:
 WORKLOADS:
     seq10-latency, seq10-throughput, fanout-1000, fanout-10000, long-history-5000,
     timer-100ms, event-roundtrip, recovery-10000, idle-timers-100000, entity-counter
-    (100,000 signals to one entity), entity-counter-1000 (spread over 1,000), all
+    (100,000 signals to one entity), entity-counter-1000 (spread over 1,000),
+    http-start (10,000 starts and status polls through the HTTP management API), all
 
 OPTIONS:
     --workload NAME            workload, comma-separated list, or `all` (may be repeated)
@@ -57,6 +62,10 @@ OPTIONS:
     --keep-db                  keep the store directories
     --count N                  override the instance (or activity) count; experiments only
     -h, --help                 print this help
+
+    bench --table PEER.jsonl|- OURS.jsonl [--workload LIST] [--peer-timeout-s N]
+                               instead of running: the side-by-side Markdown table of
+                               saved JSON lines (what compare.sh writes)
 ";
 
 /// The harness's settings.
@@ -351,6 +360,10 @@ async fn run_all(config: Config) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|arg| arg == "--table") {
+        return table::main(&args[1..]);
+    }
     let config = match parse_args() {
         Ok(config) => config,
         Err(error) => {

@@ -1,8 +1,10 @@
 //! The workloads: the peer harness's seven, on the same definitions (an activity `inc`
 //! that returns its input + 1; chains, fan-outs, timers and events), plus
-//! `recovery-10000`, `idle-timers-100000` and the entity workloads. Completion is observed
-//! through the public client API (`wait_for_completion`, `entity_state`).
+//! `recovery-10000`, `idle-timers-100000`, the entity workloads and `http-start`.
+//! Completion is observed through the public client API (`wait_for_completion`,
+//! `entity_state`), or for `http-start` through the HTTP management API.
 
+use crate::http::Connection;
 use crate::measure::Outcome;
 use crate::{BenchError, Config, progress};
 use durable::prelude::*;
@@ -79,6 +81,12 @@ async fn await_event(ctx: OrchestrationContext) -> Result<String, Error> {
     ctx.wait_for_event::<String>("Go").await
 }
 
+/// One activity: what `http-start` starts over HTTP.
+#[orchestrator]
+async fn inc_once(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
+    ctx.call_activity(inc, x).await
+}
+
 /// Two steps, the first gated: in flight when the process "crashes".
 #[orchestrator]
 async fn two_steps(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
@@ -111,6 +119,7 @@ async fn start_runtime(dir: &Path, durability: Durability) -> Result<Runtime, Be
         .register(sleeper)
         .register(await_event)
         .register(two_steps)
+        .register(inc_once)
         .register_entity::<Counter>()
         .start()
         .await
@@ -146,6 +155,7 @@ pub async fn run(
         "idle-timers-100000" => idle_timers(&client, count(100_000)).await,
         "entity-counter" => entity_counter(&client, count(100_000), 1).await,
         "entity-counter-1000" => entity_counter(&client, count(100_000), 1000).await,
+        "http-start" => http_start(&runtime, count(10_000)).await,
         other => Err(BenchError::Failed(format!("unknown workload {other}"))),
     };
     let metrics = runtime.metrics();
@@ -312,14 +322,15 @@ async fn long_history(client: &Client, n: u64) -> Result<Outcome, BenchError> {
     check_output(&id, output, n)?;
     let marks = MARKS.lock().map(|marks| marks.clone()).unwrap_or_default();
     let mut previous = t0;
-    let blocks: Vec<String> = marks
+    let blocks_ms: Vec<f64> = marks
         .iter()
         .map(|at| {
             let ms = (*at - previous).as_secs_f64() * 1e3;
             previous = *at;
-            format!("{ms:.0}")
+            ms
         })
         .collect();
+    let blocks: Vec<String> = blocks_ms.iter().map(|ms| format!("{ms:.0}")).collect();
     let mut notes = vec![
         format!("1 orchestration, {n} sequential activities"),
         format!(
@@ -327,6 +338,20 @@ async fn long_history(client: &Client, n: u64) -> Result<Outcome, BenchError> {
             blocks.join(", ")
         ),
     ];
+    if let (Some(first), Some(last)) = (blocks_ms.first(), blocks_ms.last())
+        && blocks_ms.len() == 10
+    {
+        // The first block includes the start; the growth the ratio shows is replay cost.
+        let first_fifth: f64 = blocks_ms[..2].iter().sum();
+        notes.push(format!(
+            "last block / first block = {:.2}x; first {} steps {first_fifth:.0} ms, all {n} steps {:.0} ms = {:.2}x the first {} (linear: 5x)",
+            last / first,
+            2 * block,
+            wall.as_secs_f64() * 1e3,
+            wall.as_secs_f64() * 1e3 / first_fifth,
+            2 * block
+        ));
+    }
     check_activity_count(n, &mut notes)?;
     Ok(Outcome {
         instances: 1,
@@ -596,4 +621,227 @@ async fn entity_counter(client: &Client, n: u64, entities: u64) -> Result<Outcom
             acknowledged.as_secs_f64()
         )],
     })
+}
+
+/// What one `POST orchestrators/inc_once` produced.
+struct Started {
+    id: String,
+    /// The path of its `statusQueryGetUri`, polled on the same connection.
+    status_path: String,
+    expected: u64,
+}
+
+/// What the polls of one connection counted.
+#[derive(Default)]
+struct Polls {
+    polls: u64,
+    not_ready: u64,
+    latencies_ms: Vec<f64>,
+}
+
+const HTTP_CONNECTIONS: u64 = 32;
+const HTTP_KEY: &str = "bench-key";
+
+/// `n` starts of `inc_once(i)` through the HTTP management API on loopback, over 32
+/// keep-alive connections each sending one request at a time, every answer checked to be
+/// `202` with the check-status payload; then every instance is polled at its
+/// `statusQueryGetUri` until it answers `200` with output `i + 1`. `wall_s` and the
+/// percentiles cover the starts; the polls are in the notes.
+async fn http_start(runtime: &Runtime, n: u64) -> Result<Outcome, BenchError> {
+    let server = runtime
+        .serve_http_with(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            durable::http::HttpOptions::with_key(HTTP_KEY),
+        )
+        .await
+        .map_err(|error| BenchError::Failed(format!("cannot serve HTTP: {error}")))?;
+    let addr = server.local_addr();
+    let mut connections = Vec::new();
+    for _ in 0..HTTP_CONNECTIONS.min(n) {
+        connections.push(Connection::open(addr, HTTP_KEY).await?);
+    }
+    let connection_count = connections.len() as u64;
+
+    let t0 = Instant::now();
+    let tasks: Vec<_> = connections
+        .into_iter()
+        .zip(0..)
+        .map(|(connection, first)| {
+            let indices = (first..n).step_by(connection_count as usize);
+            tokio::spawn(start_over_http(connection, addr, indices))
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(n as usize);
+    let mut per_connection = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let (connection, started, connection_latencies) = joined(task.await)??;
+        latencies.extend(connection_latencies);
+        per_connection.push((connection, started));
+    }
+    let start_wall = t0.elapsed();
+    check_unique_ids(&per_connection, n)?;
+
+    let polling = Instant::now();
+    let tasks: Vec<_> = per_connection
+        .into_iter()
+        .map(|(connection, started)| tokio::spawn(poll_until_completed(connection, started)))
+        .collect();
+    let mut polls = Polls::default();
+    for task in tasks {
+        let counted = joined(task.await)??;
+        polls.polls += counted.polls;
+        polls.not_ready += counted.not_ready;
+        polls.latencies_ms.extend(counted.latencies_ms);
+    }
+    let poll_wall = polling.elapsed();
+    let all_done = t0.elapsed();
+    server.shutdown().await;
+
+    let (poll_p50, poll_p99) = crate::measure::p50_p99(&polls.latencies_ms);
+    let mut notes = vec![
+        format!(
+            "{n} POST orchestrators/inc_once (1 activity each) over {connection_count} keep-alive HTTP/1.1 connections on loopback, one request in flight per connection, bearer key; each answer checked 202 with the check-status payload (id unique, statusQueryGetUri = this server's instances/{{id}}); wall and p50/p99 = the starts (each answered once the start is durable)"
+        ),
+        format!(
+            "then every instance polled at its statusQueryGetUri on the same connections until 200 with runtimeStatus Completed and output i+1: {} status polls in {:.3}s = status polls/s {:.0} ({} answered 202 still running; poll latency p50 {poll_p50:.3} ms, p99 {poll_p99:.3} ms); all {n} verified {:.3}s after the first start",
+            polls.polls,
+            poll_wall.as_secs_f64(),
+            polls.polls as f64 / poll_wall.as_secs_f64(),
+            polls.not_ready,
+            all_done.as_secs_f64()
+        ),
+        "every response framed by Content-Length (the client accepts nothing else)".to_owned(),
+    ];
+    check_activity_count(n, &mut notes)?;
+    Ok(Outcome {
+        instances: n,
+        activities: n,
+        wall: start_wall,
+        samples_ms: Some(latencies),
+        notes,
+    })
+}
+
+fn joined<T>(result: Result<T, tokio::task::JoinError>) -> Result<T, BenchError> {
+    result.map_err(|error| BenchError::Failed(format!("HTTP task: {error}")))
+}
+
+/// Starts `inc_once(i)` for each of `indices`, one request at a time on `connection`.
+async fn start_over_http(
+    mut connection: Connection,
+    addr: std::net::SocketAddr,
+    indices: impl Iterator<Item = u64>,
+) -> Result<(Connection, Vec<Started>, Vec<f64>), BenchError> {
+    let path = format!(
+        "{}/orchestrators/{}",
+        durable::http::BASE_PATH,
+        inc_once::NAME
+    );
+    let mut started = Vec::new();
+    let mut latencies = Vec::new();
+    for i in indices {
+        let sent = Instant::now();
+        let response = connection
+            .post_json(&path, i.to_string().as_bytes())
+            .await?;
+        latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+        started.push(check_accepted(&response, addr, i)?);
+    }
+    Ok((connection, started, latencies))
+}
+
+/// The `202` of a start: `{id, statusQueryGetUri, ...}`, the URL on this server.
+fn check_accepted(
+    response: &crate::http::Response,
+    addr: std::net::SocketAddr,
+    i: u64,
+) -> Result<Started, BenchError> {
+    let body = response.json()?;
+    let field = |name: &str| body.get(name).and_then(serde_json::Value::as_str);
+    let (Some(id), Some(status_uri)) = (field("id"), field("statusQueryGetUri")) else {
+        return Err(BenchError::Failed(format!(
+            "start of inc_once({i}): HTTP {}, expected 202 with id and statusQueryGetUri: {body}",
+            response.status
+        )));
+    };
+    let expected_uri = format!("http://{addr}{}/instances/{id}", durable::http::BASE_PATH);
+    if response.status != 202 || id.is_empty() || status_uri != expected_uri {
+        return Err(BenchError::Failed(format!(
+            "start of inc_once({i}): HTTP {}, statusQueryGetUri {status_uri:?}, expected 202 and {expected_uri:?}",
+            response.status
+        )));
+    }
+    Ok(Started {
+        id: id.to_owned(),
+        status_path: status_uri[format!("http://{addr}").len()..].to_owned(),
+        expected: i + 1,
+    })
+}
+
+fn check_unique_ids(
+    per_connection: &[(Connection, Vec<Started>)],
+    n: u64,
+) -> Result<(), BenchError> {
+    let ids: std::collections::BTreeSet<&str> = per_connection
+        .iter()
+        .flat_map(|(_, started)| started.iter().map(|s| s.id.as_str()))
+        .collect();
+    if ids.len() as u64 != n {
+        return Err(BenchError::Failed(format!(
+            "{n} starts answered {} distinct instance ids",
+            ids.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Polls each instance until it answers `200` with its expected output; one pass over the
+/// connection's instances that finds none finished pauses 1 ms, so the polls do not take
+/// the cores from the engine.
+async fn poll_until_completed(
+    mut connection: Connection,
+    started: Vec<Started>,
+) -> Result<Polls, BenchError> {
+    let mut pending: std::collections::VecDeque<Started> = started.into();
+    let mut polls = Polls::default();
+    let mut misses_in_a_row = 0;
+    while let Some(instance) = pending.pop_front() {
+        let sent = Instant::now();
+        let response = connection.get(&instance.status_path).await?;
+        polls.latencies_ms.push(sent.elapsed().as_secs_f64() * 1e3);
+        polls.polls += 1;
+        if response.status == 202 {
+            polls.not_ready += 1;
+            pending.push_back(instance);
+            misses_in_a_row += 1;
+            if misses_in_a_row >= pending.len() {
+                misses_in_a_row = 0;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            continue;
+        }
+        misses_in_a_row = 0;
+        check_completed(&response, &instance)?;
+    }
+    Ok(polls)
+}
+
+/// A `200` status: Completed, this instance, output as expected.
+fn check_completed(response: &crate::http::Response, instance: &Started) -> Result<(), BenchError> {
+    let body = response.json()?;
+    let completed = response.status == 200
+        && body
+            .get("runtimeStatus")
+            .and_then(serde_json::Value::as_str)
+            == Some("Completed")
+        && body.get("instanceId").and_then(serde_json::Value::as_str) == Some(&instance.id)
+        && body.get("output").and_then(serde_json::Value::as_u64) == Some(instance.expected);
+    if completed {
+        Ok(())
+    } else {
+        Err(BenchError::Failed(format!(
+            "instance {}: HTTP {}, expected 200 Completed with output {}: {body}",
+            instance.id, response.status, instance.expected
+        )))
+    }
 }
