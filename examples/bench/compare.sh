@@ -34,6 +34,8 @@ OPTIONS:
     --no-peer              do not build or run the peer; table of our figures only
     --peer-dir PATH        the duroxide-bench project (default: $DUROXIDE_BENCH_DIR, else
                            ../shared/peers/duroxide-bench beside the repository)
+    --peer-target-dir PATH where the peer is built (default: $DUROXIDE_BENCH_TARGET_DIR,
+                           else target/duroxide-bench beside ours)
     --peer-timeout-s N     the peer's per-workload limit (default: 300; its fanout-10000
                            does not finish in 300 s and is reported as a timeout)
     --timeout-s N          durable-bench's per-workload limit (default: 300)
@@ -49,6 +51,7 @@ durability=both
 peer_json=""
 no_peer=0
 peer_dir="${DUROXIDE_BENCH_DIR:-$repo/../shared/peers/duroxide-bench}"
+peer_target="${DUROXIDE_BENCH_TARGET_DIR:-}"
 peer_timeout=300
 our_timeout=300
 count=""
@@ -61,6 +64,7 @@ while [[ $# -gt 0 ]]; do
         --peer-json) peer_json="$2"; shift 2 ;;
         --no-peer) no_peer=1; shift ;;
         --peer-dir) peer_dir="$2"; shift 2 ;;
+        --peer-target-dir) peer_target="$2"; shift 2 ;;
         --peer-timeout-s) peer_timeout="$2"; shift 2 ;;
         --timeout-s) our_timeout="$2"; shift 2 ;;
         --count) count="$2"; shift 2 ;;
@@ -120,8 +124,9 @@ if [[ -z "$peer_json" && $no_peer -eq 0 && -n "$peer_csv" ]]; then
     # Its own project (own [workspace], own Cargo.lock); the target directory is put
     # beside ours so that a read-only checkout of the peer still builds.
     log "building duroxide-bench in $peer_dir (a clean build takes about 4 minutes on 2 cores)"
-    (cd "$peer_dir" && cargo build --release --target-dir "$target/duroxide-bench")
-    peer_bin="$target/duroxide-bench/release/duroxide-bench"
+    peer_target="${peer_target:-$target/duroxide-bench}"
+    (cd "$peer_dir" && cargo build --release --target-dir "$peer_target")
+    peer_bin="$peer_target/release/duroxide-bench"
 fi
 
 # Exit status of both harnesses: 0 all passed, 1 some failed, 2 some hit the time limit.
