@@ -334,6 +334,9 @@ pub enum FailureKind {
     /// entity it did not lock, a sub-orchestration while holding locks): the call fails at
     /// once instead of risking a deadlock.
     LockingRules,
+    /// A configured limit was exceeded (a payload's size, the actions of one turn); the
+    /// message names the limit and what to do instead.
+    LimitExceeded,
 }
 
 /// The lifecycle state of an orchestration instance.

@@ -117,6 +117,19 @@ pub enum Error {
     /// A store write failed earlier; the runtime accepts no more work.
     #[error("the runtime stopped accepting work after a store write failed; restart the process")]
     Poisoned,
+    /// A payload is larger than the runtime accepts
+    /// ([`RuntimeBuilder::max_payload_bytes`](crate::RuntimeBuilder::max_payload_bytes)).
+    #[error(
+        "the {what} is {bytes} bytes, above the limit of {limit} bytes (max_payload_bytes); keep large data elsewhere and pass a reference to it"
+    )]
+    PayloadTooLarge {
+        /// What it was: "input of orchestrator `x`", "event `e`", ...
+        what: String,
+        /// Its size as JSON text.
+        bytes: usize,
+        /// The configured limit.
+        limit: usize,
+    },
 }
 
 impl From<durable_store::Error> for Error {
@@ -471,6 +484,14 @@ impl Client {
             .ok_or_else(|| Error::NotRegistered {
                 name: name.to_owned(),
             })?;
+        let limit = shared.config.limits.max_payload_bytes;
+        if input.len() > limit {
+            return Err(Error::PayloadTooLarge {
+                what: format!("input of orchestrator `{name}`"),
+                bytes: input.len(),
+                limit,
+            });
+        }
         let input = Json::parse(input).map_err(|error| Error::InvalidInput {
             name: name.to_owned(),
             message: format!("not valid JSON: {error}"),
@@ -972,6 +993,28 @@ impl Client {
         let (reply, answer) = oneshot::channel();
         {
             let shared = self.shared()?;
+            let limit = shared.config.limits.max_payload_bytes;
+            let payload = match &request {
+                Request::Start { name, input, .. } => {
+                    Some((input, format!("input of orchestrator `{name}`")))
+                }
+                Request::RaiseEvent { name, input, .. } => {
+                    Some((input, format!("data of event `{name}`")))
+                }
+                Request::SignalEntity {
+                    operation, input, ..
+                } => Some((input, format!("input of entity operation `{operation}`"))),
+                _ => None,
+            };
+            if let Some((input, what)) = payload
+                && input.as_str().len() > limit
+            {
+                return Err(Error::PayloadTooLarge {
+                    what,
+                    bytes: input.as_str().len(),
+                    limit,
+                });
+            }
             let shard = shared.shard_of(instance);
             shared.send_to_shard(shard, ShardMsg::Request { request, reply });
         }

@@ -8,12 +8,14 @@
 
 pub(crate) mod action;
 pub(crate) mod engine;
+pub(crate) mod limits;
 pub(crate) mod state;
 pub(crate) mod tasks;
 
 pub use action::{Action, Outcome};
 pub(crate) use engine::panic_message;
 pub use engine::{Engine, Outstanding, Turn, outstanding_in};
+pub use limits::{TurnLimits, check_turn};
 
 #[cfg(test)]
 mod tests;

@@ -85,6 +85,7 @@ fn client_error(error: client::Error) -> Problem {
         | E::InvalidInput { .. }
         | E::InvalidContinuation => StatusCode::BAD_REQUEST,
         E::ShuttingDown | E::Poisoned => StatusCode::SERVICE_UNAVAILABLE,
+        E::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         E::Timeout { .. }
         | E::Failed { .. }
         | E::Terminated { .. }

@@ -27,6 +27,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, item: ActivityWorkItem) {
     let shard = shared.shard_sender(&item.instance);
     let metrics = Arc::clone(&shared.metrics);
     let running = shared.running_activities.start();
+    let max_payload = shared.config.limits.max_payload_bytes;
     shared.tokio.spawn(async move {
         let _running = running;
         let Ok(_permit) = slots.acquire().await else {
@@ -39,6 +40,14 @@ pub(crate) fn spawn(shared: &Arc<Shared>, item: ActivityWorkItem) {
             Some(entry) => {
                 let ctx = ActivityContext::new(item.instance, item.execution, item.task, item.name.clone());
                 match (CatchUnwind((entry.run)(ctx, item.input))).await {
+                    Ok(Ok(output)) if output.as_str().len() > max_payload => Err(Failure::new(
+                        FailureKind::LimitExceeded,
+                        format!(
+                            "the output of activity `{}` is {} bytes, above the limit of {max_payload} bytes (max_payload_bytes); keep large data elsewhere and return a reference to it",
+                            item.name,
+                            output.as_str().len()
+                        ),
+                    )),
                     Ok(Ok(output)) => Ok(output),
                     Ok(Err(error)) => Err(error.into_failure()),
                     Err(panic) => Err(Failure::new(

@@ -18,6 +18,7 @@ pub(crate) struct Metrics {
     pub(crate) instances_started: AtomicU64,
     pub(crate) instances_ended: AtomicU64,
     pub(crate) cache_evictions: AtomicU64,
+    pub(crate) long_histories: AtomicU64,
 }
 
 impl Metrics {
@@ -39,6 +40,7 @@ impl Metrics {
             instances_started: read(&self.instances_started),
             instances_ended: read(&self.instances_ended),
             cache_evictions: read(&self.cache_evictions),
+            long_histories: read(&self.long_histories),
         }
     }
 }
@@ -70,4 +72,8 @@ pub struct MetricsSnapshot {
     pub instances_ended: u64,
     /// Hot instances dropped from the cache to bound memory.
     pub cache_evictions: u64,
+    /// Executions whose history grew past
+    /// [`history_warning_events`](crate::RuntimeBuilder::history_warning_events) (each
+    /// warned once, in the log).
+    pub long_histories: u64,
 }

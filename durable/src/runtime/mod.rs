@@ -75,6 +75,33 @@ pub(crate) struct Config {
     pub(crate) timers_in_memory: usize,
     pub(crate) max_entity_queue: usize,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) limits: Limits,
+}
+
+/// Bounds on what one instance may hold or do, so that a runaway orchestration or an
+/// oversized payload gets a clear error instead of exhausting memory or disk. Set with
+/// [`RuntimeBuilder::max_payload_bytes`], [`RuntimeBuilder::max_actions_per_turn`] and
+/// [`RuntimeBuilder::history_warning_events`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// The largest JSON payload: an input, an output, an event, an entity operation's
+    /// input or an entity's state.
+    pub(crate) max_payload_bytes: usize,
+    /// The most actions (activities, timers, sub-orchestrations, entity messages) one
+    /// orchestrator turn may schedule.
+    pub(crate) max_actions_per_turn: usize,
+    /// The history length at which a warning advises `continue_as_new`.
+    pub(crate) history_warning_events: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: 16 * 1024 * 1024,
+            max_actions_per_turn: 100_000,
+            history_warning_events: 10_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -86,6 +113,7 @@ impl Default for Config {
             timers_in_memory: 10_000,
             max_entity_queue: 10_000,
             shutdown_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
         }
     }
 }
@@ -201,6 +229,38 @@ impl RuntimeBuilder {
     /// 10,000). Client signals beyond it are stored and read back later, never dropped.
     pub fn max_entity_queue(mut self, operations: usize) -> Self {
         self.config.max_entity_queue = operations.max(1);
+        self
+    }
+
+    /// The largest JSON payload accepted, in bytes (default 16 MiB): an orchestration's
+    /// input or output, an external event, an activity's input or output, an entity
+    /// operation's input, an entity's state. Beyond it the client gets
+    /// [`client::Error::PayloadTooLarge`](crate::client::Error::PayloadTooLarge), an
+    /// orchestrator turn fails its instance, an activity fails its call, and an entity
+    /// operation fails (its state unchanged) — each with
+    /// [`FailureKind::LimitExceeded`](durable_store::FailureKind::LimitExceeded) and what to
+    /// do instead: keep large data elsewhere and pass a reference.
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.config.limits.max_payload_bytes = bytes.max(64);
+        self
+    }
+
+    /// The most actions one orchestrator turn may schedule (default 100,000): activities,
+    /// timers, sub-orchestrations and entity messages started before the next `await`. A
+    /// turn above it fails its instance with
+    /// [`FailureKind::LimitExceeded`](durable_store::FailureKind::LimitExceeded); fan out in
+    /// batches, or through sub-orchestrations.
+    pub fn max_actions_per_turn(mut self, actions: usize) -> Self {
+        self.config.limits.max_actions_per_turn = actions.max(1);
+        self
+    }
+
+    /// The history length (in events) at which an instance logs a warning advising
+    /// `continue_as_new` (default 10,000). Long histories cost replay time after a restart
+    /// and disk until purged; the count of instances warned is in
+    /// [`MetricsSnapshot::long_histories`](crate::MetricsSnapshot::long_histories).
+    pub fn history_warning_events(mut self, events: u64) -> Self {
+        self.config.limits.history_warning_events = events.max(1);
         self
     }
 

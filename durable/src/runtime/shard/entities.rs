@@ -411,6 +411,7 @@ impl Shard {
             return;
         };
         let ctx = EntityContext::new(work.id.clone(), work.now);
+        let max_payload = self.shared.config.limits.max_payload_bytes;
         let result = self.with_state(instance, work, |state| {
             let mutating = !state.is_read_only(&operation);
             let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -429,7 +430,24 @@ impl Shard {
             // The new state is serialized at once: an operation whose state cannot be
             // saved fails like one that returned an error.
             let saved = match (&outcome, mutating) {
-                (Ok(_), true) => Some(state.save().map_err(crate::Error::into_failure)),
+                (Ok(_), true) => Some(
+                    state
+                        .save()
+                        .map_err(crate::Error::into_failure)
+                        .and_then(|json| {
+                            let bytes = json.as_str().len();
+                            if bytes > max_payload {
+                                Err(Failure::new(
+                                    FailureKind::LimitExceeded,
+                                    format!(
+                                        "operation `{operation}` would make the entity's state {bytes} bytes, above the limit of {max_payload} bytes (max_payload_bytes); the state is unchanged — split it over several entities or keep large data elsewhere"
+                                    ),
+                                ))
+                            } else {
+                                Ok(json)
+                            }
+                        }),
+                ),
                 _ => None,
             };
             (outcome, saved, mutating)

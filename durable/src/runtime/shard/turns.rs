@@ -4,7 +4,9 @@
 //! at the end of an execution its leftovers cancelled and its parent told.
 
 use super::{Round, Shard, Slot};
-use crate::core::{Action, Engine, Outcome, Outstanding, Turn, outstanding_in};
+use crate::core::{
+    Action, Engine, Outcome, Outstanding, Turn, TurnLimits, check_turn, outstanding_in,
+};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::routing::SCHEDULED_START_TASK;
 use crate::runtime::writer::Dispatch;
@@ -78,6 +80,7 @@ impl Shard {
         live: Vec<HistoryEvent>,
         round: &mut Round,
     ) {
+        let limits = self.shared.config.limits;
         let engine = match self.hot_engine(instance) {
             Ok(engine) => engine,
             Err(Replay::Failed(failure)) => {
@@ -89,6 +92,22 @@ impl Shard {
             }
         };
         let mut turn = engine.run_turn(now, live);
+        let within = check_turn(
+            &turn,
+            engine.custom_status().as_ref(),
+            TurnLimits {
+                max_payload_bytes: limits.max_payload_bytes,
+                max_actions: limits.max_actions_per_turn,
+            },
+        );
+        if let Err(failure) = within {
+            // The engine has moved past a turn that will not be committed: drop it, and end
+            // the execution from what is stored.
+            if let Some(slot) = self.slots.get_mut(instance) {
+                slot.engine = None;
+            }
+            return self.fail_execution(instance, now, failure, round);
+        }
         for (event, reason) in &turn.discarded {
             tracing::debug!(%instance, event = event.kind(), reason, "input discarded");
         }
@@ -111,7 +130,7 @@ impl Shard {
     }
 
     /// Fails the current execution without running its code: its history could not be
-    /// replayed.
+    /// replayed, or its last turn broke a limit.
     pub(super) fn fail_execution(
         &mut self,
         instance: &InstanceId,
@@ -119,7 +138,7 @@ impl Shard {
         failure: Failure,
         round: &mut Round,
     ) {
-        tracing::warn!(%instance, %failure, "the execution fails: its history cannot be replayed");
+        tracing::warn!(%instance, %failure, "the execution fails without running its code");
         let outcome = Outcome::Failed(failure);
         self.end_without_code(instance, now, outcome, round);
     }
@@ -195,6 +214,7 @@ impl Shard {
         let Some(record) = slot.record_mut() else {
             return;
         };
+        let before = record.history_len;
         for event in turn.events {
             round.batch.append_history(
                 instance.clone(),
@@ -203,6 +223,16 @@ impl Shard {
                 event,
             );
             record.history_len += 1;
+        }
+        let warn_at = self.shared.config.limits.history_warning_events;
+        if before < warn_at && record.history_len >= warn_at {
+            Metrics::add(&self.shared.metrics.long_histories, 1);
+            tracing::warn!(
+                %instance,
+                events = record.history_len,
+                "the history of this execution passed {warn_at} events: replay after a restart reads all of it; \
+                 consider continue_as_new (e.g. every N iterations of a loop) to start a fresh history"
+            );
         }
         record.last_updated_at = now;
         if custom_status.is_some() {
