@@ -76,6 +76,7 @@ pub(crate) struct Config {
     pub(crate) max_entity_queue: usize,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) limits: Limits,
+    pub(crate) max_turn_attempts: u32,
 }
 
 /// Bounds on what one instance may hold or do, so that a runaway orchestration or an
@@ -114,6 +115,7 @@ impl Default for Config {
             max_entity_queue: 10_000,
             shutdown_timeout: Duration::from_secs(10),
             limits: Limits::default(),
+            max_turn_attempts: 3,
         }
     }
 }
@@ -261,6 +263,15 @@ impl RuntimeBuilder {
     /// [`MetricsSnapshot::long_histories`](crate::MetricsSnapshot::long_histories).
     pub fn history_warning_events(mut self, events: u64) -> Self {
         self.config.limits.history_warning_events = events.max(1);
+        self
+    }
+
+    /// How many times an orchestration's turn may fail with an internal error of the
+    /// runtime (a bug, or a store that panics) before the instance is marked `Failed` with
+    /// the reason instead of being retried (default 3). Errors and panics in orchestrator
+    /// code are not retried: they fail the instance at once.
+    pub fn max_turn_attempts(mut self, attempts: u32) -> Self {
+        self.config.max_turn_attempts = attempts.max(1);
         self
     }
 

@@ -54,6 +54,28 @@ impl Shard {
             }
             Readiness::Blocked(failure) => Some(failure),
         };
+        if let Some(failure) = self
+            .slots
+            .get_mut(instance)
+            .and_then(|slot| slot.poisoned.take())
+        {
+            if self
+                .slots
+                .get(instance)
+                .is_some_and(|slot| !matches!(slot.mode(), Mode::Absent | Mode::Ended(_)))
+            {
+                self.fail_execution(instance, now, failure, round);
+            }
+            // Its inputs meet the ended instance next round.
+            if self
+                .slots
+                .get(instance)
+                .is_some_and(|slot| !slot.inputs.is_empty())
+            {
+                self.retry.push(instance.clone());
+            }
+            return;
+        }
         let Some(slot) = self.slots.get_mut(instance) else {
             return;
         };
@@ -125,6 +147,9 @@ impl Shard {
         let Some(slot) = self.slots.get(instance) else {
             return Readiness::Later;
         };
+        if slot.poisoned.is_some() {
+            return Readiness::Ready; // failed without replaying
+        }
         let needs_replay = slot.engine.is_none()
             && slot
                 .record()

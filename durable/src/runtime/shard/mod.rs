@@ -26,8 +26,8 @@ use super::writer::{CommitRequest, Dispatch, ReplySender, WriterMsg};
 use crate::client;
 use crate::core::{Engine, panic_message};
 use durable_store::{
-    ActivityKey, EntityId, ExecutionId, Failure, HistoryEvent, InboxKey, InboxMessage, InstanceId,
-    InstanceRecord, Json, TimerKey, Timestamp, WriteBatch,
+    ActivityKey, EntityId, ExecutionId, Failure, FailureKind, HistoryEvent, InboxKey, InboxMessage,
+    InstanceId, InstanceRecord, Json, TimerKey, Timestamp, WriteBatch,
 };
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -137,6 +137,11 @@ struct Slot {
     /// What memory holds may be ahead of the store and wrong (an internal error broke a
     /// turn): reload once the commits in flight are durable.
     stale: bool,
+    /// Internal errors while running this instance's turns, in this process.
+    internal_errors: u32,
+    /// Set after too many internal errors: the next round fails the execution (from what
+    /// is stored) instead of running its code again.
+    poisoned: Option<Failure>,
     /// For an entity: its record and hot state.
     entity: Option<entities::Hot>,
 }
@@ -419,17 +424,39 @@ impl Shard {
                 Ok(()) => round.merge(turn),
                 Err(panic) => {
                     // A bug in the runtime, not in user code (the engine catches that): drop
-                    // what this instance held in memory; its durable inputs come back at
-                    // restart.
+                    // what this instance held in memory and reload it from the store. An
+                    // orchestration that keeps failing so is failed instead of retried
+                    // forever; its durable inputs come back at restart.
+                    let message = panic_message(&*panic);
                     tracing::error!(
                         %instance,
-                        panic = %panic_message(&*panic),
+                        panic = %message,
                         "internal error while running a turn; the instance is reloaded"
                     );
+                    let attempts = self.shared.config.max_turn_attempts;
                     if let Some(slot) = self.slots.get_mut(instance) {
                         slot.stale = true;
                         slot.engine = None;
                         slot.entity = None;
+                        if !instance.is_entity() {
+                            slot.internal_errors += 1;
+                            if slot.internal_errors > attempts {
+                                tracing::error!(
+                                    %instance,
+                                    "the instance cannot even be failed; it stays as stored until the next start"
+                                );
+                                continue;
+                            }
+                            if slot.internal_errors == attempts {
+                                slot.poisoned = Some(Failure::new(
+                                    FailureKind::Internal,
+                                    format!(
+                                        "the runtime failed {attempts} times running a turn of this instance (last: {message}); it is failed instead of retried forever. This is a bug in the runtime: please report it"
+                                    ),
+                                ));
+                            }
+                            self.retry.push(instance.clone());
+                        }
                     }
                 }
             }

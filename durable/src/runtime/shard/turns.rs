@@ -4,6 +4,7 @@
 //! at the end of an execution its leftovers cancelled and its parent told.
 
 use super::{Round, Shard, Slot};
+use crate::core::panic_message;
 use crate::core::{
     Action, Engine, Outcome, Outstanding, Turn, TurnLimits, check_turn, outstanding_in,
 };
@@ -15,6 +16,7 @@ use durable_store::{
     HistoryEvent, InstanceId, Json, ParentRef, RuntimeStatus, TaskId, TimerKey, TimerRecord,
     Timestamp,
 };
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 /// Why an engine could not be brought back.
@@ -171,12 +173,22 @@ impl Shard {
             .map(|record| record.execution);
         let mut outstanding = Vec::new();
         if let Some(execution) = execution {
-            let mut read = self.shared.store.history(instance, execution);
+            // Also when reading it panics (a bug, or a damaged store): the execution ends
+            // all the same.
+            let read_history = || -> Result<Vec<HistoryEvent>, String> {
+                match catch_unwind(AssertUnwindSafe(|| {
+                    self.shared.store.history(instance, execution)
+                })) {
+                    Ok(read) => read.map_err(|error| error.to_string()),
+                    Err(panic) => Err(format!("reading it panicked: {}", panic_message(&*panic))),
+                }
+            };
+            let mut read = read_history();
             for _ in 0..3 {
                 if read.is_ok() {
                     break;
                 }
-                read = self.shared.store.history(instance, execution);
+                read = read_history();
             }
             match read {
                 Ok(history) => outstanding = outstanding_in(&history),

@@ -1,0 +1,262 @@
+//! Poison work does not loop forever: an orchestration whose turns keep failing inside the
+//! runtime (here: a store whose history reads panic for one instance) is marked `Failed`
+//! with the reason after `max_turn_attempts`, while every other instance keeps running;
+//! an activity that always fails ends its instance once its retry policy is spent.
+
+use durable::prelude::*;
+use durable_store::{
+    ActivityKey, ActivityWorkItem, Durability, EntityId, EntityRecord, Error as StoreError,
+    ExecutionId, HistoryEvent, InboxKey, InboxMessage, InstanceId, InstanceQuery, InstanceRecord,
+    MemoryStore, Store, TimerKey, TimerRecord, WriteBatch,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A memory store whose history reads panic for one instance once armed.
+struct PanickyStore {
+    inner: MemoryStore,
+    victim: InstanceId,
+    armed: AtomicBool,
+    panics: AtomicU64,
+}
+
+impl Store for PanickyStore {
+    fn name(&self) -> &'static str {
+        "panicky-memory"
+    }
+    fn durability(&self) -> Durability {
+        self.inner.durability()
+    }
+    fn commit(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        self.inner.commit(batch)
+    }
+    fn execution_floor(&self) -> Result<ExecutionId, StoreError> {
+        self.inner.execution_floor()
+    }
+    fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, StoreError> {
+        self.inner.instance(id)
+    }
+    fn history(
+        &self,
+        id: &InstanceId,
+        execution: ExecutionId,
+    ) -> Result<Vec<HistoryEvent>, StoreError> {
+        if *id == self.victim && self.armed.load(Ordering::SeqCst) {
+            self.panics.fetch_add(1, Ordering::SeqCst);
+            panic!("injected: the history of {id} cannot be read");
+        }
+        self.inner.history(id, execution)
+    }
+    fn inbox(&self, id: &InstanceId) -> Result<Vec<(InboxKey, InboxMessage)>, StoreError> {
+        self.inner.inbox(id)
+    }
+    fn inbox_page(
+        &self,
+        id: &InstanceId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(InboxKey, InboxMessage)>, StoreError> {
+        self.inner.inbox_page(id, after, limit)
+    }
+    fn scan_inbox(
+        &self,
+        after: Option<&InboxKey>,
+        limit: usize,
+    ) -> Result<Vec<(InboxKey, InboxMessage)>, StoreError> {
+        self.inner.scan_inbox(after, limit)
+    }
+    fn scan_activities(
+        &self,
+        after: Option<&ActivityKey>,
+        limit: usize,
+    ) -> Result<Vec<ActivityWorkItem>, StoreError> {
+        self.inner.scan_activities(after, limit)
+    }
+    fn scan_timers(
+        &self,
+        after: Option<&TimerKey>,
+        limit: usize,
+    ) -> Result<Vec<TimerRecord>, StoreError> {
+        self.inner.scan_timers(after, limit)
+    }
+    fn entity(&self, id: &EntityId) -> Result<Option<EntityRecord>, StoreError> {
+        self.inner.entity(id)
+    }
+    fn list_entities(
+        &self,
+        name: Option<&str>,
+        after: Option<&EntityId>,
+        limit: usize,
+    ) -> Result<Vec<EntityRecord>, StoreError> {
+        self.inner.list_entities(name, after, limit)
+    }
+    fn list_instances(
+        &self,
+        query: &InstanceQuery,
+        after: Option<&InstanceId>,
+        limit: usize,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        self.inner.list_instances(query, after, limit)
+    }
+}
+
+#[activity]
+async fn add_one(_ctx: ActivityContext, x: u64) -> Result<u64, Error> {
+    Ok(x + 1)
+}
+
+#[activity]
+async fn always_fails(_ctx: ActivityContext, _x: u64) -> Result<u64, Error> {
+    Err(Error::msg("the service is down"))
+}
+
+#[orchestrator]
+async fn waiter(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
+    let step: u64 = ctx.wait_for_event("go").await?;
+    ctx.call_activity(add_one, x + step).await
+}
+
+#[orchestrator]
+async fn chain(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
+    let mut x = x;
+    for _ in 0..5 {
+        x = ctx.call_activity(add_one, x).await?;
+    }
+    Ok(x)
+}
+
+#[orchestrator]
+async fn retry_forever_ish(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
+    let policy = RetryPolicy {
+        max_attempts: 4,
+        first_interval: Duration::from_millis(1),
+        backoff_coefficient: 1.0,
+        max_interval: Duration::from_millis(1),
+    };
+    ctx.call_activity_with_retry(always_fails, x, policy).await
+}
+
+async fn start(store: Arc<PanickyStore>) -> Runtime {
+    Runtime::builder()
+        .store(store)
+        .max_turn_attempts(3)
+        .register(add_one)
+        .register(always_fails)
+        .register(waiter)
+        .register(chain)
+        .register(retry_forever_ish)
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_that_keeps_failing_inside_the_runtime_fails_its_instance_only() {
+    let store = Arc::new(PanickyStore {
+        inner: MemoryStore::new(),
+        victim: InstanceId::new("victim").unwrap(),
+        armed: AtomicBool::new(false),
+        panics: AtomicU64::new(0),
+    });
+    let runtime = start(Arc::clone(&store)).await;
+    let client = runtime.client();
+    client.start_with_id(waiter, "victim", 10).await.unwrap();
+    for i in 0..20 {
+        client
+            .start_with_id(waiter, format!("healthy-{i}"), i)
+            .await
+            .unwrap();
+    }
+    // Nothing hot survives the restart: every instance replays from the store.
+    runtime.shutdown().await;
+    store.armed.store(true, Ordering::SeqCst);
+
+    let runtime = start(Arc::clone(&store)).await;
+    let client = runtime.client();
+    // The event to the victim is stored; running its turn is what fails.
+    let _ = client.raise_event("victim", "go", 1_u64).await;
+    for i in 0..20 {
+        client
+            .raise_event(format!("healthy-{i}"), "go", 1_u64)
+            .await
+            .unwrap();
+    }
+    let status = client.wait_for_completion("victim", WAIT).await.unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Failed, "{status:?}");
+    let failure = status.failure.unwrap();
+    assert_eq!(failure.kind, ErrorKind::Internal, "{failure}");
+    assert!(failure.message.contains("3 times"), "{failure}");
+    assert!(
+        failure.message.contains("injected: the history of victim"),
+        "{failure}"
+    );
+    let panics = store.panics.load(Ordering::SeqCst);
+    assert!(
+        (3..=8).contains(&panics),
+        "bounded attempts (3 turns, then the failing path's own reads): {panics}"
+    );
+
+    for i in 0..20 {
+        let status = client
+            .wait_for_completion(format!("healthy-{i}"), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(status.output_as::<u64>().unwrap(), Some(i + 2));
+    }
+    // And the runtime keeps its pace for new work.
+    let began = Instant::now();
+    let handles: Vec<_> = {
+        let mut handles = Vec::new();
+        for i in 0..200 {
+            handles.push(client.start(chain, i).await.unwrap());
+        }
+        handles
+    };
+    for (i, handle) in (0..).zip(handles) {
+        assert_eq!(handle.wait(WAIT).await.unwrap(), i + 5);
+    }
+    eprintln!(
+        "victim failed after {panics} injected panics; 200 chains of 5 afterwards in {:?}",
+        began.elapsed()
+    );
+    // The panics stop: the ended victim is not retried.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(store.panics.load(Ordering::SeqCst), panics);
+    runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_activity_that_always_fails_ends_its_instance_after_its_retries() {
+    let store = Arc::new(PanickyStore {
+        inner: MemoryStore::new(),
+        victim: InstanceId::new("nobody").unwrap(),
+        armed: AtomicBool::new(false),
+        panics: AtomicU64::new(0),
+    });
+    let runtime = start(store).await;
+    let client = runtime.client();
+    let handle = client.start(retry_forever_ish, 1).await.unwrap();
+    let status = client.wait_for_completion(handle.id(), WAIT).await.unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Failed);
+    let failure = status.failure.unwrap();
+    assert!(
+        failure.to_string().contains("the service is down"),
+        "{failure}"
+    );
+    let history = client
+        .status_with_history(handle.id())
+        .await
+        .unwrap()
+        .unwrap()
+        .history
+        .unwrap();
+    let attempts = history
+        .iter()
+        .filter(|event| event.kind() == "TaskScheduled")
+        .count();
+    assert_eq!(attempts, 4, "exactly the policy's attempts");
+    runtime.shutdown().await;
+}
