@@ -800,9 +800,14 @@ impl Client {
     ) -> Result<InstancePage, Error> {
         let after = continuation.map(decode_continuation).transpose()?;
         let page_size = page_size.max(1);
-        let records = self.list_records(query, after, page_size).await?;
+        // One more than asked says whether another page exists: no token on the last one.
+        let mut records = self
+            .list_records(query, after, page_size.saturating_add(1))
+            .await?;
+        let more = records.len() > page_size;
+        records.truncate(page_size);
         let continuation = match records.last() {
-            Some(last) if records.len() == page_size => Some(encode_continuation(&last.id)),
+            Some(last) if more => Some(encode_continuation(&last.id)),
             _ => None,
         };
         Ok(InstancePage {
@@ -947,11 +952,15 @@ impl Client {
         let after = continuation.map(decode_entity_continuation).transpose()?;
         let page_size = page_size.max(1);
         let name = name.map(str::to_owned);
-        let records = self
-            .read(move |store| store.list_entities(name.as_deref(), after.as_ref(), page_size))
+        let mut records = self
+            .read(move |store| {
+                store.list_entities(name.as_deref(), after.as_ref(), page_size.saturating_add(1))
+            })
             .await?;
+        let more = records.len() > page_size;
+        records.truncate(page_size);
         let continuation = match records.last() {
-            Some(last) if records.len() == page_size => Some(encode_hex(&last.id.to_string())),
+            Some(last) if more => Some(encode_hex(&last.id.to_string())),
             _ => None,
         };
         Ok(EntityPage {

@@ -297,8 +297,13 @@ async fn start(
             parse_seconds("pollingInterval", interval)?;
             Some(parse_seconds("timeout", timeout)?)
         }
-        (Some(value), None) | (None, Some(value)) => {
-            parse_seconds("timeout", value)?;
+        // Durable Functions waits only with both; one alone is checked and ignored.
+        (Some(timeout), None) => {
+            parse_seconds("timeout", timeout)?;
+            None
+        }
+        (None, Some(interval)) => {
+            parse_seconds("pollingInterval", interval)?;
             None
         }
         (None, None) => None,
