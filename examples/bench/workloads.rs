@@ -450,6 +450,11 @@ async fn event_roundtrip(client: &Client, n: u64) -> Result<Outcome, BenchError>
 /// finished); then a new runtime starts on the store: timed from the start call to every
 /// instance completed.
 async fn recovery(n: u64, dir: &Path, durability: Durability) -> Result<Outcome, BenchError> {
+    // Permits left over from an earlier run (whose stopped runtime dropped some of the
+    // blocked activities before they took theirs) would let gated activities through.
+    while let Ok(permit) = GATE.try_acquire() {
+        permit.forget();
+    }
     GATED.store(true, Ordering::SeqCst);
     let runtime = start_runtime(dir, durability).await?;
     let client = runtime.client();
@@ -489,6 +494,12 @@ async fn recovery(n: u64, dir: &Path, durability: Durability) -> Result<Outcome,
             .wait_for_completion(format!("inflight-{i}"), WAIT)
             .await
             .map_err(failed("wait"))?;
+        if status.runtime_status != RuntimeStatus::Completed {
+            return Err(BenchError::Failed(format!(
+                "inflight-{i} is {}, expected Completed: {:?}",
+                status.runtime_status, status.failure
+            )));
+        }
         let output: Option<u64> = status
             .output_as()
             .map_err(|error| BenchError::Failed(format!("output: {error}")))?;
