@@ -2,10 +2,12 @@
 # Where the time of durable-bench workloads goes, for the "what limits it" notes of
 # BENCHMARKS.md. Per workload, three runs of the release binary:
 #   1. plain: the JSON line (wall, engine counters);
-#   2. under `perf trace -s`: time each thread spent in syscalls; the writer thread's
-#      fdatasync total is the disk's share of the wall time;
+#   2. under `perf trace -s -e fdatasync`: the calls and time each thread spent in
+#      fdatasync; the writer thread's total against the wall is the disk's share;
 #   3. under `perf record` (DWARF call graphs): CPU samples per thread, the hottest
-#      functions (self time), and the inclusive share of the engine's main stages.
+#      functions (self time), and the runtime's and store's functions by inclusive share.
+# CPU shares are of CPU samples, not of wall time: for a workload that waits on the disk
+# most of the time, the fdatasync total of (2) is the figure that counts.
 # Needs `perf` (Debian: linux-perf) and permission to use it (root, or
 # kernel.perf_event_paranoid <= 1).
 #
@@ -39,20 +41,8 @@ fi
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/durable-profile.XXXXXX")"
 trap 'rm -rf "$scratch"' EXIT
 
-# Stages of a step, as functions whose inclusive time is reported (a regex each).
-stages=(
-    'durable::runtime::writer::commit$'
-    'durable_store::fjall_store::.*::write$'
-    'fjall::.*batch.*commit'
-    'durable::runtime::shard::'
-    'durable::core::engine::Engine::run_turn'
-    'durable::core::engine::Engine::replay'
-    'durable::runtime::activities::'
-    'durable::http::'
-    'hyper::'
-    'postcard::'
-    'serde_json::'
-)
+# The runtime's own functions and its store's, ranked by inclusive CPU share.
+ours='\] <?(durable|fjall|lsm_tree|hyper|axum)'
 
 for workload in "${workloads[@]}"; do
     run=("$bin" --workload "$workload" --scale "$scale" --durability "$durability"
@@ -60,27 +50,31 @@ for workload in "${workloads[@]}"; do
     echo "=== $workload ($scale, $durability)"
     "${run[@]}" 2>/dev/null | sed 's/^/line: /'
 
-    perf trace -s -o "$scratch/trace.txt" -- "${run[@]}" >/dev/null 2>&1 || true
-    echo "--- fdatasync by thread (perf trace; the main thread's include the floor probe)"
-    awk '
-        /^ [^ ].* \([0-9]+\), [0-9]+ events/ { thread = $1 }
-        $1 == "fdatasync" { printf "%-22s %6d calls %10.1f ms total %8.3f ms avg\n", thread, $2, $4, $6 }
+    # Only fdatasync is traced, so the run is barely slowed and its wall time holds.
+    perf trace -s -e fdatasync -o "$scratch/trace.txt" -- "${run[@]}" \
+        >"$scratch/traced.jsonl" 2>/dev/null || true
+    wall="$(grep -o '"wall_s":[0-9.]*' "$scratch/traced.jsonl" | cut -d: -f2)"
+    echo "--- fdatasync by thread, in a run under perf trace whose wall was ${wall:-?} s"
+    echo "    (the main thread's 500 calls are the floor probe, before the workload)"
+    awk -v wall="${wall:-0}" '
+        /^ [^ ].* \([0-9]+\), [0-9]+ events/ { thread = $1 " " $2 }
+        $1 == "fdatasync" {
+            share = wall > 0 ? sprintf("%5.1f%% of the wall", $4 / 10 / wall) : ""
+            printf "%-16s %6d calls %9.1f ms total %7.3f ms avg  %s\n", thread, $2, $4, $6, share
+        }
     ' "$scratch/trace.txt"
 
-    perf record -q -F 1999 --call-graph dwarf,32768 -o "$scratch/perf.data" -- "${run[@]}" \
+    perf record -q -F 999 --call-graph dwarf,16384 -o "$scratch/perf.data" -- "${run[@]}" \
         >/dev/null 2>&1 || true
     echo "--- CPU samples by thread"
     perf report -i "$scratch/perf.data" --no-children --sort comm --stdio 2>/dev/null \
-        | grep -E '^ +[0-9]' | head -8
+        | grep -E '^ +[0-9]' | head -8 || true
     echo "--- hottest functions (self)"
     perf report -i "$scratch/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null \
-        | grep -E '^ +[0-9]' | head -15
-    echo "--- stages (inclusive share of all samples)"
+        | grep -E '^ +[0-9]' | head -15 || true
+    echo "--- durable, fjall, lsm_tree, hyper, axum functions (inclusive share of CPU samples)"
     perf report -i "$scratch/perf.data" --children --sort sym --stdio -g none 2>/dev/null \
-        | grep -E '^ +[0-9]' >"$scratch/children.txt" || true
-    for stage in "${stages[@]}"; do
-        grep -E "$stage" "$scratch/children.txt" | head -1 || true
-    done
+        | grep -E '^ +[0-9]' | grep -v '(inlined)' | grep -E "$ours" | head -25 || true
     rm -f "$scratch/perf.data" "$scratch/trace.txt"
     rm -rf "$scratch/data"
 done
