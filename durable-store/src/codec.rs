@@ -14,8 +14,8 @@
 //! | `timers`     | fire_at u64, len, id, execution u64, task u64 | [`TimerRecord`]  |
 //! | `entities`   | `@name@key` (plain UTF-8)                   | [`EntityRecord`]   |
 
-use crate::error::Error;
-use crate::ids::{ExecutionId, InstanceId};
+use crate::error::{Error, RecordKey};
+use crate::ids::{ExecutionId, InstanceId, TaskId, Timestamp};
 use crate::model::{
     ActivityKey, ActivityWorkItem, EntityId, EntityRecord, HistoryEvent, InboxKey, InboxMessage,
     InstanceRecord, TimerKey, TimerRecord,
@@ -84,6 +84,12 @@ pub fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes a record value read from `space`; `instance` names the instance for the error.
 ///
+/// Decoding is bounded by the input: postcard checks every length prefix against the bytes
+/// that remain before it allocates, and the one recursive record, a [`crate::Failure`]'s
+/// chain of causes, is cut off at [`crate::FAILURE_CAUSES_MAX`] levels so that hostile
+/// bytes cannot overflow the stack. Any bytes give a record or [`Error::Corrupt`], never a
+/// panic.
+///
 /// # Errors
 /// [`Error::Corrupt`] when the bytes are not a valid record.
 pub fn decode_value<T: DeserializeOwned>(
@@ -91,11 +97,103 @@ pub fn decode_value<T: DeserializeOwned>(
     instance: Option<&InstanceId>,
     bytes: &[u8],
 ) -> Result<T, Error> {
-    postcard::from_bytes(bytes).map_err(|error| Error::Corrupt {
-        keyspace: space.name(),
-        instance: instance.map(ToString::to_string),
-        detail: format!("undecodable record ({} bytes): {error}", bytes.len()),
+    let (decoded, too_deep) = crate::model::decoding_causes(|| postcard::from_bytes(bytes));
+    decoded.map_err(|error| {
+        let detail = if too_deep {
+            format!(
+                "undecodable record ({} bytes): a failure's causes nest deeper than {}",
+                bytes.len(),
+                crate::FAILURE_CAUSES_MAX
+            )
+        } else {
+            format!("undecodable record ({} bytes): {error}", bytes.len())
+        };
+        Error::Corrupt {
+            keyspace: space.name(),
+            instance: instance.map(ToString::to_string),
+            detail,
+            key: None,
+        }
     })
+}
+
+/// Reads a stored key back into its typed form; `None` when the bytes are not a key of
+/// `space`.
+pub fn record_key(space: Space, key: &[u8]) -> Option<RecordKey> {
+    match space {
+        Space::Meta => [FORMAT_VERSION_KEY, EXECUTION_FLOOR_KEY]
+            .into_iter()
+            .find(|name| name.as_bytes() == key)
+            .map(RecordKey::Meta),
+        Space::Instances => {
+            let id = crate::ids::parse_stored_id(std::str::from_utf8(key).ok()?).ok()?;
+            Some(RecordKey::Instance(id))
+        }
+        Space::History => {
+            let (instance, rest) = split_instance(key)?;
+            let [execution, seq] = u64s(rest)?;
+            Some(RecordKey::History {
+                instance,
+                execution: ExecutionId(execution),
+                seq,
+            })
+        }
+        Space::Inbox => {
+            let (instance, rest) = split_instance(key)?;
+            let [seq] = u64s(rest)?;
+            Some(RecordKey::Inbox(InboxKey { instance, seq }))
+        }
+        Space::Activities => {
+            let (instance, rest) = split_instance(key)?;
+            let [execution, task] = u64s(rest)?;
+            Some(RecordKey::Activity(ActivityKey {
+                instance,
+                execution: ExecutionId(execution),
+                task: TaskId(task),
+            }))
+        }
+        Space::Timers => {
+            let (fire_at, rest) = key.split_first_chunk::<8>()?;
+            let (instance, rest) = split_instance(rest)?;
+            let [execution, task] = u64s(rest)?;
+            Some(RecordKey::Timer(TimerKey {
+                fire_at: Timestamp(u64::from_be_bytes(*fire_at)),
+                instance,
+                execution: ExecutionId(execution),
+                task: TaskId(task),
+            }))
+        }
+        Space::Entities => {
+            let text = std::str::from_utf8(key).ok()?;
+            let (name, entity) = text.strip_prefix('@')?.split_once('@')?;
+            Some(RecordKey::Entity(EntityId::new(name, entity).ok()?))
+        }
+    }
+}
+
+/// The names of the `meta` keyspace's keys.
+pub(crate) const FORMAT_VERSION_KEY: &str = "format_version";
+pub(crate) const EXECUTION_FLOOR_KEY: &str = "execution_floor";
+
+/// Splits a length-prefixed instance id off the front of a key.
+fn split_instance(key: &[u8]) -> Option<(InstanceId, &[u8])> {
+    let (len, rest) = key.split_first_chunk::<2>()?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    let (id, rest) = rest.split_at_checked(len)?;
+    let id = crate::ids::parse_stored_id(std::str::from_utf8(id).ok()?).ok()?;
+    Some((id, rest))
+}
+
+/// Reads exactly `N` big-endian `u64`s.
+fn u64s<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
+    if bytes.len() != N * 8 {
+        return None;
+    }
+    let mut out = [0; N];
+    for (value, chunk) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+        *value = u64::from_be_bytes(chunk.try_into().ok()?);
+    }
+    Some(out)
 }
 
 /// The key of an instance record.
@@ -117,6 +215,7 @@ pub(crate) fn check_entity(key: &[u8], record: &EntityRecord) -> Result<(), Erro
             keyspace: Space::Entities.name(),
             instance: Some(record.id.to_string()),
             detail: "record does not match the key it is stored under".to_owned(),
+            key: record_key(Space::Entities, key),
         })
     }
 }
@@ -166,6 +265,7 @@ pub fn inbox_seq(id: &InstanceId, key: &[u8]) -> Result<u64, Error> {
         keyspace: Space::Inbox.name(),
         instance: Some(id.to_string()),
         detail: format!("inbox key of {} bytes has no sequence number", key.len()),
+        key: None,
     })
 }
 
@@ -237,6 +337,7 @@ fn check_key(space: Space, id: &InstanceId, found: &[u8], expected: &[u8]) -> Re
             keyspace: space.name(),
             instance: Some(id.to_string()),
             detail: "record does not match the key it is stored under".to_owned(),
+            key: record_key(space, found),
         })
     }
 }

@@ -20,12 +20,13 @@ use std::sync::Arc;
 /// Makes a fresh, empty store for one check.
 pub type Factory<'a> = dyn FnMut() -> Arc<dyn Store> + 'a;
 
-/// One check: a name and a function of a fresh store.
-type Check = (&'static str, fn(&dyn Store));
+/// One check: its name and a function of a fresh store that panics when the store fails it.
+pub type Check = (&'static str, fn(&dyn Store));
 
-/// Runs every check that needs only a fresh store; panics naming the first check that fails.
-pub fn run_all(factory: &mut Factory<'_>) {
-    let checks: [Check; 12] = [
+/// Every check that needs only a fresh store, by name (for running them one at a time, as
+/// the fault-injection tests do).
+pub fn checks() -> Vec<Check> {
+    vec![
         ("empty_store_reads_nothing", empty_store_reads_nothing),
         ("instance_records_roundtrip", instance_records_roundtrip),
         (
@@ -53,8 +54,12 @@ pub fn run_all(factory: &mut Factory<'_>) {
             "entities_roundtrip_and_list_by_name",
             entities_roundtrip_and_list_by_name,
         ),
-    ];
-    for (name, check) in checks {
+    ]
+}
+
+/// Runs every check that needs only a fresh store; panics naming the first check that fails.
+pub fn run_all(factory: &mut Factory<'_>) {
+    for (name, check) in checks() {
         let store = factory();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&*store)));
         if let Err(panic) = outcome {

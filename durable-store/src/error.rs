@@ -1,6 +1,9 @@
 //! The store's error type: every failure of a store operation, with a message that says
 //! what to do about it.
 
+use crate::ids::{ExecutionId, InstanceId};
+use crate::model::{ActivityKey, EntityId, InboxKey, TimerKey};
+use std::fmt;
 use std::path::PathBuf;
 
 /// A failed store operation.
@@ -29,8 +32,9 @@ pub enum Error {
     },
     /// A stored record could not be decoded.
     #[error(
-        "corrupt record in keyspace `{keyspace}`{}: {detail}",
-        instance.as_ref().map(|id| format!(" of instance `{id}`")).unwrap_or_default()
+        "corrupt record in keyspace `{keyspace}`{}{}: {detail}",
+        instance.as_ref().map(|id| format!(" of instance `{id}`")).unwrap_or_default(),
+        key.as_ref().map(|key| format!(" at {key}")).unwrap_or_default()
     )]
     Corrupt {
         /// The keyspace the record was read from.
@@ -38,6 +42,20 @@ pub enum Error {
         /// The instance the record belongs to, when known.
         instance: Option<String>,
         /// What is wrong with it.
+        detail: String,
+        /// Where the record is stored, when the key could be read: a scan can resume after
+        /// it, so one damaged record need not hide the others.
+        key: Option<RecordKey>,
+    },
+    /// The store's files are damaged below the level of records (a journal or table
+    /// checksum does not match): the storage engine cannot read them.
+    #[error(
+        "the store files at {path} are damaged ({detail}); restore the directory from a backup, or move it aside and start from an empty one"
+    )]
+    Damaged {
+        /// The store directory.
+        path: PathBuf,
+        /// What the storage engine reported.
         detail: String,
     },
     /// An earlier write or fsync failed; the store refuses further writes because what is on
@@ -80,6 +98,79 @@ impl Error {
                 }
             }
             _ => Error::Io(error),
+        }
+    }
+}
+
+/// Where a record is stored: the typed form of its key, for errors that point at one
+/// record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecordKey {
+    /// A store-wide value such as the execution floor.
+    Meta(&'static str),
+    /// An instance record.
+    Instance(InstanceId),
+    /// A history event.
+    History {
+        /// The instance.
+        instance: InstanceId,
+        /// The execution.
+        execution: ExecutionId,
+        /// The event's sequence number.
+        seq: u64,
+    },
+    /// An inbox message.
+    Inbox(InboxKey),
+    /// An activity work item.
+    Activity(ActivityKey),
+    /// A timer.
+    Timer(TimerKey),
+    /// An entity record.
+    Entity(EntityId),
+}
+
+impl RecordKey {
+    /// The instance the record belongs to, if it belongs to one.
+    pub fn instance(&self) -> Option<InstanceId> {
+        match self {
+            RecordKey::Meta(_) => None,
+            RecordKey::Instance(instance) | RecordKey::History { instance, .. } => {
+                Some(instance.clone())
+            }
+            RecordKey::Inbox(key) => Some(key.instance.clone()),
+            RecordKey::Activity(key) => Some(key.instance.clone()),
+            RecordKey::Timer(key) => Some(key.instance.clone()),
+            RecordKey::Entity(id) => Some(id.instance_id()),
+        }
+    }
+}
+
+impl fmt::Display for RecordKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecordKey::Meta(name) => write!(f, "meta key `{name}`"),
+            RecordKey::Instance(id) => write!(f, "instance record `{id}`"),
+            RecordKey::History {
+                instance,
+                execution,
+                seq,
+            } => write!(
+                f,
+                "history event {seq} of execution {execution} of `{instance}`"
+            ),
+            RecordKey::Inbox(key) => write!(f, "inbox message {} of `{}`", key.seq, key.instance),
+            RecordKey::Activity(key) => write!(
+                f,
+                "activity work item of task {} of execution {} of `{}`",
+                key.task, key.execution, key.instance
+            ),
+            RecordKey::Timer(key) => write!(
+                f,
+                "timer of task {} of execution {} of `{}`, due at {} ms",
+                key.task, key.execution, key.instance, key.fire_at.0
+            ),
+            RecordKey::Entity(id) => write!(f, "entity record `{id}`"),
         }
     }
 }

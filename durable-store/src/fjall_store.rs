@@ -39,7 +39,8 @@ impl KvStore<FjallEngine> {
     /// # Errors
     /// [`Error::Locked`] when another process has it open, [`Error::IncompatibleFormat`] for a
     /// store of another format version, [`Error::ReadOnly`] and [`Error::StorageFull`] for
-    /// a directory that cannot be written, other I/O errors.
+    /// a directory that cannot be written, [`Error::Damaged`] for files whose checksums do
+    /// not match, other I/O errors.
     pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<FjallStore, Error> {
         let engine = FjallEngine::open(path.as_ref(), durability)?;
         let path = engine.path.clone();
@@ -55,10 +56,23 @@ impl KvStore<FjallEngine> {
 impl FjallEngine {
     fn open(path: &Path, durability: Durability) -> Result<FjallEngine, Error> {
         std::fs::create_dir_all(path).map_err(|error| Error::from_io(path, error))?;
-        let db = Database::builder(path)
-            // We decide when to persist: after each commit, per `durability`.
-            .manual_journal_persist(true)
-            .open()
+        let opened = std::panic::catch_unwind(|| {
+            Database::builder(path)
+                // We decide when to persist: after each commit, per `durability`.
+                .manual_journal_persist(true)
+                .open()
+        });
+        // fjall checks what it reads back from its journal partly with debug assertions,
+        // which a torn journal tail trips in a debug build: the files are damaged, and
+        // saying so beats taking the process down.
+        let db = opened
+            .map_err(|panic| Error::Damaged {
+                path: path.to_owned(),
+                detail: format!(
+                    "fjall panicked while recovering: {}; a debug build of fjall asserts on a torn journal tail that a release build drops",
+                    panic_message(&*panic)
+                ),
+            })?
             .map_err(|error| map_error(path, error))?;
         let mut spaces = Vec::with_capacity(Space::ALL.len());
         for space in Space::ALL {
@@ -84,14 +98,45 @@ impl FjallEngine {
     }
 }
 
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
 fn map_error(path: &Path, error: fjall::Error) -> Error {
+    use fjall::LsmError;
+    let damaged = |detail: String| Error::Damaged {
+        path: path.to_owned(),
+        detail: format!("fjall: {detail}"),
+    };
     match error {
         fjall::Error::Locked => Error::Locked {
             path: path.to_owned(),
         },
         fjall::Error::Poisoned => Error::Poisoned,
-        fjall::Error::Io(error) => Error::from_io(path, error),
-        fjall::Error::Storage(fjall::LsmError::Io(error)) => Error::from_io(path, error),
+        fjall::Error::Io(error) | fjall::Error::Storage(LsmError::Io(error)) => {
+            Error::from_io(path, error)
+        }
+        // Checksums, tags and headers that do not match: the files, not a record, are bad.
+        fjall::Error::JournalRecovery(error) => damaged(format!("journal recovery: {error}")),
+        fjall::Error::Storage(
+            error @ (LsmError::ChecksumMismatch { .. }
+            | LsmError::Decompress(_)
+            | LsmError::InvalidTag(_)
+            | LsmError::InvalidTrailer
+            | LsmError::InvalidHeader(_)
+            | LsmError::InvalidVersion(_)
+            | LsmError::Unrecoverable
+            | LsmError::Utf8(_)),
+        ) => damaged(format!("{error:?}")),
+        error @ (fjall::Error::InvalidTrailer
+        | fjall::Error::InvalidTag(_)
+        | fjall::Error::Decompress(_)
+        | fjall::Error::InvalidVersion(_)
+        | fjall::Error::Unrecoverable) => damaged(format!("{error:?}")),
         other => Error::Backend(format!("fjall: {other:?}")),
     }
 }

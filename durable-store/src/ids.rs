@@ -138,14 +138,16 @@ impl Serialize for InstanceId {
 impl<'de> Deserialize<'de> for InstanceId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let id = String::deserialize(deserializer)?;
-        // Stored entity ids (`@name@key`) are valid too.
-        if let Some((name, key)) = id.strip_prefix('@').and_then(|rest| rest.split_once('@')) {
-            return crate::model::EntityId::new(name, key)
-                .map(|entity| entity.instance_id())
-                .map_err(serde::de::Error::custom);
-        }
-        Self::new(id).map_err(serde::de::Error::custom)
+        parse_stored_id(&id).map_err(serde::de::Error::custom)
     }
+}
+
+/// Reads an instance id as stored: a valid instance id, or an entity's `@name@key`.
+pub(crate) fn parse_stored_id(id: &str) -> Result<InstanceId, InvalidInstanceId> {
+    if let Some((name, key)) = id.strip_prefix('@').and_then(|rest| rest.split_once('@')) {
+        return crate::model::EntityId::new(name, key).map(|entity| entity.instance_id());
+    }
+    InstanceId::new(id)
 }
 
 /// The id of one execution of an instance: unique in its store and increasing — every

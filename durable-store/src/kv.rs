@@ -4,7 +4,7 @@
 
 use crate::batch::{Op, WriteBatch};
 use crate::codec::{self, Space};
-use crate::error::Error;
+use crate::error::{Error, RecordKey};
 use crate::ids::{ExecutionId, InstanceId};
 use crate::model::{
     ActivityKey, ActivityWorkItem, EntityId, EntityRecord, HistoryEvent, InboxKey, InboxMessage,
@@ -16,8 +16,8 @@ use std::ops::Bound;
 /// The version of the on-disk format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
-const FORMAT_VERSION_KEY: &[u8] = b"format_version";
-const EXECUTION_FLOOR_KEY: &[u8] = b"execution_floor";
+const FORMAT_VERSION_KEY: &[u8] = codec::FORMAT_VERSION_KEY.as_bytes();
+const EXECUTION_FLOOR_KEY: &[u8] = codec::EXECUTION_FLOOR_KEY.as_bytes();
 
 /// One change to a key-value engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -267,6 +267,7 @@ impl<E: KvEngine> Store for KvStore<E> {
             keyspace: Space::Meta.name(),
             instance: None,
             detail: format!("the execution floor is {} bytes, not 8", bytes.len()),
+            key: Some(RecordKey::Meta(codec::EXECUTION_FLOOR_KEY)),
         })?;
         Ok(ExecutionId(u64::from_be_bytes(bytes)))
     }
@@ -276,7 +277,8 @@ impl<E: KvEngine> Store for KvStore<E> {
         let Some(bytes) = self.engine.get(Space::Instances, &key)? else {
             return Ok(None);
         };
-        let record: InstanceRecord = codec::decode_value(Space::Instances, Some(id), &bytes)?;
+        let record: InstanceRecord = codec::decode_value(Space::Instances, Some(id), &bytes)
+            .map_err(|error| locate(error, Space::Instances, &key))?;
         codec::check_instance(&key, &record)?;
         Ok(Some(record))
     }
@@ -299,9 +301,12 @@ impl<E: KvEngine> Store for KvStore<E> {
                         detail: format!(
                             "history of execution {execution} has a gap at event {seq}"
                         ),
+                        key: codec::record_key(Space::History, key),
                     });
                 }
-                events.push(codec::decode_event(id, value)?);
+                let event = codec::decode_event(id, value)
+                    .map_err(|error| locate(error, Space::History, key))?;
+                events.push(event);
                 Ok(Scan::Continue)
             },
         )?;
@@ -385,7 +390,8 @@ impl<E: KvEngine> Store for KvStore<E> {
             &after,
             limit,
             |key, value| {
-                let item: ActivityWorkItem = codec::decode_value(Space::Activities, None, value)?;
+                let item: ActivityWorkItem = codec::decode_value(Space::Activities, None, value)
+                    .map_err(|error| locate(error, Space::Activities, key))?;
                 codec::check_activity(key, &item)?;
                 items.push(item);
                 Ok(())
@@ -402,7 +408,8 @@ impl<E: KvEngine> Store for KvStore<E> {
         let after = after.map(codec::timer_key);
         let mut timers = Vec::new();
         scan_limited(&self.engine, Space::Timers, &after, limit, |key, value| {
-            let timer: TimerRecord = codec::decode_value(Space::Timers, None, value)?;
+            let timer: TimerRecord = codec::decode_value(Space::Timers, None, value)
+                .map_err(|error| locate(error, Space::Timers, key))?;
             codec::check_timer(key, &timer)?;
             timers.push(timer);
             Ok(())
@@ -416,7 +423,7 @@ impl<E: KvEngine> Store for KvStore<E> {
             return Ok(None);
         };
         let record: EntityRecord = codec::decode_value(Space::Entities, None, &bytes)
-            .map_err(|error| name_entity(error, id))?;
+            .map_err(|error| locate(error, Space::Entities, &key))?;
         codec::check_entity(&key, &record)?;
         Ok(Some(record))
     }
@@ -449,7 +456,7 @@ impl<E: KvEngine> Store for KvStore<E> {
             upper_bound(&end),
             &mut |key, value| {
                 let record: EntityRecord = codec::decode_value(Space::Entities, None, value)
-                    .map_err(|error| name_key(error, key))?;
+                    .map_err(|error| locate(error, Space::Entities, key))?;
                 codec::check_entity(key, &record)?;
                 records.push(record);
                 Ok(if records.len() >= limit {
@@ -493,11 +500,8 @@ impl<E: KvEngine> Store for KvStore<E> {
             start.as_ref().map(Vec::as_slice),
             upper_bound(&end),
             &mut |key, value| {
-                let record: InstanceRecord = codec::decode_value(
-                    Space::Instances,
-                    InstanceId::new(String::from_utf8_lossy(key)).ok().as_ref(),
-                    value,
-                )?;
+                let record: InstanceRecord = codec::decode_value(Space::Instances, None, value)
+                    .map_err(|error| locate(error, Space::Instances, key))?;
                 codec::check_instance(key, &record)?;
                 if query.matches(&record) {
                     records.push(record);
@@ -513,30 +517,29 @@ impl<E: KvEngine> Store for KvStore<E> {
     }
 }
 
-/// Names the entity in a decoding error.
-fn name_entity(error: Error, id: &EntityId) -> Error {
+/// Completes a decoding error with where the record is stored: its typed key and, when
+/// the caller did not know it, the instance it belongs to.
+fn locate(error: Error, space: Space, key: &[u8]) -> Error {
     match error {
         Error::Corrupt {
-            keyspace, detail, ..
-        } => Error::Corrupt {
             keyspace,
-            instance: Some(id.to_string()),
+            instance,
             detail,
-        },
-        other => other,
-    }
-}
-
-/// Names the record by its key in a decoding error.
-fn name_key(error: Error, key: &[u8]) -> Error {
-    match error {
-        Error::Corrupt {
-            keyspace, detail, ..
-        } => Error::Corrupt {
-            keyspace,
-            instance: Some(String::from_utf8_lossy(key).into_owned()),
-            detail,
-        },
+            key: known,
+        } => {
+            let key = known.or_else(|| codec::record_key(space, key));
+            let instance = instance.or_else(|| {
+                key.as_ref()
+                    .and_then(RecordKey::instance)
+                    .map(|id| id.to_string())
+            });
+            Error::Corrupt {
+                keyspace,
+                instance,
+                detail,
+                key,
+            }
+        }
         other => other,
     }
 }
@@ -546,7 +549,8 @@ fn decode_inbox(
     value: &[u8],
     instance: Option<&InstanceId>,
 ) -> Result<(InboxKey, InboxMessage), Error> {
-    let message: InboxMessage = codec::decode_value(Space::Inbox, instance, value)?;
+    let message: InboxMessage = codec::decode_value(Space::Inbox, instance, value)
+        .map_err(|error| locate(error, Space::Inbox, key))?;
     let seq = codec::check_inbox(key, &message)?;
     let key = InboxKey {
         instance: message.target.clone(),

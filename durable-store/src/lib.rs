@@ -5,7 +5,8 @@
 //! The storage contract (key layout, record encoding, commit protocol, fsync assumptions,
 //! format version) is written down in `ARCHITECTURE.md` at the repository root and in
 //! [`codec`]. Every store must pass the same [`conformance`] suite (feature
-//! `conformance`).
+//! `conformance`); `faults` (feature `testing`) wraps a store or an engine to fail chosen
+//! calls.
 //!
 //! Records are encoded with postcard, whose 1.x wire format is frozen and documented —
 //! durable data needs that. (bincode is not an option: its last release is a compile-error
@@ -18,6 +19,8 @@
 pub mod codec;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+#[cfg(any(test, feature = "testing"))]
+pub mod faults;
 
 mod batch;
 mod error;
@@ -29,7 +32,7 @@ mod model;
 mod store;
 
 pub use batch::{Op, WriteBatch};
-pub use error::Error;
+pub use error::{Error, RecordKey};
 pub use fjall_store::{FjallEngine, FjallStore};
 pub use ids::{
     ExecutionId, INSTANCE_ID_MAX_LEN, InstanceId, InvalidInstanceId, Json, TaskId, Timestamp,
@@ -37,8 +40,8 @@ pub use ids::{
 pub use kv::{FORMAT_VERSION, KvEngine, KvOp, KvStore, Scan, Visitor, encode_batch};
 pub use memory::{MemoryEngine, MemoryStore};
 pub use model::{
-    ActivityKey, ActivityWorkItem, EntityCaller, EntityId, EntityRecord, Failure, FailureKind,
-    HistoryEvent, InboxKey, InboxMessage, InstanceQuery, InstanceRecord, ParentRef, RuntimeStatus,
-    TimerKey, TimerRecord,
+    ActivityKey, ActivityWorkItem, EntityCaller, EntityId, EntityRecord, FAILURE_CAUSES_MAX,
+    Failure, FailureKind, HistoryEvent, InboxKey, InboxMessage, InstanceQuery, InstanceRecord,
+    ParentRef, RuntimeStatus, TimerKey, TimerRecord,
 };
 pub use store::{Durability, Store};

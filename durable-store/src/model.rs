@@ -276,9 +276,95 @@ pub struct Failure {
     /// Optional structured details supplied by user code.
     pub details: Option<Json>,
     /// The failure that caused this one, if any (an activity's own error beneath the
-    /// orchestrator's "activity failed").
+    /// orchestrator's "activity failed"). At most [`FAILURE_CAUSES_MAX`] are stored.
+    #[serde(
+        serialize_with = "causes::serialize",
+        deserialize_with = "causes::deserialize"
+    )]
     pub cause: Option<Box<Failure>>,
 }
+
+/// The longest chain of causes a stored [`Failure`] keeps. Causes beyond it are dropped
+/// when the failure is stored, and a record that claims more is corrupt: the chain is the
+/// one recursive part of the records, and decoding it must not overflow the stack however
+/// hostile the bytes.
+pub const FAILURE_CAUSES_MAX: usize = 128;
+
+/// Bounded (de)serialization of [`Failure::cause`]: a per-thread count of how many causes
+/// deep the (de)serializer is. Serde drives both directions recursively on one thread.
+mod causes {
+    use super::{FAILURE_CAUSES_MAX, Failure};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::cell::Cell;
+
+    thread_local! {
+        static DEPTH: Cell<usize> = const { Cell::new(0) };
+        /// Set when a decode on this thread met a chain longer than the maximum.
+        static TOO_DEEP: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// One level of depth, given back when dropped (also when a panic unwinds).
+    struct Level;
+
+    impl Level {
+        fn enter() -> Option<Level> {
+            DEPTH.with(|depth| {
+                (depth.get() < FAILURE_CAUSES_MAX).then(|| {
+                    depth.set(depth.get() + 1);
+                    Level
+                })
+            })
+        }
+    }
+
+    impl Drop for Level {
+        fn drop(&mut self) {
+            DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1)));
+        }
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        cause: &Option<Box<Failure>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match Level::enter() {
+            Some(_level) => cause.serialize(serializer),
+            None => None::<Box<Failure>>.serialize(serializer),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Box<Failure>>, D::Error> {
+        match Level::enter() {
+            Some(_level) => Option::<Box<Failure>>::deserialize(deserializer),
+            // At the limit only "no further cause" is valid.
+            None => Option::<NoMoreCauses>::deserialize(deserializer).map(|_| None),
+        }
+    }
+
+    /// A cause where none may be: always an error.
+    struct NoMoreCauses;
+
+    impl<'de> Deserialize<'de> for NoMoreCauses {
+        fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+            TOO_DEEP.with(|flag| flag.set(true));
+            Err(serde::de::Error::custom(format_args!(
+                "a failure's causes nest deeper than {FAILURE_CAUSES_MAX}"
+            )))
+        }
+    }
+
+    /// Runs a decode and says whether it met a chain of causes that is too long (some
+    /// formats, postcard among them, drop custom error messages).
+    pub(crate) fn decoding<T>(decode: impl FnOnce() -> T) -> (T, bool) {
+        TOO_DEEP.with(|flag| flag.set(false));
+        let decoded = decode();
+        (decoded, TOO_DEEP.with(|flag| flag.replace(false)))
+    }
+}
+
+pub(crate) use causes::decoding as decoding_causes;
 
 impl Failure {
     /// A failure of `kind` with `message` and nothing else.

@@ -44,7 +44,8 @@ impl Durability {
 ///   the runtime then stops and recovers from what is on disk at the next start.
 /// - Reads see every commit that returned before the read began.
 /// - Scans return records in key order, starting strictly after the given key.
-/// - An undecodable record is [`Error::Corrupt`] naming the instance, never a panic.
+/// - An undecodable record is [`Error::Corrupt`] naming the instance and, where the key
+///   can be read, the record ([`crate::RecordKey`]) — never a panic.
 ///
 /// `durable_store::conformance` (feature `conformance`) checks all of this.
 pub trait Store: Send + Sync + 'static {
