@@ -1,12 +1,13 @@
 //! Helpers shared by the integration tests of the workspace: a side-effect log that
 //! activities append to (so a test can count how often each one really ran, across
-//! processes), and a way to run a test body as a child process that a test can kill with
-//! SIGKILL.
+//! processes), and ways to run a test body, or a whole `harness = false` test binary, as a
+//! child process that a test can kill with SIGKILL.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 /// An append-only file of lines, one per side effect.
@@ -92,4 +93,45 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         std::thread::sleep(Duration::from_millis(5));
     }
     condition()
+}
+
+/// Starts this executable again as a child process, with `args` and `env` set, its stdout
+/// piped (read it with [`stdout_lines`]) and its stderr going to this process's stderr. For
+/// test targets with `harness = false`, whose `main` tells from `env` that it is the child.
+///
+/// # Panics
+/// When the child cannot be started.
+pub fn spawn_self(args: &[&str], env: &[(&str, String)]) -> Child {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let mut command = Command::new(exe);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.spawn().expect("cannot start the child process")
+}
+
+/// The lines a child prints on its stdout, forwarded to a channel by a thread of their own,
+/// so that a test can wait for one with [`Receiver::recv_timeout`]. The channel closes when
+/// the child's stdout does (it exited or was killed).
+///
+/// # Panics
+/// When the child's stdout was not piped, or was taken already.
+pub fn stdout_lines(child: &mut Child) -> Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
 }

@@ -1,0 +1,1682 @@
+//! The crash loop: a mixed workload — chains, fan-outs of 100, sub-orchestrations,
+//! durable timers of 0–200 ms, external events, entity counters, locked transfers and a
+//! flaky activity called with retries — runs in a child process that is killed with
+//! SIGKILL at random moments and restarted over the same fjall store, again and again,
+//! until the workload finishes. Then the store is held to a crash-free in-memory run of
+//! the same workload, and to results computed from the inputs:
+//! - every orchestration ended as in the crash-free run, with the computed output;
+//! - every entity holds the crash-free run's state (counter sums, conserved transfer
+//!   totals; every operation applied exactly once) and no lock;
+//! - an activity ran again only while its completion was not committed, never after (the
+//!   side-effect log says which incarnation of the child ran what; each child records,
+//!   before its runtime starts, which completions the store holds);
+//! - no instance is stuck and nothing is left to run; every timer fired at most once and
+//!   not early; every event the driver's schedule raised was consumed exactly once.
+//!
+//! `cargo test --test crash_loop` runs 20 kills. Longer campaigns take options:
+//! `cargo test --release --test crash_loop -- --kills 500 --seed 42`. The seed fixes the
+//! workload's inputs and the kill delays and is printed first, so a failure can be rerun
+//! with the same schedule (where exactly a kill lands still depends on timing).
+//!
+//! The workload comes in batches, one started by each generation (incarnation of the
+//! child), and a waiting orchestration's events are raised one per generation after its
+//! start: kills keep landing on fresh work, and events arrive after restarts. The waiters
+//! keep the workload from finishing before the last generation, which raises the rest and
+//! runs to the end.
+//!
+//! This target has `harness = false`: `main` speaks enough of libtest's command line for
+//! `cargo test` filters and for nextest (`--list --format terse`, `--exact`). The child is
+//! this same binary, run again with `CHILD_VAR` set.
+
+use durable::client::Error as ClientError;
+use durable::prelude::*;
+use durable::store::{
+    Durability, EntityRecord, FjallStore, HistoryEvent, InstanceQuery, InstanceRecord, MemoryStore,
+    Store,
+};
+use durable::{Client, Either, InstanceId, Timestamp};
+use durable_testkit::{SideEffectLog, spawn_self, stdout_lines};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitCode};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The name under which the harness lists its one test.
+const TEST_NAME: &str = "crash_loop";
+/// Set (to the child's configuration, as JSON) in the child process.
+const CHILD_VAR: &str = "DURABLE_CRASH_LOOP_CHILD";
+/// What the child prints on stdout once its runtime has started (recovery done).
+const READY: &str = "crash-loop-child-ready";
+/// Kills in a plain `cargo test` run.
+const CI_KILLS: u32 = 20;
+/// A kill lands this long after the child reports it is running, drawn uniformly.
+const KILL_DELAY_MS: (u64, u64) = (5, 400);
+/// Bounds on one child: to start, and (the last one) to finish everything.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+const FINISH_TIMEOUT: Duration = Duration::from_secs(300);
+
+const COUNTERS: u64 = 3;
+const ACCOUNTS: u64 = 4;
+const FAN_WIDTH: u32 = 100;
+const EVENTS_PER_WAITER: u32 = 3;
+/// Loses every race it is in, unless a generation takes longer to start than this.
+const LOSING_TIMER: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------
+// The workload: activities, entities, orchestrators.
+
+/// In the child: the side-effect log of activity runs and the generation running them.
+/// Unset in the driver, whose crash-free reference run records nothing.
+static RUNS: OnceLock<(SideEffectLog, u32)> = OnceLock::new();
+
+fn record_run(ctx: &ActivityContext) {
+    if let Some((log, generation)) = RUNS.get() {
+        log.append(&format!(
+            "{generation}|{}|{}",
+            ctx.name(),
+            ctx.idempotency_key()
+        ));
+    }
+}
+
+/// An LCG step: outputs depend on every activity of a chain, in order.
+fn mix(x: u64) -> u64 {
+    x.wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407)
+        >> 33
+}
+
+/// FNV-1a: a hash that is the same in every process and every build.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The unit of work; sleeps up to 7 ms so that kills also land inside activity runs.
+#[activity]
+async fn step(ctx: ActivityContext, x: u64) -> Result<u64, Error> {
+    record_run(&ctx);
+    let pause = x % 8;
+    if pause > 0 {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    Ok(mix(x))
+}
+
+/// Fails two runs in three, as a function of the task alone (instance and task id), so a
+/// crash-free run fails the same attempts.
+#[activity]
+async fn flaky(ctx: ActivityContext, x: u64) -> Result<u64, Error> {
+    record_run(&ctx);
+    let task = format!("{}/{}", ctx.instance_id(), ctx.task_id());
+    if !fnv(task.as_bytes()).is_multiple_of(3) {
+        return Err(Error::msg(format!("flaky failure of task {task}")));
+    }
+    Ok(mix(x))
+}
+
+/// A counter that applies each operation id once and counts any second delivery.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Counter {
+    value: i64,
+    ops: BTreeSet<u64>,
+    duplicates: u64,
+}
+
+#[entity]
+impl Counter {
+    fn add(&mut self, op: u64, amount: i64) {
+        if self.ops.insert(op) {
+            self.value += amount;
+        } else {
+            self.duplicates += 1;
+        }
+    }
+}
+
+/// An account, with the same exactly-once bookkeeping as [`Counter`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Account {
+    balance: i64,
+    ops: BTreeSet<u64>,
+    duplicates: u64,
+}
+
+#[entity]
+impl Account {
+    fn deposit(&mut self, op: u64, amount: i64) {
+        self.apply(op, amount);
+    }
+
+    fn withdraw(&mut self, op: u64, amount: i64) {
+        self.apply(op, -amount);
+    }
+}
+
+impl Account {
+    fn apply(&mut self, op: u64, delta: i64) {
+        if self.ops.insert(op) {
+            self.balance += delta;
+        } else {
+            self.duplicates += 1;
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ChainInput {
+    start: u64,
+    length: u32,
+}
+
+#[orchestrator]
+async fn chain(ctx: OrchestrationContext, input: ChainInput) -> Result<u64, Error> {
+    let mut value = input.start;
+    for _ in 0..input.length {
+        value = ctx.call_activity(step, value).await?;
+    }
+    Ok(value)
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct FanInput {
+    base: u64,
+    width: u32,
+}
+
+#[orchestrator]
+async fn fan(ctx: OrchestrationContext, input: FanInput) -> Result<u64, Error> {
+    let tasks: Vec<_> = (0..input.width)
+        .map(|i| ctx.call_activity(step, input.base + u64::from(i)))
+        .collect();
+    let outputs = ctx.join_all(tasks).await?;
+    Ok(outputs.into_iter().fold(0, u64::wrapping_add))
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TimersInput {
+    delays_ms: Vec<u64>,
+    value: u64,
+}
+
+/// Sleeps on durable timers with an activity after each, then races a timer against an
+/// event that never comes (the wait is dropped) and against a timer a minute away (which
+/// is cancelled).
+#[orchestrator]
+async fn sleepy(ctx: OrchestrationContext, input: TimersInput) -> Result<u64, Error> {
+    let mut value = input.value;
+    for delay in &input.delays_ms {
+        ctx.sleep(Duration::from_millis(*delay)).await?;
+        value = ctx.call_activity(step, value).await?;
+    }
+    let last = Duration::from_millis(input.delays_ms.last().copied().unwrap_or(0));
+    let never = ctx.wait_for_event::<u64>("never");
+    match ctx.select(never, ctx.sleep(last)).await {
+        Either::Right(outcome) => outcome?,
+        Either::Left(_) => return Err(Error::msg("an event that nobody raises won the race")),
+    }
+    match ctx.select(ctx.sleep(last), ctx.sleep(LOSING_TIMER)).await {
+        Either::Left(outcome) => outcome?,
+        Either::Right(_) => return Err(Error::msg("a timer a minute away won the race")),
+    }
+    Ok(value)
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ParentInput {
+    chain: ChainInput,
+    fan: FanInput,
+    timers: TimersInput,
+}
+
+/// A chain, then a fan-out and timers side by side, each a sub-orchestration.
+#[orchestrator]
+async fn nested(ctx: OrchestrationContext, input: ParentInput) -> Result<u64, Error> {
+    let chained = ctx.call_sub_orchestrator(chain, input.chain).await?;
+    let children = [
+        ctx.call_sub_orchestrator(fan, input.fan),
+        ctx.call_sub_orchestrator(sleepy, input.timers),
+    ];
+    let outputs = ctx.join_all(children).await?;
+    Ok(outputs.into_iter().fold(chained, u64::wrapping_add))
+}
+
+fn event_name(index: u32) -> String {
+    format!("e{index}")
+}
+
+/// Waits for events `e0`, `e1`, ... in turn: each payload, and an activity's result on it.
+#[orchestrator]
+async fn waiter(ctx: OrchestrationContext, events: u32) -> Result<Vec<[u64; 2]>, Error> {
+    let mut received = Vec::new();
+    for index in 0..events {
+        let payload: u64 = ctx.wait_for_event(event_name(index)).await?;
+        received.push([payload, ctx.call_activity(step, payload).await?]);
+    }
+    Ok(received)
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CountInput {
+    counter: String,
+    first_op: u64,
+    amounts: Vec<i64>,
+    pause_ms: u64,
+}
+
+/// Adds to a counter, alternating awaited calls and signals, with a timer in between.
+#[orchestrator]
+async fn counting(ctx: OrchestrationContext, input: CountInput) -> Result<i64, Error> {
+    for (index, amount) in input.amounts.iter().enumerate() {
+        let op = input.first_op + index as u64;
+        let counter = ctx.entity::<Counter>(&input.counter);
+        if index.is_multiple_of(2) {
+            counter.add(op, *amount).await?;
+        } else {
+            counter.signal().add(op, *amount);
+        }
+        if index == 1 {
+            ctx.sleep(Duration::from_millis(input.pause_ms)).await?;
+        }
+    }
+    Ok(input.amounts.iter().sum())
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TransferInput {
+    from: String,
+    to: String,
+    amount: i64,
+    op: u64,
+}
+
+/// Moves money between two accounts inside a critical section, an activity in between.
+#[orchestrator]
+async fn transfer(ctx: OrchestrationContext, t: TransferInput) -> Result<i64, Error> {
+    let from = ctx.entity_id::<Account>(&t.from)?;
+    let to = ctx.entity_id::<Account>(&t.to)?;
+    let _lock = ctx.lock_entities(&[from, to]).await?;
+    ctx.entity::<Account>(&t.from)
+        .withdraw(t.op * 2, t.amount)
+        .await?;
+    ctx.call_activity(step, t.op).await?;
+    ctx.entity::<Account>(&t.to)
+        .deposit(t.op * 2 + 1, t.amount)
+        .await?;
+    Ok(t.amount)
+}
+
+/// Calls the flaky activity with retries on durable timers; giving up is an output too.
+#[orchestrator]
+async fn retrying(ctx: OrchestrationContext, x: u64) -> Result<String, Error> {
+    let policy = RetryPolicy {
+        max_attempts: 5,
+        first_interval: Duration::from_millis(5),
+        backoff_coefficient: 2.0,
+        max_interval: Duration::from_millis(40),
+    };
+    Ok(match ctx.call_activity_with_retry(flaky, x, policy).await {
+        Ok(value) => format!("ok {value}"),
+        Err(error) => format!("gave up: {error}"),
+    })
+}
+
+fn register(builder: durable::RuntimeBuilder) -> durable::RuntimeBuilder {
+    builder
+        .register(step)
+        .register(flaky)
+        .register(chain)
+        .register(fan)
+        .register(sleepy)
+        .register(nested)
+        .register(waiter)
+        .register(counting)
+        .register(transfer)
+        .register(retrying)
+        .register_entity::<Counter>()
+        .register_entity::<Account>()
+}
+
+// ---------------------------------------------------------------------------------------
+// The plan: which instances, with which inputs, released in which generation.
+
+/// SplitMix64: small, seedable, and the same everywhere.
+struct Prng(u64);
+
+impl Prng {
+    fn new(seed: u64) -> Prng {
+        Prng(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `low..=high` (the modulo bias is negligible at these sizes).
+    fn range(&mut self, low: u64, high: u64) -> u64 {
+        assert!(low <= high);
+        low + self.next_u64() % (high - low + 1)
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Work {
+    Chain(ChainInput),
+    Fan(FanInput),
+    Parent(ParentInput),
+    Timers(TimersInput),
+    /// The payloads of the events `e0`, `e1`, ... that the driver's schedule raises.
+    Waiter(Vec<u64>),
+    Count(CountInput),
+    Transfer(TransferInput),
+    Retry(u64),
+}
+
+#[derive(Clone, Debug)]
+struct Item {
+    id: String,
+    batch: u32,
+    work: Work,
+}
+
+/// The whole workload of a campaign, a function of the seed and the number of kills: a
+/// batch per generation, so that every kill finds fresh work to land on.
+struct Plan {
+    kills: u32,
+    items: Vec<Item>,
+}
+
+impl Plan {
+    fn new(seed: u64, kills: u32) -> Plan {
+        let mut rng = Prng::new(seed ^ 0x00c0_ffee_d0d0_cafe);
+        let mut ops = 0;
+        let mut items = Vec::new();
+        for batch in 0..=kills {
+            items.extend(batch_items(batch, &mut rng, &mut ops));
+        }
+        Plan { kills, items }
+    }
+
+    /// The generation that raises event `index` for a waiter of `batch` (started by
+    /// generation `batch`): one per generation after that, all by the last generation.
+    fn event_release(&self, batch: u32, index: u32) -> u32 {
+        (batch + 1 + index).min(self.kills)
+    }
+
+    fn released(&self, generation: u32) -> impl Iterator<Item = &Item> {
+        self.items
+            .iter()
+            .filter(move |item| item.batch <= generation)
+    }
+}
+
+fn delays(rng: &mut Prng, count: usize) -> Vec<u64> {
+    (0..count).map(|_| rng.range(0, 200)).collect()
+}
+
+fn chain_input(rng: &mut Prng, lengths: (u64, u64)) -> ChainInput {
+    ChainInput {
+        start: rng.range(0, 1_000_000),
+        length: rng.range(lengths.0, lengths.1) as u32,
+    }
+}
+
+/// One batch: 19 instances (and 3 sub-orchestrations), about 200 activities.
+fn batch_items(batch: u32, rng: &mut Prng, ops: &mut u64) -> Vec<Item> {
+    let mut work = Vec::new();
+    for _ in 0..3 {
+        work.push(("chain", Work::Chain(chain_input(rng, (8, 16)))));
+    }
+    let fan_input = |rng: &mut Prng, width| FanInput {
+        base: rng.range(0, 1_000_000),
+        width,
+    };
+    work.push(("fan", Work::Fan(fan_input(rng, FAN_WIDTH))));
+    let parent = ParentInput {
+        chain: chain_input(rng, (4, 8)),
+        fan: fan_input(rng, 30),
+        timers: TimersInput {
+            delays_ms: delays(rng, 2),
+            value: rng.range(0, 1_000_000),
+        },
+    };
+    work.push(("parent", Work::Parent(parent)));
+    for _ in 0..2 {
+        let delays_ms = delays(rng, 3);
+        let value = rng.range(0, 1_000_000);
+        work.push(("timers", Work::Timers(TimersInput { delays_ms, value })));
+    }
+    for _ in 0..2 {
+        let payloads = (0..EVENTS_PER_WAITER)
+            .map(|_| rng.range(0, 1_000_000))
+            .collect();
+        work.push(("waiter", Work::Waiter(payloads)));
+    }
+    for _ in 0..3 {
+        let amounts: Vec<i64> = (0..4).map(|_| rng.range(1, 100) as i64).collect();
+        let input = CountInput {
+            counter: format!("ctr-{}", rng.range(0, COUNTERS - 1)),
+            first_op: *ops,
+            pause_ms: rng.range(0, 50),
+            amounts,
+        };
+        *ops += input.amounts.len() as u64;
+        work.push(("count", Work::Count(input)));
+    }
+    for _ in 0..4 {
+        let from = rng.range(0, ACCOUNTS - 1);
+        let to = (from + rng.range(1, ACCOUNTS - 1)) % ACCOUNTS;
+        let input = TransferInput {
+            from: format!("acct-{from}"),
+            to: format!("acct-{to}"),
+            amount: rng.range(1, 100) as i64,
+            op: *ops,
+        };
+        *ops += 1;
+        work.push(("transfer", Work::Transfer(input)));
+    }
+    for _ in 0..3 {
+        work.push(("retry", Work::Retry(rng.range(0, 1_000_000))));
+    }
+    let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+    work.into_iter()
+        .map(|(kind, work)| {
+            let index = seen.entry(kind).or_default();
+            *index += 1;
+            Item {
+                id: format!("b{batch}-{kind}-{}", *index - 1),
+                batch,
+                work,
+            }
+        })
+        .collect()
+}
+
+async fn start(client: &Client, item: &Item) -> Result<(), ClientError> {
+    let id = item.id.as_str();
+    match &item.work {
+        Work::Chain(input) => client
+            .start_with_id(chain, id, input.clone())
+            .await
+            .map(drop),
+        Work::Fan(input) => client.start_with_id(fan, id, input.clone()).await.map(drop),
+        Work::Parent(input) => client
+            .start_with_id(nested, id, input.clone())
+            .await
+            .map(drop),
+        Work::Timers(input) => client
+            .start_with_id(sleepy, id, input.clone())
+            .await
+            .map(drop),
+        Work::Waiter(payloads) => {
+            let events = payloads.len() as u32;
+            client.start_with_id(waiter, id, events).await.map(drop)
+        }
+        Work::Count(input) => client
+            .start_with_id(counting, id, input.clone())
+            .await
+            .map(drop),
+        Work::Transfer(input) => {
+            let input = input.clone();
+            client.start_with_id(transfer, id, input).await.map(drop)
+        }
+        Work::Retry(x) => client.start_with_id(retrying, id, *x).await.map(drop),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// What a crash-free run must give, computed from the inputs.
+
+fn chain_output(input: &ChainInput) -> u64 {
+    (0..input.length).fold(input.start, |value, _| mix(value))
+}
+
+fn fan_output(input: &FanInput) -> u64 {
+    (0..input.width)
+        .map(|i| mix(input.base + u64::from(i)))
+        .fold(0, u64::wrapping_add)
+}
+
+fn timers_output(input: &TimersInput) -> u64 {
+    input
+        .delays_ms
+        .iter()
+        .fold(input.value, |value, _| mix(value))
+}
+
+/// The output an item must end with; `None` where only the reference run knows (the
+/// retries, whose failing attempts depend on task ids the engine assigns).
+fn expected_output(work: &Work) -> Option<Value> {
+    let value = match work {
+        Work::Chain(input) => serde_json::json!(chain_output(input)),
+        Work::Fan(input) => serde_json::json!(fan_output(input)),
+        Work::Parent(input) => serde_json::json!(
+            chain_output(&input.chain)
+                .wrapping_add(fan_output(&input.fan))
+                .wrapping_add(timers_output(&input.timers))
+        ),
+        Work::Timers(input) => serde_json::json!(timers_output(input)),
+        Work::Waiter(payloads) => {
+            let pairs: Vec<[u64; 2]> = payloads.iter().map(|p| [*p, mix(*p)]).collect();
+            serde_json::json!(pairs)
+        }
+        Work::Count(input) => serde_json::json!(input.amounts.iter().sum::<i64>()),
+        Work::Transfer(input) => serde_json::json!(input.amount),
+        Work::Retry(_) => return None,
+    };
+    Some(value)
+}
+
+fn to_value(state: &impl Serialize) -> Value {
+    serde_json::to_value(state).expect("entity states are JSON")
+}
+
+/// Every entity's state after the whole workload, keyed `@name@key`.
+fn expected_entities(plan: &Plan) -> BTreeMap<String, Value> {
+    let mut counters: BTreeMap<String, Counter> = BTreeMap::new();
+    let mut accounts: BTreeMap<String, Account> = BTreeMap::new();
+    for item in &plan.items {
+        match &item.work {
+            Work::Count(input) => {
+                let counter = counters.entry(input.counter.clone()).or_default();
+                for (index, amount) in input.amounts.iter().enumerate() {
+                    counter.add(input.first_op + index as u64, *amount);
+                }
+            }
+            Work::Transfer(t) => {
+                accounts
+                    .entry(t.from.clone())
+                    .or_default()
+                    .apply(t.op * 2, -t.amount);
+                accounts
+                    .entry(t.to.clone())
+                    .or_default()
+                    .apply(t.op * 2 + 1, t.amount);
+            }
+            _ => {}
+        }
+    }
+    let counters = counters
+        .iter()
+        .map(|(key, state)| (format!("@Counter@{key}"), to_value(state)));
+    let accounts = accounts
+        .iter()
+        .map(|(key, state)| (format!("@Account@{key}"), to_value(state)));
+    counters.chain(accounts).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The child: one incarnation over the store, killed or (the last) run to the end.
+
+#[derive(Serialize, Deserialize)]
+struct ChildConfig {
+    dir: PathBuf,
+    generation: u32,
+    seed: u64,
+    kills: u32,
+}
+
+/// The files of a campaign, all in one directory.
+struct Files {
+    store: PathBuf,
+    /// `generation|activity|idempotency key`: one line per activity run.
+    runs: SideEffectLog,
+    /// `generation|key`: the completions in the store when that generation began.
+    committed: SideEffectLog,
+    /// Instances that had ended when some generation began (their history is final).
+    ended: SideEffectLog,
+    /// `raising|generation|instance|index` before `raise_event`, `acked|...` once it
+    /// returned, `lost|...` when an acknowledged event was missing from the history at a
+    /// later start.
+    events: SideEffectLog,
+}
+
+impl Files {
+    fn new(dir: &Path) -> Files {
+        Files {
+            store: dir.join("store"),
+            runs: SideEffectLog::new(dir.join("runs.log")),
+            committed: SideEffectLog::new(dir.join("committed.log")),
+            ended: SideEffectLog::new(dir.join("ended.log")),
+            events: SideEffectLog::new(dir.join("events.log")),
+        }
+    }
+}
+
+fn child(config: &str) -> ExitCode {
+    let config: ChildConfig = serde_json::from_str(config).expect("the child's configuration");
+    let files = Files::new(&config.dir);
+    let generation = config.generation;
+    RUNS.set((files.runs.clone(), generation))
+        .expect("set once, before the runtime starts");
+    let plan = Plan::new(config.seed, config.kills);
+    let store =
+        Arc::new(FjallStore::open(&files.store, Durability::Fsync).expect("open the store"));
+    let ended = record_committed(&*store, &files, generation);
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    tokio.block_on(async {
+        let runtime = register(Runtime::builder().store(store.clone()))
+            .start()
+            .await
+            .expect("the runtime starts over the store");
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "{READY}")
+            .and_then(|()| stdout.flush())
+            .expect("report ready");
+        let client = runtime.client();
+        let released: Vec<&Item> = plan
+            .released(generation)
+            .filter(|item| !ended.contains(&item.id))
+            .collect();
+        for item in &released {
+            if client.status(&item.id).await.expect("status").is_none() {
+                start(&client, item).await.expect("start");
+            }
+        }
+        raise_events(&client, &plan, &released, generation, &files.events).await;
+        if generation < plan.kills {
+            // Work on until killed: the rest of the workload is not released yet.
+            std::future::pending::<()>().await;
+        }
+        wait_for_all(&client, &plan.items).await;
+        wait_until_drained(&*store).await;
+        runtime.shutdown().await;
+    });
+    ExitCode::SUCCESS
+}
+
+/// Before the runtime starts (so before any activity runs): appends the activity
+/// completions the store holds to `committed`, reading each instance's history until it
+/// has ended. Returns the ended instances.
+fn record_committed(store: &dyn Store, files: &Files, generation: u32) -> BTreeSet<String> {
+    let mut ended: BTreeSet<String> = files.ended.lines().into_iter().collect();
+    for record in all_instances(store) {
+        if ended.contains(record.id.as_str()) {
+            continue;
+        }
+        let history = store
+            .history(&record.id, record.execution)
+            .expect("read a history");
+        let lines: Vec<String> = completed_tasks(&record, &history)
+            .into_iter()
+            .map(|key| format!("{generation}|{key}"))
+            .collect();
+        if !lines.is_empty() {
+            files.committed.append(&lines.join("\n"));
+        }
+        if record.status.is_terminal() {
+            files.ended.append(record.id.as_str());
+            ended.insert(record.id.to_string());
+        }
+    }
+    ended
+}
+
+/// Raises the events this generation releases that the waiters' histories do not hold.
+/// An event acknowledged by an earlier generation but missing from the history was lost:
+/// that is written down (the driver fails on it) and the event raised again.
+async fn raise_events(
+    client: &Client,
+    plan: &Plan,
+    released: &[&Item],
+    generation: u32,
+    log: &SideEffectLog,
+) {
+    let acknowledged: BTreeSet<(String, u32)> = log
+        .lines()
+        .iter()
+        .filter_map(|line| parse_event_line(line).filter(|e| e.0 == "acked"))
+        .map(|(_, _, id, index)| (id, index))
+        .collect();
+    for item in released {
+        let Work::Waiter(payloads) = &item.work else {
+            continue;
+        };
+        let due: Vec<u32> = (0..payloads.len() as u32)
+            .filter(|index| plan.event_release(item.batch, *index) <= generation)
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
+        let status = client
+            .status_with_history(&item.id)
+            .await
+            .expect("status")
+            .expect("started above");
+        if status.is_ended() {
+            continue;
+        }
+        let landed = raised_events(status.history.as_deref().unwrap_or_default());
+        for index in due {
+            let name = event_name(index);
+            if landed.contains_key(&name) {
+                continue;
+            }
+            if acknowledged.contains(&(item.id.clone(), index)) {
+                log.append(&format!("lost|{generation}|{}|{index}", item.id));
+            }
+            let payload = payloads[index as usize];
+            log.append(&format!("raising|{generation}|{}|{index}", item.id));
+            client
+                .raise_event(&item.id, name, payload)
+                .await
+                .expect("raise an event");
+            log.append(&format!("acked|{generation}|{}|{index}", item.id));
+        }
+    }
+}
+
+fn parse_event_line(line: &str) -> Option<(String, u32, String, u32)> {
+    let mut parts = line.split('|');
+    let kind = parts.next()?.to_owned();
+    let generation = parts.next()?.parse().ok()?;
+    let id = parts.next()?.to_owned();
+    let index = parts.next()?.parse().ok()?;
+    Some((kind, generation, id, index))
+}
+
+async fn wait_for_all(client: &Client, items: &[Item]) {
+    for item in items {
+        client
+            .wait_for_completion(&item.id, FINISH_TIMEOUT)
+            .await
+            .unwrap_or_else(|error| panic!("{} did not end: {error}", item.id));
+    }
+}
+
+/// Waits until nothing is left to run: no inbox message (signals sent by an orchestration's
+/// last turn, lock releases), activity or timer, and no entity locked.
+async fn wait_until_drained(store: &dyn Store) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !leftovers(store).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What is left to run in a store, described.
+fn leftovers(store: &dyn Store) -> Vec<String> {
+    let mut left = Vec::new();
+    let inbox = store.scan_inbox(None, 10).expect("scan the inbox");
+    left.extend(
+        inbox.iter().map(|(key, message)| {
+            format!("inbox message for {}: {:?}", key.instance, message.event)
+        }),
+    );
+    let activities = store.scan_activities(None, 10).expect("scan activities");
+    left.extend(activities.iter().map(|item| {
+        format!(
+            "activity {}:{}:{}",
+            item.instance, item.execution, item.task
+        )
+    }));
+    let timers = store.scan_timers(None, 10).expect("scan timers");
+    left.extend(timers.iter().map(|timer| {
+        format!(
+            "timer {}:{}:{}",
+            timer.instance, timer.execution, timer.task
+        )
+    }));
+    for record in all_entities(store) {
+        if let Some(holder) = &record.lock {
+            left.push(format!("{} locked by {}", record.id, holder.instance));
+        }
+    }
+    left
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading a store.
+
+fn all_instances(store: &dyn Store) -> Vec<InstanceRecord> {
+    let mut records = Vec::new();
+    let mut after: Option<InstanceId> = None;
+    loop {
+        let page = store
+            .list_instances(&InstanceQuery::default(), after.as_ref(), 1_000)
+            .expect("list instances");
+        let Some(last) = page.last() else {
+            return records;
+        };
+        after = Some(last.id.clone());
+        records.extend(page);
+    }
+}
+
+fn all_entities(store: &dyn Store) -> Vec<EntityRecord> {
+    let mut records = Vec::new();
+    loop {
+        let after = records
+            .last()
+            .map(|record: &EntityRecord| record.id.clone());
+        let page = store
+            .list_entities(None, after.as_ref(), 1_000)
+            .expect("list entities");
+        if page.is_empty() {
+            return records;
+        }
+        records.extend(page);
+    }
+}
+
+/// The idempotency keys (`instance:execution:task`) of the activity results in a history.
+fn completed_tasks(record: &InstanceRecord, history: &[HistoryEvent]) -> Vec<String> {
+    history
+        .iter()
+        .filter_map(|event| match event {
+            HistoryEvent::TaskCompleted { id, .. } | HistoryEvent::TaskFailed { id, .. } => {
+                Some(format!("{}:{}:{}", record.id, record.execution, id))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// How many times each event name was raised into a history.
+fn raised_events(history: &[HistoryEvent]) -> BTreeMap<String, u32> {
+    let mut raised = BTreeMap::new();
+    for event in history {
+        if let HistoryEvent::EventRaised { name, .. } = event {
+            *raised.entry(name.clone()).or_default() += 1;
+        }
+    }
+    raised
+}
+
+/// Everything the checks read from one store.
+struct Snapshot {
+    instances: Vec<InstanceRecord>,
+    histories: BTreeMap<String, Vec<HistoryEvent>>,
+    entities: Vec<EntityRecord>,
+    leftovers: Vec<String>,
+}
+
+fn snapshot(store: &dyn Store) -> Snapshot {
+    let instances = all_instances(store);
+    let histories = instances
+        .iter()
+        .map(|record| {
+            let history = store
+                .history(&record.id, record.execution)
+                .expect("read a history");
+            (record.id.to_string(), history)
+        })
+        .collect();
+    Snapshot {
+        instances,
+        histories,
+        entities: all_entities(store),
+        leftovers: leftovers(store),
+    }
+}
+
+/// A sub-orchestration's id is `parent:execution:task`; execution ids depend on the
+/// order of starts, so comparisons across runs drop them: `parent:task`.
+fn canonical_id(id: &str) -> String {
+    id.split(':')
+        .enumerate()
+        .filter(|(index, _)| *index == 0 || index % 2 == 0)
+        .map(|(_, part)| part)
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// How an instance ended: status, output, failure.
+type Outcome = (RuntimeStatus, Option<Value>, Option<String>);
+
+/// How each instance ended, by canonical id.
+fn outcomes(snapshot: &Snapshot) -> BTreeMap<String, Outcome> {
+    snapshot
+        .instances
+        .iter()
+        .map(|record| {
+            let output = record
+                .output
+                .as_ref()
+                .map(|json| serde_json::from_str(json.as_str()).expect("outputs are JSON"));
+            let failure = record
+                .failure
+                .as_ref()
+                .map(|failure| format!("{failure:?}"));
+            (
+                canonical_id(record.id.as_str()),
+                (record.status, output, failure),
+            )
+        })
+        .collect()
+}
+
+fn entity_states(snapshot: &Snapshot) -> BTreeMap<String, Option<Value>> {
+    snapshot
+        .entities
+        .iter()
+        .map(|record| {
+            let state = record
+                .state
+                .as_ref()
+                .map(|json| serde_json::from_str(json.as_str()).expect("entity states are JSON"));
+            (record.id.to_string(), state)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The crash-free reference run, in memory, in this process.
+
+fn reference_run(plan: &Plan) -> Snapshot {
+    let store = Arc::new(MemoryStore::new());
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    tokio.block_on(async {
+        let runtime = register(Runtime::builder().store(store.clone()))
+            .start()
+            .await
+            .expect("the reference runtime starts");
+        let client = runtime.client();
+        for item in &plan.items {
+            start(&client, item).await.expect("start");
+        }
+        for item in &plan.items {
+            if let Work::Waiter(payloads) = &item.work {
+                for (index, payload) in payloads.iter().enumerate() {
+                    client
+                        .raise_event(&item.id, event_name(index as u32), *payload)
+                        .await
+                        .expect("raise an event");
+                }
+            }
+        }
+        wait_for_all(&client, &plan.items).await;
+        wait_until_drained(&*store).await;
+        runtime.shutdown().await;
+    });
+    snapshot(&*store)
+}
+
+// ---------------------------------------------------------------------------------------
+// The checks.
+
+/// Counts for the summary line.
+#[derive(Default)]
+struct Summary {
+    instances: usize,
+    kills_mid_activity: usize,
+    runs: usize,
+    tasks_run: usize,
+    committed: usize,
+    reruns: usize,
+    rerun_tasks: usize,
+    events_raised: usize,
+    events_raised_again: usize,
+    timers_fired: usize,
+    timers_cancelled: usize,
+}
+
+fn verify(plan: &Plan, crash: &Snapshot, reference: &Snapshot, files: &Files) -> Summary {
+    assert!(
+        reference.leftovers.is_empty(),
+        "the crash-free run left work behind: {:?}",
+        reference.leftovers
+    );
+    assert!(
+        crash.leftovers.is_empty(),
+        "work left after the last generation (stuck): {:?}",
+        crash.leftovers
+    );
+    check_outcomes(plan, crash, reference);
+    check_entities(plan, crash, reference);
+    check_histories(plan, reference, &mut Summary::default());
+    let mut summary = Summary {
+        instances: crash.instances.len(),
+        ..Summary::default()
+    };
+    check_histories(plan, crash, &mut summary);
+    check_runs(crash, files, plan.kills, &mut summary);
+    check_events(files, &mut summary);
+    summary
+}
+
+/// Every instance (sub-orchestrations too) completed, as in the crash-free run, with the
+/// output computed from its input.
+fn check_outcomes(plan: &Plan, crash: &Snapshot, reference: &Snapshot) {
+    let ours = outcomes(crash);
+    let theirs = outcomes(reference);
+    let missing: Vec<&String> = theirs.keys().filter(|id| !ours.contains_key(*id)).collect();
+    let extra: Vec<&String> = ours.keys().filter(|id| !theirs.contains_key(*id)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "the instances differ from the crash-free run's: missing {missing:?}, extra {extra:?}"
+    );
+    for (id, outcome) in &ours {
+        assert_eq!(
+            outcome.0,
+            RuntimeStatus::Completed,
+            "{id} did not complete: {outcome:?}"
+        );
+        assert_eq!(
+            outcome, &theirs[id],
+            "{id} ended differently from the crash-free run (left: crash loop, right: crash-free)"
+        );
+    }
+    for item in &plan.items {
+        if let Some(expected) = expected_output(&item.work) {
+            let outcome: &Outcome = &ours[&item.id];
+            assert_eq!(
+                outcome.1.as_ref(),
+                Some(&expected),
+                "{}: the output is not the one its input implies",
+                item.id
+            );
+        }
+    }
+}
+
+/// Every entity holds the crash-free run's state, which is the one the operations imply:
+/// each operation applied exactly once, counter sums and transfer totals exact.
+fn check_entities(plan: &Plan, crash: &Snapshot, reference: &Snapshot) {
+    let ours = entity_states(crash);
+    let theirs = entity_states(reference);
+    let expected = expected_entities(plan);
+    for (id, state) in &expected {
+        assert_eq!(
+            theirs.get(id),
+            Some(&Some(state.clone())),
+            "{id}: the crash-free run's state is not the one the operations imply"
+        );
+        assert_eq!(
+            ours.get(id),
+            Some(&Some(state.clone())),
+            "{id}: the state differs from the crash-free run's (left: crash loop)"
+        );
+    }
+    let unexpected: Vec<&String> = ours
+        .keys()
+        .filter(|id| !expected.contains_key(*id))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "entities nobody used: {unexpected:?}"
+    );
+    let total: i64 = crash
+        .entities
+        .iter()
+        .filter(|record| record.id.name() == "Account")
+        .filter_map(|record| record.state.as_ref())
+        .map(|json| json.decode::<Account>().expect("an account").balance)
+        .sum();
+    assert_eq!(
+        total, 0,
+        "transfers must conserve the total of the balances"
+    );
+}
+
+/// The open and resolved tasks of one history, by kind.
+#[derive(Default)]
+struct Tasks {
+    open: BTreeMap<(&'static str, u64), u32>,
+}
+
+impl Tasks {
+    fn open(&mut self, id: &str, kind: &'static str, task: u64) {
+        let previous = self.open.insert((kind, task), 0);
+        assert!(
+            previous.is_none(),
+            "{id}: {kind} task {task} scheduled twice"
+        );
+    }
+
+    fn resolve(&mut self, id: &str, kind: &'static str, task: u64) {
+        let results = self
+            .open
+            .get_mut(&(kind, task))
+            .unwrap_or_else(|| panic!("{id}: a result for {kind} task {task}, never scheduled"));
+        *results += 1;
+        assert_eq!(*results, 1, "{id}: {kind} task {task} has two results");
+    }
+}
+
+/// Each history on its own: every task resolved exactly once, every timer fired at most
+/// once and not before it was due, and events only where the driver raised them, once each.
+fn check_histories(plan: &Plan, snapshot: &Snapshot, summary: &mut Summary) {
+    let waiters: BTreeMap<&str, usize> = plan
+        .items
+        .iter()
+        .filter_map(|item| match &item.work {
+            Work::Waiter(payloads) => Some((item.id.as_str(), payloads.len())),
+            _ => None,
+        })
+        .collect();
+    for (id, history) in &snapshot.histories {
+        check_tasks_and_timers(id, history, summary);
+        let raised = raised_events(history);
+        let expected: BTreeMap<String, u32> = (0..waiters.get(id.as_str()).copied().unwrap_or(0))
+            .map(|index| (event_name(index as u32), 1))
+            .collect();
+        assert_eq!(raised, expected, "{id}: events in the history");
+    }
+}
+
+fn check_tasks_and_timers(id: &str, history: &[HistoryEvent], summary: &mut Summary) {
+    let mut tasks = Tasks::default();
+    let mut timers: BTreeMap<u64, (Timestamp, u32, u32)> = BTreeMap::new();
+    let mut turn = Timestamp::EPOCH;
+    for event in history {
+        match event {
+            HistoryEvent::OrchestratorStarted { at } => turn = *at,
+            HistoryEvent::TaskScheduled { id: task, .. } => tasks.open(id, "activity", task.0),
+            HistoryEvent::TaskCompleted { id: task, .. }
+            | HistoryEvent::TaskFailed { id: task, .. } => tasks.resolve(id, "activity", task.0),
+            HistoryEvent::SubOrchestrationCreated { id: task, .. } => {
+                tasks.open(id, "sub-orchestration", task.0);
+            }
+            HistoryEvent::SubOrchestrationCompleted { id: task, .. }
+            | HistoryEvent::SubOrchestrationFailed { id: task, .. } => {
+                tasks.resolve(id, "sub-orchestration", task.0);
+            }
+            HistoryEvent::EntityCalled { id: task, .. } => tasks.open(id, "entity call", task.0),
+            HistoryEvent::EntityCompleted { id: task, .. }
+            | HistoryEvent::EntityFailed { id: task, .. } => {
+                tasks.resolve(id, "entity call", task.0);
+            }
+            HistoryEvent::LocksRequested { id: task, .. } => tasks.open(id, "lock", task.0),
+            HistoryEvent::LocksGranted { id: task, .. } => tasks.resolve(id, "lock", task.0),
+            HistoryEvent::TimerCreated { id: task, fire_at } => {
+                let previous = timers.insert(task.0, (*fire_at, 0, 0));
+                assert!(previous.is_none(), "{id}: timer {task} created twice");
+            }
+            HistoryEvent::TimerFired { id: task } => {
+                let timer = timers
+                    .get_mut(&task.0)
+                    .unwrap_or_else(|| panic!("{id}: timer {task} fired, never created"));
+                timer.1 += 1;
+                assert!(
+                    turn >= timer.0,
+                    "{id}: timer {task} due at {:?} fired early, in the turn of {turn:?}",
+                    timer.0
+                );
+            }
+            HistoryEvent::TimerCancelled { id: task } => {
+                if let Some(timer) = timers.get_mut(&task.0) {
+                    timer.2 += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    for ((kind, task), results) in &tasks.open {
+        assert_eq!(*results, 1, "{id}: {kind} task {task} never resolved");
+    }
+    for (task, (_, fired, cancelled)) in &timers {
+        assert!(
+            fired + cancelled <= 1,
+            "{id}: timer {task} fired {fired} times and was cancelled {cancelled} times"
+        );
+        summary.timers_fired += *fired as usize;
+        summary.timers_cancelled += *cancelled as usize;
+    }
+}
+
+/// The activity runs against what was committed when: each task ran at least once, only
+/// after it was scheduled in a committed history, at most once per generation, and never in
+/// a generation that began with its completion in the store.
+fn check_runs(crash: &Snapshot, files: &Files, kills: u32, summary: &mut Summary) {
+    let runs = activity_runs(&files.runs);
+    let committed_at = first_committed(&files.committed);
+    let (scheduled, completed) = final_tasks(crash);
+    for key in &scheduled {
+        assert!(runs.contains_key(key), "activity {key} never ran");
+    }
+    for (key, generations) in &runs {
+        assert!(
+            scheduled.contains(key),
+            "activity {key} ran without being scheduled in a committed history"
+        );
+        let distinct: BTreeSet<&u32> = generations.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            generations.len(),
+            "activity {key} ran twice in one process: generations {generations:?}"
+        );
+        if let Some(committed) = committed_at.get(key) {
+            assert!(
+                generations.iter().all(|g| g < committed),
+                "activity {key} ran again (generations {generations:?}) although its completion \
+                 was committed before generation {committed} began"
+            );
+        }
+    }
+    for (key, generation) in &committed_at {
+        assert!(
+            completed.contains(key),
+            "the completion of {key}, committed before generation {generation}, is gone"
+        );
+    }
+    // A kill interrupted activities if something that ran before it was not committed when
+    // the next generation began.
+    let interrupted: BTreeSet<u32> = runs
+        .iter()
+        .flat_map(|(key, generations)| {
+            let committed = committed_at.get(key).copied();
+            generations
+                .iter()
+                .copied()
+                .filter(move |g| *g < kills && committed.is_none_or(|c| c > g + 1))
+        })
+        .collect();
+    summary.kills_mid_activity = interrupted.len();
+    summary.runs = runs.values().map(Vec::len).sum();
+    summary.tasks_run = runs.len();
+    summary.committed = completed.len();
+    summary.reruns = summary.runs - summary.tasks_run;
+    summary.rerun_tasks = runs.values().filter(|g| g.len() > 1).count();
+}
+
+/// The generations that ran each activity task, by idempotency key.
+fn activity_runs(log: &SideEffectLog) -> BTreeMap<String, Vec<u32>> {
+    let mut runs: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for line in log.lines() {
+        let mut parts = line.splitn(3, '|');
+        let (Some(generation), Some(_name), Some(key)) = (parts.next(), parts.next(), parts.next())
+        else {
+            panic!("malformed run line {line:?}");
+        };
+        let generation = generation.parse().expect("a generation");
+        runs.entry(key.to_owned()).or_default().push(generation);
+    }
+    runs
+}
+
+/// The first generation that began with each completion in the store.
+fn first_committed(log: &SideEffectLog) -> BTreeMap<String, u32> {
+    let mut committed_at: BTreeMap<String, u32> = BTreeMap::new();
+    for line in log.lines() {
+        let (generation, key) = line.split_once('|').expect("generation|key");
+        let generation: u32 = generation.parse().expect("a generation");
+        let first = committed_at.entry(key.to_owned()).or_insert(generation);
+        *first = (*first).min(generation);
+    }
+    committed_at
+}
+
+/// The activity tasks of the final histories: scheduled, and with a result.
+fn final_tasks(snapshot: &Snapshot) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut scheduled = BTreeSet::new();
+    let mut completed = BTreeSet::new();
+    for record in &snapshot.instances {
+        let history = &snapshot.histories[record.id.as_str()];
+        completed.extend(completed_tasks(record, history));
+        scheduled.extend(history.iter().filter_map(|event| match event {
+            HistoryEvent::TaskScheduled { id, .. } => {
+                Some(format!("{}:{}:{}", record.id, record.execution, id))
+            }
+            _ => None,
+        }));
+    }
+    (scheduled, completed)
+}
+
+/// No acknowledged event went missing; counts the raises.
+fn check_events(files: &Files, summary: &mut Summary) {
+    let lines: Vec<(String, u32, String, u32)> = files
+        .events
+        .lines()
+        .iter()
+        .map(|line| parse_event_line(line).expect("an event line"))
+        .collect();
+    let lost: Vec<&(String, u32, String, u32)> =
+        lines.iter().filter(|line| line.0 == "lost").collect();
+    assert!(
+        lost.is_empty(),
+        "events acknowledged by raise_event but missing from the history at a later start: \
+         {lost:?}"
+    );
+    let raising: Vec<(&String, u32)> = lines
+        .iter()
+        .filter(|line| line.0 == "raising")
+        .map(|line| (&line.2, line.3))
+        .collect();
+    let distinct: BTreeSet<&(&String, u32)> = raising.iter().collect();
+    summary.events_raised = distinct.len();
+    summary.events_raised_again = raising.len() - distinct.len();
+}
+
+// ---------------------------------------------------------------------------------------
+// The driver.
+
+struct Options {
+    kills: u32,
+    seed: u64,
+    dir: Option<PathBuf>,
+}
+
+/// The campaign's directory: a temporary one, kept (and named) if the campaign fails, or
+/// one given with `--dir`, always kept.
+struct WorkDir {
+    temp: Option<tempfile::TempDir>,
+    path: PathBuf,
+    seed: u64,
+}
+
+impl WorkDir {
+    fn new(options: &Options) -> WorkDir {
+        let (temp, path) = match &options.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).expect("create --dir");
+                let empty = std::fs::read_dir(dir).expect("read --dir").next().is_none();
+                assert!(empty, "--dir {} must be empty", dir.display());
+                (None, dir.clone())
+            }
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("crash-loop-")
+                    .tempdir()
+                    .expect("a temporary directory");
+                let path = temp.path().to_owned();
+                (Some(temp), path)
+            }
+        };
+        WorkDir {
+            temp,
+            path,
+            seed: options.seed,
+        }
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let path = match self.temp.take() {
+                Some(temp) => temp.keep(),
+                None => self.path.clone(),
+            };
+            eprintln!(
+                "crash loop FAILED with seed {}; its store and logs are in {}",
+                self.seed,
+                path.display()
+            );
+        }
+    }
+}
+
+fn campaign(options: &Options) {
+    let began = Instant::now();
+    println!(
+        "crash loop: seed {seed}, {kills} kills (to rerun: cargo test --test crash_loop -- \
+         --seed {seed} --kills {kills})",
+        seed = options.seed,
+        kills = options.kills
+    );
+    let plan = Plan::new(options.seed, options.kills);
+    let reference = reference_run(&plan);
+    let reference_time = began.elapsed();
+    let workdir = WorkDir::new(options);
+    let files = Files::new(&workdir.path);
+    let mut rng = Prng::new(options.seed);
+    let loop_began = Instant::now();
+    for generation in 0..=options.kills {
+        let kill_after = (generation < options.kills)
+            .then(|| Duration::from_millis(rng.range(KILL_DELAY_MS.0, KILL_DELAY_MS.1)));
+        let config = ChildConfig {
+            dir: workdir.path.clone(),
+            generation,
+            seed: options.seed,
+            kills: options.kills,
+        };
+        run_generation(&config, kill_after, &files);
+    }
+    let loop_time = loop_began.elapsed();
+    let store = FjallStore::open(&files.store, Durability::Fsync).expect("open the store");
+    let crash = snapshot(&store);
+    let s = verify(&plan, &crash, &reference, &files);
+    println!(
+        "crash loop: {kills} kills ({mid} interrupted activities), {kills} restarts; \
+         {instances} instances ({items} started by the driver), all completed as in the \
+         crash-free run; activities: {runs} runs of {tasks} tasks, {committed} committed, \
+         {reruns} re-runs ({rerun_tasks} tasks ran more than once, none after its commit); \
+         {events} events raised ({again} again after a kill), none lost; {fired} timers \
+         fired ({cancelled} cancelled), none twice; seed {seed}; {total:.1} s (crash-free \
+         reference {reference:.1} s, crash loop {looped:.1} s)",
+        kills = options.kills,
+        mid = s.kills_mid_activity,
+        instances = s.instances,
+        items = plan.items.len(),
+        runs = s.runs,
+        tasks = s.tasks_run,
+        committed = s.committed,
+        reruns = s.reruns,
+        rerun_tasks = s.rerun_tasks,
+        events = s.events_raised,
+        again = s.events_raised_again,
+        fired = s.timers_fired,
+        cancelled = s.timers_cancelled,
+        seed = options.seed,
+        total = began.elapsed().as_secs_f64(),
+        reference = reference_time.as_secs_f64(),
+        looped = loop_time.as_secs_f64(),
+    );
+}
+
+/// Runs one child: kills it `kill_after` its report of running, or (the last) waits for it
+/// to finish everything.
+fn run_generation(config: &ChildConfig, kill_after: Option<Duration>, files: &Files) {
+    let generation = config.generation;
+    let env = [(
+        CHILD_VAR,
+        serde_json::to_string(config).expect("the configuration is JSON"),
+    )];
+    let mut child = spawn_self(&[], &env);
+    let lines = stdout_lines(&mut child);
+    let ready = loop {
+        match lines.recv_timeout(READY_TIMEOUT) {
+            Ok(line) if line == READY => break Ok(()),
+            Ok(_) => continue,
+            Err(error) => break Err(error),
+        }
+    };
+    if let Err(error) = ready {
+        let _ = child.kill();
+        let status = child.wait().expect("reap the child");
+        panic!("generation {generation}: the child did not report running ({error}; {status})");
+    }
+    match kill_after {
+        Some(delay) => {
+            std::thread::sleep(delay);
+            if let Some(status) = child.try_wait().expect("poll the child") {
+                panic!("generation {generation}: the child exited ({status}) before its kill");
+            }
+            child.kill().expect("SIGKILL the child");
+            child.wait().expect("reap the child");
+        }
+        None => finish(&mut child, files),
+    }
+}
+
+/// Waits for the last child to finish the workload; if it does not, reports what is stuck.
+fn finish(child: &mut Child, files: &Files) {
+    let deadline = Instant::now() + FINISH_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("poll the child") {
+            assert!(status.success(), "the last generation failed: {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().expect("reap the child");
+    let store = FjallStore::open(&files.store, Durability::Fsync).expect("open the store");
+    let unfinished: Vec<String> = all_instances(&store)
+        .into_iter()
+        .filter(|record| !record.status.is_terminal())
+        .map(|record| {
+            let history = store
+                .history(&record.id, record.execution)
+                .unwrap_or_default();
+            let tail = &history[history.len().saturating_sub(3)..];
+            format!("{} ({:?}), last events {tail:?}", record.id, record.status)
+        })
+        .collect();
+    panic!(
+        "the last generation did not finish within {FINISH_TIMEOUT:?}: stuck instances \
+         {unfinished:#?}; left to run {:#?}",
+        leftovers(&store)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The command line.
+
+const USAGE: &str = "usage: crash_loop [--kills N] [--seed S] [--dir EMPTY_DIR] [FILTER] \
+                     [libtest options, ignored]";
+
+enum Command {
+    Help,
+    /// `--list`: print the test (unless filtered out or only ignored tests are asked for).
+    List {
+        listed: bool,
+    },
+    /// Filtered out, or only ignored tests asked for.
+    Skip,
+    Run(Options),
+}
+
+/// libtest's options, accepted and ignored: those that take a value, and flags.
+const IGNORED_WITH_VALUE: &[&str] = &[
+    "--test-threads",
+    "--format",
+    "--color",
+    "--logfile",
+    "--shuffle-seed",
+    "-Z",
+];
+const IGNORED_FLAGS: &[&str] = &[
+    "--include-ignored",
+    "--nocapture",
+    "--no-capture",
+    "--show-output",
+    "--quiet",
+    "-q",
+    "--test",
+    "--bench",
+    "--report-time",
+    "--ensure-time",
+    "--shuffle",
+    "--force-run-in-process",
+    "--exclude-should-panic",
+];
+
+fn parse_args(args: &[String]) -> Result<Command, String> {
+    let mut options = Options {
+        kills: CI_KILLS,
+        seed: default_seed(),
+        dir: None,
+    };
+    let (mut list, mut ignored, mut exact) = (false, false, false);
+    let (mut filters, mut skips) = (Vec::new(), Vec::new());
+    let mut index = 0;
+    while index < args.len() {
+        let arg = &args[index];
+        index += 1;
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || -> Result<String, String> {
+            if let Some(value) = &inline {
+                return Ok(value.clone());
+            }
+            index += 1;
+            args.get(index - 1)
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag {
+            "--kills" => options.kills = parse_number(flag, &value()?)?,
+            "--seed" => options.seed = parse_number(flag, &value()?)?,
+            "--dir" => options.dir = Some(PathBuf::from(value()?)),
+            "--skip" => skips.push(value()?),
+            "--list" => list = true,
+            "--ignored" => ignored = true,
+            "--exact" => exact = true,
+            "-h" | "--help" => return Ok(Command::Help),
+            _ if IGNORED_WITH_VALUE.contains(&flag) => drop(value()?),
+            _ if IGNORED_FLAGS.contains(&flag) => {}
+            _ if flag.starts_with('-') => return Err(format!("unknown option {arg}")),
+            _ => filters.push(arg.clone()),
+        }
+    }
+    let matches = |pattern: &String| match exact {
+        true => pattern == TEST_NAME,
+        false => TEST_NAME.contains(pattern.as_str()),
+    };
+    let selected = !ignored
+        && (filters.is_empty() || filters.iter().any(matches))
+        && !skips.iter().any(matches);
+    Ok(match (list, selected) {
+        (true, listed) => Command::List { listed },
+        (false, true) => Command::Run(options),
+        (false, false) => Command::Skip,
+    })
+}
+
+fn parse_number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|error| format!("{flag} {text:?}: {error}"))
+}
+
+/// A fresh seed for each run that was not given one (printed, so it can be).
+fn default_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+    Prng::new(nanos ^ u64::from(std::process::id())).next_u64() % 1_000_000
+}
+
+fn main() -> ExitCode {
+    if let Ok(config) = std::env::var(CHILD_VAR) {
+        return child(&config);
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse_args(&args) {
+        Err(message) => {
+            eprintln!("{message}\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Command::List { listed }) => {
+            if listed {
+                println!("{TEST_NAME}: test");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Skip) => {
+            println!("running 0 tests ({TEST_NAME} filtered out)");
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Run(options)) => {
+            campaign(&options);
+            ExitCode::SUCCESS
+        }
+    }
+}
