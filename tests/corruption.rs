@@ -230,7 +230,6 @@ async fn a_corrupt_instance_record_is_named_and_the_others_keep_working() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs: runtime/shard/inputs.rs `prepare` to treat Error::Corrupt from `load` (store.instance) as permanent — answer the instance's client inputs with client::Error::Store(corrupt) — instead of Readiness::Later, which retries every 100 ms forever and never answers"]
 async fn an_event_for_an_instance_with_a_corrupt_record_is_refused_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path()).await;
@@ -264,24 +263,34 @@ async fn damage_the_parked_event(dir: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_stored_message_is_named_when_the_runtime_starts() {
+async fn a_corrupt_stored_message_fails_its_instance_naming_the_damage() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path()).await;
     damage_the_parked_event(dir.path()).await;
-    // Today the start-up fails: with a typed error that says which record to look at.
-    if let Err(error) = start(dir.path()).await {
-        let durable::runtime::Error::Store(StoreError::Corrupt { instance, key, .. }) = &error
-        else {
-            panic!("{error:?}")
-        };
-        assert_eq!(instance.as_deref(), Some("parked"), "{error}");
-        assert!(matches!(key, Some(RecordKey::Inbox(key)) if key.instance.as_str() == "parked"));
-        assert!(error.to_string().contains("inbox message"), "{error}");
-    }
+    let runtime = start(dir.path())
+        .await
+        .expect("one bad message stops every instance");
+    let client = runtime.client();
+    // What the message said is lost, so the instance cannot go on correctly: it fails,
+    // and says why, instead of waiting forever for an event that was delivered.
+    let status = client
+        .wait_for_completion("parked", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Failed, "{status:?}");
+    let failure = status.failure.unwrap();
+    assert_eq!(failure.kind, durable::ErrorKind::Internal, "{failure}");
+    assert!(
+        failure
+            .message
+            .contains("message stored for this instance is damaged"),
+        "{failure}"
+    );
+    assert!(failure.message.contains("inbox message"), "{failure}");
+    runtime.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs: runtime/mod.rs `recover` to skip an undecodable inbox message (log it with the instance the error names, resume the scan after `Error::Corrupt.key`) instead of failing Runtime::start for every instance"]
 async fn a_corrupt_stored_message_does_not_stop_the_other_instances() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path()).await;
@@ -295,7 +304,6 @@ async fn a_corrupt_stored_message_does_not_stop_the_other_instances() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs: runtime/mod.rs `recover` to skip an undecodable activity work item (log it with the instance the error names, resume the scan after `Error::Corrupt.key`) instead of failing Runtime::start for every instance"]
 async fn a_corrupt_activity_work_item_does_not_stop_the_other_instances() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path()).await;
@@ -314,11 +322,18 @@ async fn a_corrupt_activity_work_item_does_not_stop_the_other_instances() {
         .expect("one bad work item stops every instance");
     let client = runtime.client();
     healthy_instance_completes(&client, "wait-0", 5).await;
+    // The damaged activity fails instead of running (what to run is lost), and says so.
+    let status = client
+        .wait_for_completion("stuck", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Failed, "{status:?}");
+    let failure = status.failure.unwrap().to_string();
+    assert!(failure.contains("work item of this activity is damaged"), "{failure}");
     runtime.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs: runtime/timers.rs `read_page` to skip an undecodable timer (log it with the instance the error names, resume after `Error::Corrupt.key`) instead of retrying the same page every second, which stops every timer of every instance"]
 async fn a_corrupt_timer_does_not_stop_the_other_timers() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path()).await;

@@ -281,7 +281,6 @@ async fn a_wait_never_reports_a_completion_that_did_not_commit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs: runtime/writer.rs `commit` to wake every waiter (`shared.watchers.notify_all()`) when it poisons the runtime, so waits end with Poisoned instead of running to their timeout"]
 async fn a_wait_hears_poisoned_as_soon_as_a_commit_fails() {
     let started = std::time::Instant::now();
     let waited = waiting_through_a_failed_commit(Duration::from_secs(5)).await;

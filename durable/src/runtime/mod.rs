@@ -14,6 +14,7 @@ pub(crate) mod activities;
 mod clock;
 pub(crate) mod metrics;
 mod routing;
+mod scan;
 pub(crate) mod shard;
 pub(crate) mod timers;
 pub(crate) mod writer;
@@ -469,6 +470,8 @@ impl Shared {
 
     pub(crate) fn poison(&self) {
         self.state.store(POISONED, Ordering::Release);
+        // Waiters hear it now (as `Poisoned`), not at their timeout.
+        self.watchers.notify_all();
     }
 }
 
@@ -601,6 +604,44 @@ impl Runtime {
         for item in recovery.activities {
             activities::spawn(&shared, item);
         }
+        for (key, error) in recovery.damaged_messages {
+            tracing::error!(
+                instance = %key.instance, %error,
+                "a stored message of this instance is damaged and cannot be delivered"
+            );
+            let failure = durable_store::Failure::new(
+                durable_store::FailureKind::Internal,
+                format!(
+                    "a message stored for this instance is damaged and cannot be delivered, so it cannot go on correctly (restore the store from a backup to recover it): {error}"
+                ),
+            );
+            shared.send_to_shard(
+                shared.shard_of(&key.instance),
+                ShardMsg::Damaged {
+                    instance: key.instance,
+                    failure,
+                },
+            );
+        }
+        for (key, error) in recovery.damaged_activities {
+            tracing::error!(
+                instance = %key.instance, %error,
+                "an activity's stored work item is damaged; the activity fails instead of running"
+            );
+            let failure = durable_store::Failure::new(
+                durable_store::FailureKind::Internal,
+                format!(
+                    "the stored work item of this activity is damaged and cannot be run: {error}"
+                ),
+            );
+            shared.send_to_shard(
+                shared.shard_of(&key.instance),
+                ShardMsg::ActivityDone {
+                    key,
+                    outcome: Err(failure),
+                },
+            );
+        }
         Ok(runtime)
     }
 
@@ -678,30 +719,71 @@ impl Drop for Runtime {
 struct Recovery {
     inbox: Vec<(InboxKey, durable_store::InboxMessage)>,
     activities: Vec<durable_store::ActivityWorkItem>,
+    /// Work items whose value cannot be decoded: their activities fail, naming the damage.
+    damaged_activities: Vec<(durable_store::ActivityKey, durable_store::Error)>,
+    /// Inbox messages whose value cannot be decoded: their orchestrations fail, naming
+    /// the damage (what the message said is lost).
+    damaged_messages: Vec<(InboxKey, String)>,
     next_inbox_seq: u64,
     execution_floor: ExecutionId,
 }
 
 /// Reads every committed, unconsumed message and activity. Timers are read by the timer
-/// service itself.
+/// service itself. A damaged record is logged with the instance it belongs to and stepped
+/// over; the others are recovered.
 fn recover(store: &dyn Store) -> Result<Recovery, durable_store::Error> {
+    use durable_store::{Error as StoreError, RecordKey};
     const PAGE: usize = 4096;
     let mut inbox = Vec::new();
+    let mut damaged_messages = Vec::new();
+    let mut after = None;
     loop {
-        let page = store.scan_inbox(inbox.last().map(|(key, _)| key), PAGE)?;
-        let done = page.len() < PAGE;
-        inbox.extend(page);
-        if done {
+        let page = scan::scan_tolerant(
+            after,
+            PAGE,
+            |after, limit| store.scan_inbox(after, limit),
+            |(key, _)| key.clone(),
+            |error| match error {
+                StoreError::Corrupt {
+                    key: Some(RecordKey::Inbox(key)),
+                    ..
+                } => Some(key.clone()),
+                _ => None,
+            },
+        )?;
+        damaged_messages.extend(
+            page.damaged
+                .iter()
+                .map(|(key, error)| (key.clone(), error.to_string())),
+        );
+        inbox.extend(page.records.iter().cloned());
+        if !page.is_full(PAGE) {
             break;
         }
+        after = page.last;
     }
     let mut activities: Vec<durable_store::ActivityWorkItem> = Vec::new();
+    let mut damaged_activities = Vec::new();
+    let mut after = None;
     loop {
-        let after = activities.last().map(durable_store::ActivityWorkItem::key);
-        let page = store.scan_activities(after.as_ref(), PAGE)?;
-        let done = page.len() < PAGE;
-        activities.extend(page);
-        if done {
+        let page = scan::scan_tolerant(
+            after,
+            PAGE,
+            |after, limit| store.scan_activities(after, limit),
+            durable_store::ActivityWorkItem::key,
+            |error| match error {
+                StoreError::Corrupt {
+                    key: Some(RecordKey::Activity(key)),
+                    ..
+                } => Some(key.clone()),
+                _ => None,
+            },
+        )?;
+        let full = page.is_full(PAGE);
+        after = page.last;
+        activities.extend(page.records);
+        damaged_activities.extend(page.damaged);
+        if !full {
             break;
         }
     }
@@ -715,6 +797,8 @@ fn recover(store: &dyn Store) -> Result<Recovery, durable_store::Error> {
     Ok(Recovery {
         inbox,
         activities,
+        damaged_activities,
+        damaged_messages,
         next_inbox_seq,
         execution_floor: store.execution_floor()?,
     })

@@ -14,8 +14,9 @@
 
 use super::Shared;
 use super::metrics::Metrics;
+use super::scan::scan_tolerant;
 use super::shard::ShardMsg;
-use durable_store::{TimerKey, TimerRecord};
+use durable_store::{RecordKey, TimerKey, TimerRecord};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -157,14 +158,37 @@ impl TimerService {
         };
         let limit = self.capacity / 2;
         let store = Arc::clone(&self.shared.store);
-        let page = tokio::task::spawn_blocking(move || store.scan_timers(after.as_ref(), limit))
-            .await
-            .unwrap_or_else(|join| Err(durable_store::Error::Backend(join.to_string())))?;
-        self.horizon = match page.last() {
-            Some(last) if page.len() >= limit => Horizon::Through(last.key()),
+        let page = tokio::task::spawn_blocking(move || {
+            scan_tolerant(
+                after,
+                limit,
+                |after, limit| store.scan_timers(after, limit),
+                TimerRecord::key,
+                |error| match error {
+                    durable_store::Error::Corrupt {
+                        key: Some(RecordKey::Timer(key)),
+                        ..
+                    } => Some(key.clone()),
+                    _ => None,
+                },
+            )
+        })
+        .await
+        .unwrap_or_else(|join| Err(durable_store::Error::Backend(join.to_string())))?;
+        self.horizon = match &page.last {
+            Some(last) if page.is_full(limit) => Horizon::Through(last.clone()),
             _ => Horizon::All,
         };
-        self.in_memory.extend(page.iter().map(TimerRecord::key));
+        self.in_memory
+            .extend(page.records.iter().map(TimerRecord::key));
+        // A timer's key is all there is to it: a damaged value still fires on time.
+        for (key, error) in page.damaged {
+            tracing::warn!(
+                instance = %key.instance, %error,
+                "a stored timer's value is damaged; its key holds all it needs, so it fires as scheduled"
+            );
+            self.in_memory.insert(key);
+        }
         Ok(())
     }
 }

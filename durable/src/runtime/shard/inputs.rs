@@ -36,6 +36,9 @@ enum Readiness {
     /// Never: its history cannot be replayed or its orchestrator is not registered. It can
     /// still be terminated (or fail, with this reason).
     Blocked(Failure),
+    /// Its record cannot be decoded: nothing can be done with it. Requests to it are
+    /// refused with the error, which names it; what is stored for it stays in the store.
+    Damaged(durable_store::Error),
 }
 
 impl Shard {
@@ -53,6 +56,23 @@ impl Shard {
                 return;
             }
             Readiness::Blocked(failure) => Some(failure),
+            Readiness::Damaged(error) => {
+                tracing::error!(
+                    %instance, %error,
+                    "the instance's record is damaged: requests to it are refused, what is stored for it stays"
+                );
+                let error = client::Error::from(error);
+                if let Some(slot) = self.slots.get_mut(instance) {
+                    for input in std::mem::take(&mut slot.inputs) {
+                        if let Source::Client(reply) = input.source {
+                            round.after.push(Dispatch::Refuse(reply, error.clone()));
+                        }
+                    }
+                    // Read it again next time: it may have been repaired.
+                    slot.record = None;
+                }
+                return;
+            }
         };
         if let Some(failure) = self
             .slots
@@ -141,6 +161,9 @@ impl Shard {
             slot.stale = false;
         }
         if let Err(error) = self.load(instance) {
+            if matches!(error, durable_store::Error::Corrupt { .. }) {
+                return Readiness::Damaged(error);
+            }
             tracing::warn!(%instance, %error, "cannot read the instance record; retrying");
             return Readiness::Later;
         }

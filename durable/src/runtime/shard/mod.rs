@@ -59,6 +59,12 @@ pub(crate) enum ShardMsg {
     TimerFired { key: TimerKey },
     /// The commits of these instances are durable.
     Committed { instances: Vec<InstanceId> },
+    /// Something stored for this orchestration is damaged: fail its execution (from what
+    /// is stored) with this reason.
+    Damaged {
+        instance: InstanceId,
+        failure: Failure,
+    },
     /// Finish the round and exit.
     Stop,
 }
@@ -300,6 +306,12 @@ impl Shard {
             ShardMsg::Committed { instances } => {
                 for instance in instances {
                     self.committed(&instance);
+                }
+            }
+            ShardMsg::Damaged { instance, failure } => {
+                if !instance.is_entity() {
+                    self.slots.entry(instance.clone()).or_default().poisoned = Some(failure);
+                    self.queue(instance);
                 }
             }
             ShardMsg::Stop => return true,
