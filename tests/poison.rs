@@ -260,3 +260,95 @@ async fn an_activity_that_always_fails_ends_its_instance_after_its_retries() {
     assert_eq!(attempts, 4, "exactly the policy's attempts");
     runtime.shutdown().await;
 }
+
+/// Kills its process: the kind of activity that no error handling can catch.
+#[activity]
+async fn crash_the_process(_ctx: ActivityContext, _x: u64) -> Result<u64, Error> {
+    std::process::abort();
+}
+
+#[orchestrator]
+async fn call_crasher(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
+    ctx.call_activity(crash_the_process, x).await
+}
+
+const CRASH_DIR_VAR: &str = "DURABLE_POISON_DIR";
+const MAX_RESTARTS: u32 = 3;
+
+async fn open_crash_store(dir: &str) -> Runtime {
+    Runtime::builder()
+        .store_path(dir)
+        .max_activity_restarts(MAX_RESTARTS)
+        .register(crash_the_process)
+        .register(call_crasher)
+        .register(add_one)
+        .register(chain)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// The child: starts the crasher (once) and the healthy chains, then waits; the crashing
+/// activity aborts the process, until the runtime stops running it.
+#[test]
+fn crash_loop_child() {
+    let Ok(dir) = std::env::var(CRASH_DIR_VAR) else {
+        return; // only meaningful as a child process
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio.block_on(async move {
+        let runtime = open_crash_store(&dir).await;
+        let client = runtime.client();
+        if client.status("crasher").await.unwrap().is_none() {
+            client
+                .start_with_id(call_crasher, "crasher", 1)
+                .await
+                .unwrap();
+        }
+        client
+            .wait_for_completion("crasher", Duration::from_secs(30))
+            .await
+            .unwrap();
+        runtime.shutdown().await;
+    });
+}
+
+#[tokio::test]
+async fn an_activity_that_crashes_the_process_is_failed_after_max_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_owned();
+    let mut crashes = 0;
+    let mut clean_exit = false;
+    for _ in 0..(MAX_RESTARTS + 5) {
+        let status =
+            durable_testkit::spawn_test_child("crash_loop_child", &[(CRASH_DIR_VAR, path.clone())])
+                .wait()
+                .unwrap();
+        if status.success() {
+            clean_exit = true;
+            break;
+        }
+        crashes += 1;
+    }
+    assert!(clean_exit, "still crashing after {crashes} runs");
+    // Run 1 crashes; start-ups 2..=MAX_RESTARTS+1 find it unfinished and run it again
+    // until the count passes the limit.
+    assert_eq!(crashes, MAX_RESTARTS + 1, "runs that crashed");
+
+    let runtime = open_crash_store(&path).await;
+    let client = runtime.client();
+    let status = client.status("crasher").await.unwrap().unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Failed);
+    let failure = status.failure.unwrap();
+    let text = failure.to_string();
+    assert!(text.contains("crash_the_process"), "{text}");
+    assert!(text.contains("max_activity_restarts"), "{text}");
+    // The runtime itself works on.
+    let handle = client.start(chain, 1).await.unwrap();
+    assert_eq!(handle.wait(WAIT).await.unwrap(), 6);
+    runtime.shutdown().await;
+}

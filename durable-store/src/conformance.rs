@@ -143,6 +143,7 @@ fn activity(id: &InstanceId, task: u64) -> ActivityWorkItem {
         task: TaskId(task),
         name: "work".to_owned(),
         input: Json::encode(&task).unwrap(),
+        restarts: 0,
     }
 }
 

@@ -561,6 +561,11 @@ pub struct ActivityWorkItem {
     pub name: String,
     /// The activity's input.
     pub input: Json,
+    /// How many start-ups in a row found it unfinished (it was running, or waiting to
+    /// run, when the process stopped). An activity that crashes the process is failed
+    /// once this passes the runtime's `max_activity_restarts`, instead of crashing it
+    /// forever.
+    pub restarts: u32,
 }
 
 impl ActivityWorkItem {

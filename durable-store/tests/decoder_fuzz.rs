@@ -211,6 +211,7 @@ fn corpus() -> Vec<Vec<u8>> {
         task: TaskId(3),
         name: "charge".into(),
         input: json(vec![0u8; 40]),
+        restarts: 0,
     }));
     corpus.push(codec::encode_value(&TimerRecord {
         fire_at: Timestamp(99),

@@ -285,6 +285,7 @@ fn random_batch(rng: &mut Rng) -> WriteBatch {
                 task: TaskId(rng.below(6)),
                 name: "work".into(),
                 input: Json::encode(&n).unwrap(),
+                restarts: 0,
             }),
             8 => batch.delete_activity(durable_store::ActivityKey {
                 instance: id,

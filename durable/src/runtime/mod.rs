@@ -78,6 +78,7 @@ pub(crate) struct Config {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) limits: Limits,
     pub(crate) max_turn_attempts: u32,
+    pub(crate) max_activity_restarts: u32,
 }
 
 /// Bounds on what one instance may hold or do, so that a runaway orchestration or an
@@ -117,6 +118,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             max_turn_attempts: 3,
+            max_activity_restarts: 10,
         }
     }
 }
@@ -273,6 +275,16 @@ impl RuntimeBuilder {
     /// code are not retried: they fail the instance at once.
     pub fn max_turn_attempts(mut self, attempts: u32) -> Self {
         self.config.max_turn_attempts = attempts.max(1);
+        self
+    }
+
+    /// How many start-ups in a row may find an activity unfinished and run it again
+    /// (default 10). Past that the activity fails (its orchestrator gets `Err`, kind
+    /// `Internal`) instead of running: an activity that crashes the process (an abort, a
+    /// segfault, running out of memory) must not crash it at every start forever. Raise it
+    /// if your process restarts often while long activities run.
+    pub fn max_activity_restarts(mut self, restarts: u32) -> Self {
+        self.config.max_activity_restarts = restarts;
         self
     }
 
@@ -601,8 +613,31 @@ impl Runtime {
             let shard = shared.shard_of(&message.target);
             shared.send_to_shard(shard, ShardMsg::Inbox { key, message });
         }
+        let max_restarts = shared.config.max_activity_restarts;
         for item in recovery.activities {
-            activities::spawn(&shared, item);
+            if item.restarts <= max_restarts {
+                activities::spawn(&shared, item);
+                continue;
+            }
+            tracing::error!(
+                instance = %item.instance, activity = %item.name, restarts = item.restarts,
+                "an activity was unfinished at {} start-ups in a row; it fails instead of running again",
+                item.restarts
+            );
+            let failure = durable_store::Failure::new(
+                durable_store::FailureKind::Internal,
+                format!(
+                    "activity `{}` was found unfinished by {} start-ups of the runtime in a row (max_activity_restarts = {max_restarts}); it may be crashing the process, so it is not run again",
+                    item.name, item.restarts
+                ),
+            );
+            shared.send_to_shard(
+                shared.shard_of(&item.instance),
+                ShardMsg::ActivityDone {
+                    key: item.key(),
+                    outcome: Err(failure),
+                },
+            );
         }
         for (key, error) in recovery.damaged_messages {
             tracing::error!(
@@ -781,7 +816,16 @@ fn recover(store: &dyn Store) -> Result<Recovery, durable_store::Error> {
         )?;
         let full = page.is_full(PAGE);
         after = page.last;
-        activities.extend(page.records);
+        // This start-up found them unfinished: count it, durably, before any runs again.
+        let mut counted = durable_store::WriteBatch::new();
+        for mut item in page.records {
+            item.restarts = item.restarts.saturating_add(1);
+            counted.put_activity(item.clone());
+            activities.push(item);
+        }
+        if !counted.is_empty() {
+            store.commit(&counted)?;
+        }
         damaged_activities.extend(page.damaged);
         if !full {
             break;

@@ -303,6 +303,7 @@ impl Shard {
                     task: id,
                     name,
                     input,
+                    restarts: 0,
                 };
                 round.batch.put_activity(item.clone());
                 round.after.push(Dispatch::Activity(item));
