@@ -329,7 +329,10 @@ async fn a_corrupt_activity_work_item_does_not_stop_the_other_instances() {
         .unwrap();
     assert_eq!(status.runtime_status, RuntimeStatus::Failed, "{status:?}");
     let failure = status.failure.unwrap().to_string();
-    assert!(failure.contains("work item of this activity is damaged"), "{failure}");
+    assert!(
+        failure.contains("work item of this activity is damaged"),
+        "{failure}"
+    );
     runtime.shutdown().await;
 }
 
