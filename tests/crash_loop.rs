@@ -1417,10 +1417,15 @@ impl Drop for WorkDir {
 fn campaign(options: &Options) {
     let began = Instant::now();
     println!(
-        "crash loop: seed {seed}, {kills} kills (to rerun: cargo test --test crash_loop -- \
-         --seed {seed} --kills {kills})",
+        "crash loop: seed {seed}, {kills} kills (to rerun: cargo test{release} --test \
+         crash_loop -- --seed {seed} --kills {kills})",
         seed = options.seed,
-        kills = options.kills
+        kills = options.kills,
+        release = if cfg!(debug_assertions) {
+            ""
+        } else {
+            " --release"
+        },
     );
     let plan = Plan::new(options.seed, options.kills);
     let reference = reference_run(&plan);
