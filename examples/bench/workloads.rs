@@ -192,20 +192,23 @@ fn check_activity_count(expected: u64, notes: &mut Vec<String>) -> Result<(), Be
     Ok(())
 }
 
-/// Waits for every handle concurrently; returns when each was observed complete.
-async fn wait_all(handles: Vec<InstanceHandle<u64>>) -> Result<Vec<(Instant, u64)>, BenchError> {
-    let tasks: Vec<_> = handles
-        .into_iter()
-        .map(|handle| {
-            tokio::spawn(async move {
-                let output = handle.wait(WAIT).await;
-                (Instant::now(), handle.id().to_string(), output)
-            })
-        })
-        .collect();
-    let mut done = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        let (at, id, output) = task
+/// An instance's completion, observed by a task of its own: (when, id, output).
+type Waiter = tokio::task::JoinHandle<(Instant, String, Result<u64, durable::client::Error>)>;
+
+/// Starts observing `handle` now, so the completion time is right even when the instance
+/// ends before the caller gets round to waiting (as while it is still starting others).
+fn spawn_waiter(handle: InstanceHandle<u64>) -> Waiter {
+    tokio::spawn(async move {
+        let output = handle.wait(WAIT).await;
+        (Instant::now(), handle.id().to_string(), output)
+    })
+}
+
+/// Collects the waiters: each instance's completion time and output.
+async fn wait_all(waiters: Vec<Waiter>) -> Result<Vec<(Instant, u64)>, BenchError> {
+    let mut done = Vec::with_capacity(waiters.len());
+    for waiter in waiters {
+        let (at, id, output) = waiter
             .await
             .map_err(|error| BenchError::Failed(format!("waiter: {error}")))?;
         let output = output.map_err(|error| BenchError::Failed(format!("{id}: {error}")))?;
@@ -244,16 +247,16 @@ async fn seq10_latency(client: &Client, n: u64) -> Result<Outcome, BenchError> {
 
 async fn seq10_throughput(client: &Client, n: u64) -> Result<Outcome, BenchError> {
     let t0 = Instant::now();
-    let mut handles = Vec::with_capacity(n as usize);
+    let mut waiters = Vec::with_capacity(n as usize);
     for i in 0..n {
         let handle = client
             .start_with_id(seq_chain, format!("seqtp-{i}"), 10)
             .await
             .map_err(failed("start"))?;
-        handles.push(handle);
+        waiters.push(spawn_waiter(handle));
     }
     let enqueued = t0.elapsed();
-    let done = wait_all(handles).await?;
+    let done = wait_all(waiters).await?;
     let last = done.iter().map(|(at, _)| *at).max().unwrap_or(t0);
     for (i, (_, output)) in done.iter().enumerate() {
         check_output(&format!("seqtp-{i}"), *output, 10)?;
@@ -365,17 +368,17 @@ async fn long_history(client: &Client, n: u64) -> Result<Outcome, BenchError> {
 async fn timer(client: &Client, n: u64, delay_ms: u64) -> Result<Outcome, BenchError> {
     let t0 = Instant::now();
     let mut starts = Vec::with_capacity(n as usize);
-    let mut handles = Vec::with_capacity(n as usize);
+    let mut waiters = Vec::with_capacity(n as usize);
     for i in 0..n {
         starts.push(Instant::now());
         let handle = client
             .start_with_id(sleeper, format!("timer-{i}"), delay_ms)
             .await
             .map_err(failed("start"))?;
-        handles.push(handle);
+        waiters.push(spawn_waiter(handle));
     }
     let enqueued = t0.elapsed();
-    let done = wait_all(handles).await?;
+    let done = wait_all(waiters).await?;
     let mut lateness = Vec::with_capacity(done.len());
     let mut early = 0;
     for ((at, output), started) in done.iter().zip(&starts) {
@@ -398,7 +401,7 @@ async fn timer(client: &Client, n: u64, delay_ms: u64) -> Result<Outcome, BenchE
         wall: last - t0,
         samples_ms: Some(lateness),
         notes: vec![format!(
-            "{n} started back to back (starts took {:.3}s); lateness = completion observed - start request - {delay_ms}ms; wall = first start -> last completion",
+            "{n} started back to back (starts took {:.3}s), each observed from its start on; lateness = completion observed - start request - {delay_ms}ms; wall = first start -> last completion",
             enqueued.as_secs_f64()
         )],
     })
