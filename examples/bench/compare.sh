@@ -2,9 +2,9 @@
 # Runs duroxide-bench (the peer, duroxide on a SQLite file) and durable-bench one after
 # the other on the same workloads at the same scale, keeps the raw JSON lines of both and
 # writes a side-by-side Markdown table (made by the bench binary itself, `--table`, so
-# nothing beyond the Rust toolchain, bash and coreutils is needed).
+# nothing beyond the Rust toolchain and a base Debian system is needed: no python).
 #
-#   examples/bench/compare.sh                         # everything, full scale (~20 min)
+#   examples/bench/compare.sh                         # everything, full scale (~10-15 min)
 #   examples/bench/compare.sh --durability fsync      # only the default mode (what is compared)
 #   examples/bench/compare.sh --scale small           # about a minute once built
 #   examples/bench/compare.sh --workload seq10-latency,fanout-1000
@@ -37,7 +37,7 @@ OPTIONS:
     --peer-target-dir PATH where the peer is built (default: $DUROXIDE_BENCH_TARGET_DIR,
                            else target/duroxide-bench beside ours)
     --peer-timeout-s N     the peer's per-workload limit (default: 300; its fanout-10000
-                           does not finish in 300 s and is reported as a timeout)
+                           takes about that long and may be reported as a timeout)
     --timeout-s N          durable-bench's per-workload limit (default: 300)
     --count N              override the instance/activity count in both (experiments)
     --out DIR              results directory (default: examples/bench/results/DATE-SCALE)
