@@ -61,6 +61,7 @@ OPTIONS:
     --timeout-s N              per-workload limit (default: 300)
     --keep-db                  keep the store directories
     --count N                  override the instance (or activity) count; experiments only
+    --list                     print the workload names, one per line, and exit
     -h, --help                 print this help
 
     bench --table PEER.jsonl|- OURS.jsonl [--workload LIST] [--peer-timeout-s N]
@@ -106,6 +107,12 @@ fn parse_args() -> Result<Config, String> {
         match flag.as_str() {
             "-h" | "--help" => {
                 print!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--list" => {
+                for workload in WORKLOADS {
+                    println!("{workload}");
+                }
                 std::process::exit(0);
             }
             "--workload" | "-w" => {

@@ -502,18 +502,24 @@ fn render(args: &Args, ours: &Lines, peer: Option<&Lines>) -> String {
          and its figure is what finishing exactly at the limit would have given. — : the \
          peer has no such workload, or the figure does not rank.\n",
     );
-    let floors: Vec<String> = ours
+    let mut floors: Vec<f64> = ours
         .values()
         .filter_map(|line| fdatasync_floor(notes(line)))
-        .map(|floor| format!("{floor} ms"))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
         .collect();
-    if !floors.is_empty() {
+    floors.sort_by(f64::total_cmp);
+    if let (Some(low), Some(high)) = (floors.first(), floors.last()) {
+        let median = floors[floors.len() / 2];
+        let spread = if floors.len() > 1 {
+            format!(
+                " (median of {} measurements, one per process: {low}–{high} ms)",
+                floors.len()
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "\nfdatasync floor (p50 of write 64 B + fdatasync, measured by durable-bench in this run): {}.",
-            floors.join(", ")
+            "\nfdatasync floor (p50 of write 64 B + fdatasync, measured by durable-bench in this run): {median} ms{spread}."
         );
     }
     out.push('\n');
