@@ -190,7 +190,9 @@ esac
 log "durable-bench took $((SECONDS - started)) s"
 
 commit="$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [[ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
+# (The results this run is writing do not count as changes to what was measured.)
+if [[ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null |
+    grep -v ' examples/bench/results/' || true)" ]]; then
     commit="$commit (with uncommitted changes)"
 fi
 cpu="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)"
