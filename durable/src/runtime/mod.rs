@@ -433,6 +433,7 @@ pub(crate) struct Shared {
     state: AtomicU8,
     /// Where `serve_http` serves the management API (`http://addr/runtime/...`), for the
     /// URLs of `create_check_status_response`.
+    #[cfg(feature = "http")]
     pub(crate) http_base: std::sync::RwLock<Option<String>>,
 }
 
@@ -526,6 +527,7 @@ impl Runtime {
         }
     }
 
+    #[cfg(feature = "http")]
     pub(crate) fn shared(&self) -> Option<Arc<Shared>> {
         self.shared.clone()
     }
@@ -585,6 +587,7 @@ impl Runtime {
             executions: AtomicU64::new(recovery.execution_floor.0 + 1),
             initial_execution_floor: recovery.execution_floor,
             state: AtomicU8::new(RUNNING),
+            #[cfg(feature = "http")]
             http_base: std::sync::RwLock::new(None),
         });
         let mut runtime = Runtime {
