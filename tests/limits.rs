@@ -296,3 +296,70 @@ async fn oversized_bodies_through_http_are_413() {
     assert_eq!(response.status(), 413);
     runtime.shutdown().await;
 }
+
+/// Starts a sub-orchestration under the id it is given.
+#[orchestrator]
+async fn parent_with_child_id(
+    ctx: OrchestrationContext,
+    child_id: String,
+) -> Result<String, Error> {
+    ctx.call_sub_orchestrator_with_id(produce, child_id, 3)
+        .await
+}
+
+#[tokio::test]
+async fn instance_ids_longer_than_configured_are_refused() {
+    let runtime = Runtime::builder()
+        .in_memory()
+        .max_instance_id_len(16)
+        .register(produce)
+        .register(parent_with_child_id)
+        .start()
+        .await
+        .unwrap();
+    let client = runtime.client();
+    let fits = "sixteen-bytes-id";
+    assert_eq!(fits.len(), 16);
+    let handle = client.start_with_id(produce, fits, 2).await.unwrap();
+    assert_eq!(handle.wait(WAIT).await.unwrap(), "xx");
+
+    let error = client
+        .start_with_id(produce, "seventeen-bytes-i", 2)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            ClientError::InstanceIdTooLong {
+                len: 17,
+                limit: 16,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("max_instance_id_len"), "{error}");
+    assert!(client.status("seventeen-bytes-i").await.unwrap().is_none());
+    let error = client
+        .start_by_name("produce", Some("seventeen-bytes-i"), "1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ClientError::InstanceIdTooLong { .. }),
+        "{error:?}"
+    );
+
+    // Sub-orchestrations are held to the store's limit only: derived ids grow with
+    // their parent's.
+    let parent = client
+        .start_with_id(
+            parent_with_child_id,
+            "parent",
+            "a-child-id-longer-than-16".to_owned(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(parent.wait(WAIT).await.unwrap(), "xxx");
+    runtime.shutdown().await;
+}

@@ -117,6 +117,19 @@ pub enum Error {
     /// A store write failed earlier; the runtime accepts no more work.
     #[error("the runtime stopped accepting work after a store write failed; restart the process")]
     Poisoned,
+    /// An instance id is longer than the runtime accepts
+    /// ([`RuntimeBuilder::max_instance_id_len`](crate::RuntimeBuilder::max_instance_id_len)).
+    #[error(
+        "instance id `{id}` is {len} bytes long; this runtime accepts at most {limit} (max_instance_id_len)"
+    )]
+    InstanceIdTooLong {
+        /// The id.
+        id: String,
+        /// Its length in bytes.
+        len: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// A payload is larger than the runtime accepts
     /// ([`RuntimeBuilder::max_payload_bytes`](crate::RuntimeBuilder::max_payload_bytes)).
     #[error(
@@ -1002,7 +1015,17 @@ impl Client {
         let (reply, answer) = oneshot::channel();
         {
             let shared = self.shared()?;
-            let limit = shared.config.limits.max_payload_bytes;
+            let limits = shared.config.limits;
+            if let Request::Start { instance, .. } = &request
+                && instance.as_str().len() > limits.max_instance_id_len
+            {
+                return Err(Error::InstanceIdTooLong {
+                    id: instance.to_string(),
+                    len: instance.as_str().len(),
+                    limit: limits.max_instance_id_len,
+                });
+            }
+            let limit = limits.max_payload_bytes;
             let payload = match &request {
                 Request::Start { name, input, .. } => {
                     Some((input, format!("input of orchestrator `{name}`")))

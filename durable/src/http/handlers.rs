@@ -82,6 +82,7 @@ fn client_error(error: client::Error) -> Problem {
         E::NotRunning { .. } => StatusCode::GONE,
         E::NotRegistered { .. }
         | E::InvalidInstanceId(_)
+        | E::InstanceIdTooLong { .. }
         | E::InvalidInput { .. }
         | E::InvalidContinuation => StatusCode::BAD_REQUEST,
         E::ShuttingDown | E::Poisoned => StatusCode::SERVICE_UNAVAILABLE,

@@ -95,6 +95,9 @@ pub(crate) struct Limits {
     pub(crate) max_actions_per_turn: usize,
     /// The history length at which a warning advises `continue_as_new`.
     pub(crate) history_warning_events: u64,
+    /// The longest instance id accepted, in bytes (at most
+    /// [`INSTANCE_ID_MAX_LEN`](durable_store::INSTANCE_ID_MAX_LEN)).
+    pub(crate) max_instance_id_len: usize,
 }
 
 impl Default for Limits {
@@ -103,6 +106,7 @@ impl Default for Limits {
             max_payload_bytes: 16 * 1024 * 1024,
             max_actions_per_turn: 100_000,
             history_warning_events: 10_000,
+            max_instance_id_len: durable_store::INSTANCE_ID_MAX_LEN,
         }
     }
 }
@@ -257,6 +261,18 @@ impl RuntimeBuilder {
     /// batches, or through sub-orchestrations.
     pub fn max_actions_per_turn(mut self, actions: usize) -> Self {
         self.config.limits.max_actions_per_turn = actions.max(1);
+        self
+    }
+
+    /// The longest instance id a client may start, in bytes (default and most: 256). Ids
+    /// are keys in the store and segments of the HTTP API's URLs; a lower limit keeps what
+    /// callers send short. A longer one is refused with
+    /// [`client::Error::InstanceIdTooLong`](crate::client::Error::InstanceIdTooLong)
+    /// (`400` over HTTP). Sub-orchestrations are held only to the store's 256 bytes, as
+    /// their derived ids grow with their parent's. Which characters are allowed is fixed:
+    /// see [`InstanceId`](durable_store::InstanceId).
+    pub fn max_instance_id_len(mut self, bytes: usize) -> Self {
+        self.config.limits.max_instance_id_len = bytes.clamp(1, durable_store::INSTANCE_ID_MAX_LEN);
         self
     }
 
