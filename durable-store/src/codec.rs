@@ -121,7 +121,7 @@ pub fn decode_value<T: DeserializeOwned>(
 /// `space`.
 pub fn record_key(space: Space, key: &[u8]) -> Option<RecordKey> {
     match space {
-        Space::Meta => [FORMAT_VERSION_KEY, EXECUTION_FLOOR_KEY]
+        Space::Meta => [FORMAT_VERSION_KEY, EXECUTION_FLOOR_KEY, COMMIT_SEQ_KEY]
             .into_iter()
             .find(|name| name.as_bytes() == key)
             .map(RecordKey::Meta),
@@ -174,6 +174,9 @@ pub fn record_key(space: Space, key: &[u8]) -> Option<RecordKey> {
 /// The names of the `meta` keyspace's keys.
 pub(crate) const FORMAT_VERSION_KEY: &str = "format_version";
 pub(crate) const EXECUTION_FLOOR_KEY: &str = "execution_floor";
+/// The number of the last commit: every fjall commit writes it, so the store knows how far
+/// its journal recovered (see `fjall_store::CommitMark`).
+pub(crate) const COMMIT_SEQ_KEY: &str = "commit_seq";
 
 /// Splits a length-prefixed instance id off the front of a key.
 fn split_instance(key: &[u8]) -> Option<(InstanceId, &[u8])> {

@@ -1,6 +1,15 @@
 //! The fjall engine: the embedded default. One fjall database per store directory, one
 //! keyspace per [`Space`], every commit one atomic fjall write batch followed (by default)
 //! by one `fdatasync` of the journal.
+//!
+//! fjall recovers its journal by dropping any batch that does not check out, and
+//! everything after it, as a torn tail: right for the last batch of a crash, silent data
+//! loss for a byte damaged in the middle. So every commit also writes its number (the
+//! `commit_seq` meta key), and after each commit acknowledged with `fdatasync` the number
+//! goes to a small file beside the database (the commit mark, written without a sync of
+//! its own: it may lag, never lead). At open, a journal that recovered fewer commits than
+//! the mark says were acknowledged has lost some: the store refuses to open, saying so,
+//! instead of running on without them.
 
 use crate::codec::Space;
 use crate::error::Error;
@@ -8,8 +17,11 @@ use crate::kv::{KvEngine, KvOp, KvStore, Scan, Visitor};
 use crate::store::Durability;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::collections::HashSet;
+use std::fs::File;
 use std::ops::Bound;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 /// The fjall [`KvEngine`].
 pub struct FjallEngine {
@@ -17,6 +29,52 @@ pub struct FjallEngine {
     spaces: Vec<Keyspace>,
     durability: Durability,
     path: PathBuf,
+    /// The number of the last commit, and the commit mark file; held while committing so
+    /// that numbers follow the journal's order.
+    commits: Mutex<(u64, CommitMark)>,
+}
+
+/// The file that records the last commit acknowledged after `fdatasync`: 16 bytes, the
+/// number and its complement (a mark that does not check out is ignored, never trusted).
+struct CommitMark {
+    file: File,
+    path: PathBuf,
+}
+
+/// The commit mark's file name, in the store directory.
+pub const COMMIT_MARK_FILE: &str = "durable-commit-mark";
+
+impl CommitMark {
+    fn open(dir: &Path) -> Result<CommitMark, Error> {
+        let path = dir.join(COMMIT_MARK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|error| Error::from_io(dir, error))?;
+        Ok(CommitMark { file, path })
+    }
+
+    /// The acknowledged commit it records, if it holds a valid one.
+    fn read(&self) -> Option<u64> {
+        let mut bytes = [0u8; 16];
+        self.file.read_exact_at(&mut bytes, 0).ok()?;
+        let (number, check) = bytes.split_at(8);
+        let number = u64::from_be_bytes(number.try_into().ok()?);
+        let check = u64::from_be_bytes(check.try_into().ok()?);
+        (check == !number).then_some(number)
+    }
+
+    /// Records `number` (no sync: a mark that lags after a power loss only weakens the
+    /// check; one that led would be a false alarm, and the journal is synced first).
+    fn write(&self, number: u64) -> std::io::Result<()> {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&number.to_be_bytes());
+        bytes[8..].copy_from_slice(&(!number).to_be_bytes());
+        self.file.write_all_at(&bytes, 0)
+    }
 }
 
 /// The embedded default [`crate::Store`]: fjall, an LSM-tree, in one directory.
@@ -81,11 +139,36 @@ impl FjallEngine {
                 .map_err(|error| map_error(path, error))?;
             spaces.push(keyspace);
         }
+        let recovered = match spaces[Space::Meta.index()]
+            .get(crate::codec::COMMIT_SEQ_KEY.as_bytes())
+            .map_err(|error| map_error(path, error))?
+        {
+            Some(bytes) => <[u8; 8]>::try_from(&*bytes)
+                .map(u64::from_be_bytes)
+                .map_err(|_| Error::Damaged {
+                    path: path.to_owned(),
+                    detail: format!("the commit number is {} bytes, not 8", bytes.len()),
+                })?,
+            None => 0,
+        };
+        let mark = CommitMark::open(path)?;
+        if let Some(acknowledged) = mark.read()
+            && acknowledged > recovered
+        {
+            return Err(Error::Damaged {
+                path: path.to_owned(),
+                detail: format!(
+                    "its journal recovered {recovered} commits, but {acknowledged} were acknowledged as durable: fjall dropped a damaged part of the journal and what followed it. To open it anyway, accepting that loss, delete {}",
+                    mark.path.display()
+                ),
+            });
+        }
         Ok(FjallEngine {
             db,
             spaces,
             durability,
             path: path.to_owned(),
+            commits: Mutex::new((recovered, mark)),
         })
     }
 
@@ -171,7 +254,14 @@ impl KvEngine for FjallEngine {
         Ok(())
     }
 
-    fn write(&self, ops: Vec<KvOp>) -> Result<(), Error> {
+    fn write(&self, mut ops: Vec<KvOp>) -> Result<(), Error> {
+        let mut commits = self.commits.lock().unwrap_or_else(PoisonError::into_inner);
+        let number = commits.0 + 1;
+        ops.push(KvOp::Put(
+            Space::Meta,
+            crate::codec::COMMIT_SEQ_KEY.as_bytes().to_vec(),
+            number.to_be_bytes().to_vec(),
+        ));
         let ops = last_write_wins(ops);
         let mode = match self.durability {
             Durability::Fsync => PersistMode::SyncData,
@@ -184,7 +274,17 @@ impl KvEngine for FjallEngine {
                 KvOp::Delete(space, key) => batch.remove(self.keyspace(space), key),
             }
         }
-        batch.commit().map_err(|e| self.error(e))
+        batch.commit().map_err(|e| self.error(e))?;
+        commits.0 = number;
+        // Only what `fdatasync` made durable is marked: buffered commits may be lost with
+        // the machine, and that is no damage.
+        if self.durability == Durability::Fsync
+            && let Err(error) = commits.1.write(number)
+        {
+            // The data is durable; only the check of a later open is weaker.
+            tracing::warn!(%error, "cannot update the commit mark");
+        }
+        Ok(())
     }
 }
 

@@ -33,7 +33,7 @@ mod store;
 
 pub use batch::{Op, WriteBatch};
 pub use error::{Error, RecordKey};
-pub use fjall_store::{FjallEngine, FjallStore};
+pub use fjall_store::{COMMIT_MARK_FILE, FjallEngine, FjallStore};
 pub use ids::{
     ExecutionId, INSTANCE_ID_MAX_LEN, InstanceId, InvalidInstanceId, Json, TaskId, Timestamp,
 };
