@@ -86,7 +86,7 @@ fn other_format_version_is_refused() {
             error,
             Error::IncompatibleFormat {
                 found: 99,
-                expected: 1,
+                expected: durable_store::FORMAT_VERSION,
                 ..
             }
         ),
