@@ -4,7 +4,7 @@
 //!
 //! The storage contract (key layout, record encoding, commit protocol, fsync assumptions,
 //! format version) is written down in `ARCHITECTURE.md` at the repository root and in
-//! [`codec`]. Every store must pass the same [`conformance`] suite (feature
+//! [`codec`]. Every store must pass the same `conformance` suite (feature
 //! `conformance`); `faults` (feature `testing`) wraps a store or an engine to fail chosen
 //! calls.
 //!

@@ -270,7 +270,7 @@ impl RuntimeBuilder {
     /// [`client::Error::InstanceIdTooLong`](crate::client::Error::InstanceIdTooLong)
     /// (`400` over HTTP). Sub-orchestrations are held only to the store's 256 bytes, as
     /// their derived ids grow with their parent's. Which characters are allowed is fixed:
-    /// see [`InstanceId`](durable_store::InstanceId).
+    /// see [`InstanceId`].
     pub fn max_instance_id_len(mut self, bytes: usize) -> Self {
         self.config.limits.max_instance_id_len = bytes.clamp(1, durable_store::INSTANCE_ID_MAX_LEN);
         self
