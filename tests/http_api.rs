@@ -897,6 +897,15 @@ async fn restart_under_a_new_id_or_the_same() {
         );
         assert_eq!(second.output_as::<u64>().expect("a number"), Some(42));
 
+        // With `timeout` and `pollingInterval`, as a start: the output once it completes.
+        let waited = api
+            .send(Call::post(&format!(
+                "instances/{id}/restart?timeout=10&pollingInterval=1"
+            )))
+            .await
+            .expect(200);
+        assert_eq!(waited.json(), json!(42));
+
         let running = api.start("approval", &json!("x")).await;
         let busy = api
             .send(Call::post(&format!(
@@ -1114,8 +1123,14 @@ async fn list_filters_by_prefix_status_and_creation_time() {
     wait_for_end(&client, "stop-0").await;
 
     let all = set_of(&["done-0", "done-1", "done-2", "wait-0", "wait-1", "stop-0"]);
-    let cases: [(&str, BTreeSet<String>); 8] = [
+    let cases: [(&str, BTreeSet<String>); 10] = [
         ("instanceIdPrefix=wait-", set_of(&["wait-0", "wait-1"])),
+        // Repeated, as Durable Functions also takes it; empty is no filter.
+        (
+            "runtimeStatus=Running&runtimeStatus=Terminated",
+            set_of(&["wait-0", "wait-1", "stop-0"]),
+        ),
+        ("runtimeStatus=", all.clone()),
         (
             "runtimeStatus=Running,Terminated",
             set_of(&["wait-0", "wait-1", "stop-0"]),
@@ -1346,6 +1361,9 @@ async fn the_key_works_as_bearer_or_code_and_only_code_is_echoed() {
                 .without_key()
                 .header("Authorization", &format!("bearer {KEY}")),
             Call::get(&format!("instances?code={KEY}")).without_key(),
+            Call::get("instances")
+                .without_key()
+                .header("x-functions-key", KEY),
         ];
         for call in accepted {
             let what = format!("{call:?}");
@@ -2007,4 +2025,29 @@ async fn send_to_router(router: &axum::Router, call: &Call) -> Reply {
         headers,
         body: body.to_vec(),
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_is_not_supported_says_so() {
+    let harness = Harness::start().await;
+    let client = harness.client();
+    client
+        .start_with_id(double, "rewound", 1)
+        .await
+        .expect("started");
+    wait_for_end(&client, "rewound").await;
+    for api in harness.transports() {
+        let reply = api.send(Call::post("instances/rewound/rewind")).await;
+        assert_problem(&reply, 501, "rewind");
+        assert!(reply.text().contains("restart"), "{}", reply.text());
+        for filter in ["lastOperationTimeFrom", "lastOperationTimeTo"] {
+            let reply = api
+                .send(Call::get(&format!(
+                    "entities?{filter}=2020-01-01T00:00:00Z"
+                )))
+                .await;
+            assert_problem(&reply, 400, filter);
+        }
+    }
+    harness.stop().await;
 }

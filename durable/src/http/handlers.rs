@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-type Params = Result<Query<BTreeMap<String, String>>, QueryRejection>;
+type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
 type Body = Result<Bytes, BytesRejection>;
 type Answer = Result<Response, Problem>;
 
@@ -29,10 +29,22 @@ const CONTINUATION: &str = "x-ms-continuation-token";
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 10_000;
 
+/// The query parameters by name. A parameter given more than once (as Durable Functions
+/// allows for `runtimeStatus`) has its values joined with commas.
 fn params(query: Params) -> Result<BTreeMap<String, String>, Problem> {
-    query
-        .map(|Query(params)| params)
-        .map_err(|rejection| Problem::bad_request(format!("bad query string: {rejection}")))
+    let Query(pairs) = query
+        .map_err(|rejection| Problem::bad_request(format!("bad query string: {rejection}")))?;
+    let mut params = BTreeMap::<String, String>::new();
+    for (name, value) in pairs {
+        params
+            .entry(name)
+            .and_modify(|joined| {
+                joined.push(',');
+                joined.push_str(&value);
+            })
+            .or_insert(value);
+    }
+    Ok(params)
 }
 
 fn body(body: Body) -> Result<Bytes, Problem> {
@@ -293,22 +305,7 @@ async fn start(
     payload: Bytes,
 ) -> Answer {
     let input = json_body(&payload, "input")?;
-    let wait = match (query.get("timeout"), query.get("pollingInterval")) {
-        (Some(timeout), Some(interval)) => {
-            parse_seconds("pollingInterval", interval)?;
-            Some(parse_seconds("timeout", timeout)?)
-        }
-        // Durable Functions waits only with both; one alone is checked and ignored.
-        (Some(timeout), None) => {
-            parse_seconds("timeout", timeout)?;
-            None
-        }
-        (None, Some(interval)) => {
-            parse_seconds("pollingInterval", interval)?;
-            None
-        }
-        (None, None) => None,
-    };
+    let wait = wait_time(&query)?;
     let instance = api
         .client
         .start_by_name(name, id.as_ref().map(InstanceId::as_str), input.as_str())
@@ -320,10 +317,37 @@ async fn start(
             other => client_error(other),
         })?;
     let accepted = check_status(api, headers, uri, "/orchestrators/", instance.clone());
+    wait_or_accept(api, &query, wait, &instance, accepted).await
+}
+
+/// How long to wait for a started instance: with both `timeout` and `pollingInterval`
+/// (seconds), as Durable Functions waits only with both; one alone is checked and ignored.
+fn wait_time(query: &BTreeMap<String, String>) -> Result<Option<std::time::Duration>, Problem> {
+    match (query.get("timeout"), query.get("pollingInterval")) {
+        (Some(timeout), Some(interval)) => {
+            parse_seconds("pollingInterval", interval)?;
+            Ok(Some(parse_seconds("timeout", timeout)?))
+        }
+        (Some(timeout), None) => parse_seconds("timeout", timeout).map(|_| None),
+        (None, Some(interval)) => parse_seconds("pollingInterval", interval).map(|_| None),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Without `wait`, the `202` check-status answer; with it, waits that long for the
+/// instance to end: `200` and the raw output if it completed, its status if it failed or
+/// was terminated, else the `202` answer all the same.
+async fn wait_or_accept(
+    api: &Api,
+    query: &BTreeMap<String, String>,
+    wait: Option<std::time::Duration>,
+    instance: &InstanceId,
+    accepted: CheckStatusResponse,
+) -> Answer {
     let Some(timeout) = wait else {
         return Ok(accepted.into_response());
     };
-    match api.client.wait_for_completion(&instance, timeout).await {
+    match api.client.wait_for_completion(instance, timeout).await {
         Ok(status) if status.runtime_status == RuntimeStatus::Completed => Ok(raw_json_response(
             StatusCode::OK,
             status
@@ -533,7 +557,9 @@ fn instance_query(query: &BTreeMap<String, String>) -> Result<InstanceQuery, Pro
                 })
                 .collect::<Result<Vec<_>, _>>()
         })
-        .transpose()?;
+        .transpose()?
+        // `runtimeStatus=` with no status is no filter, not a filter nothing passes.
+        .filter(|statuses| !statuses.is_empty());
     Ok(InstanceQuery {
         statuses,
         created_from: time("createdTimeFrom")?,
@@ -772,12 +798,14 @@ pub(crate) async fn restart(
             query.get("restartWithNewInstanceId"),
         )?
         .unwrap_or(true);
+        let wait = wait_time(&query)?;
         let started = api
             .client
             .restart(&id, new_id)
             .await
             .map_err(client_error)?;
-        Ok::<_, Problem>(check_status(&api, &headers, &uri, "/instances/", started).into_response())
+        let accepted = check_status(&api, &headers, &uri, "/instances/", started.clone());
+        wait_or_accept(&api, &query, wait, &started, accepted).await
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -919,6 +947,14 @@ async fn entities(
 ) -> Response {
     let answer = async {
         let query = params(query)?;
+        if let Some(filter) = ["lastOperationTimeFrom", "lastOperationTimeTo"]
+            .into_iter()
+            .find(|name| query.contains_key(*name))
+        {
+            return Err(Problem::bad_request(format!(
+                "`{filter}` is not supported: entities are listed by name only; filter on `lastOperationTime` in the results"
+            )));
+        }
         let top = page_size(&query)?;
         let fetch_state = parse_bool("fetchState", query.get("fetchState"))?.unwrap_or(false);
         let token = continuation(&headers)?;
@@ -949,6 +985,15 @@ pub(crate) async fn not_found(uri: Uri) -> Response {
             uri.path(),
             super::OPENAPI_PATH
         ),
+    )
+    .into_response()
+}
+
+/// `POST instances/{id}/rewind` (a preview feature of Durable Functions): not supported.
+pub(crate) async fn rewind() -> Response {
+    Problem::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "rewind is not supported: restart the instance (`POST instances/{id}/restart`) to run it again from its input",
     )
     .into_response()
 }

@@ -20,20 +20,29 @@
 //! ```
 //!
 //! Every route but the OpenAPI document ([`OPENAPI_PATH`]) requires the key, as
-//! `Authorization: Bearer <key>` or `?code=<key>` (Durable Functions' function keys),
+//! `Authorization: Bearer <key>`, `x-functions-key: <key>` or `?code=<key>` (as Durable
+//! Functions' function keys),
 //! unless the options say [`HttpOptions::anonymous`] — an explicit choice, logged as a
 //! warning.
 //!
 //! # Where this API differs from Durable Functions, and why
 //! - Starting an instance id that is still running answers `409 Conflict` (Durable
-//!   Functions answers `500`): the request conflicts with the instance's state, and a 5xx
-//!   would tell clients and proxies to retry what can never succeed.
+//!   Functions has answered `500` here in some versions): the request conflicts with the
+//!   instance's state, and a 5xx would tell clients and proxies to retry what can never
+//!   succeed.
 //! - Lists (`GET instances`, `GET entities`) return pages of `top` items (default 100)
 //!   with the `x-ms-continuation-token` header for the next page.
 //! - Management URLs carry the key as `code=` only when the request itself used `code=`;
 //!   a bearer key is never echoed into a response.
-//! - Purging an instance that is still running answers `409 Conflict`; terminate it
-//!   first.
+//! - Purging an instance that is still running answers `409 Conflict` (Durable
+//!   Functions: `412 Precondition Failed`); terminate it first.
+//! - Names are case-sensitive: orchestrator and entity names, the literal path segments
+//!   and the query parameter names (`showHistory`, not `showhistory`); a trailing `/` is
+//!   not trimmed.
+//! - `POST instances/{id}/rewind` answers `501 Not Implemented`; entity lists do not
+//!   filter by `lastOperationTimeFrom`/`To` (`400`).
+//! - History events (`showHistory=true`) carry this runtime's event names and fields,
+//!   one object per stored event.
 
 mod handlers;
 mod wire;
@@ -259,6 +268,11 @@ fn endpoints() -> Vec<Endpoint> {
             "/instances/{instanceId}/restart",
             post(h::restart),
         ),
+        endpoint(
+            Method::POST,
+            "/instances/{instanceId}/rewind",
+            post(h::rewind),
+        ),
         endpoint(Method::GET, "/entities", get(h::list_all_entities)),
         endpoint(Method::GET, "/entities/{entityName}", get(h::list_entities)),
         endpoint(
@@ -294,7 +308,9 @@ async fn authorize(State(api): State<Arc<Api>>, request: Request, next: Next) ->
             "the server is configured with an empty key and accepts no request; configure a long random key",
         );
     }
-    let offered = bearer(request.headers()).or_else(|| code_param(request.uri().query()));
+    let offered = bearer(request.headers())
+        .or_else(|| functions_key(request.headers()))
+        .or_else(|| code_param(request.uri().query()));
     match offered {
         Some(offered) if constant_time_eq(offered.as_bytes(), key.as_bytes()) => {
             next.run(request).await
@@ -321,6 +337,12 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim().to_owned())
+}
+
+/// The `x-functions-key` header, as the Azure Functions host takes a function key.
+fn functions_key(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("x-functions-key")?.to_str().ok()?;
+    Some(value.trim().to_owned())
 }
 
 /// The `code` (or `systemKey`) query parameter, percent-decoded.
