@@ -615,13 +615,49 @@ async fn status_shows_history_and_hides_input_on_request() {
             assert_durable_time(&event["Timestamp"]);
         }
 
+        assert!(!kinds.contains(&"OrchestratorStarted"), "{kinds:?}");
+
         // Payloads appear in the history only with showHistoryOutput=true.
         let bare = execution_started(&with_history);
-        assert_eq!(bare.get("input"), None, "{bare}");
+        assert_eq!(bare["FunctionName"], "approval", "{bare}");
+        assert_eq!(bare.get("Input"), None, "{bare}");
         let query = "?showHistory=true&showHistoryOutput=true";
         let with_payloads = api.send(status_of(query)).await.expect(200).json();
         let full = execution_started(&with_payloads);
-        assert_eq!(full["input"], "desk", "{full}");
+        assert_eq!(full["Input"], "desk", "{full}");
+
+        // An activity's scheduling is folded into its completion, as Durable Functions
+        // shows it.
+        let chained = format!("{}-chained", api.name());
+        client
+            .start_with_id(double, &chained, 4)
+            .await
+            .expect("started");
+        wait_for_end(&client, &chained).await;
+        let history = api
+            .send(Call::get(&format!(
+                "instances/{chained}?showHistory=true&showHistoryOutput=true"
+            )))
+            .await
+            .expect(200)
+            .json();
+        let events = history["historyEvents"].as_array().expect("a list");
+        assert!(
+            !events
+                .iter()
+                .any(|event| event["EventType"] == "TaskScheduled"),
+            "{events:?}"
+        );
+        let completed = events
+            .iter()
+            .find(|event| event["EventType"] == "TaskCompleted")
+            .expect("a TaskCompleted event");
+        assert_eq!(completed["FunctionName"], "double_it", "{completed}");
+        assert_eq!(completed["Result"], 8, "{completed}");
+        assert_durable_time(&completed["ScheduledTime"]);
+        let ended = events.last().expect("events");
+        assert_eq!(ended["EventType"], "ExecutionCompleted", "{ended}");
+        assert_eq!(ended["Result"], 8, "{ended}");
     }
     harness.stop().await;
 }

@@ -436,38 +436,109 @@ impl<'a> StatusBody<'a> {
     }
 }
 
-/// History events as JSON objects: `EventType`, `Timestamp` (the turn's time) and the
-/// event's fields, payloads as JSON values.
+/// History events shaped as Durable Functions shows them: `EventType`, `Timestamp` (the
+/// time of the turn that recorded it) and the event's fields in PascalCase, with `name`
+/// as `FunctionName` (of an orchestration, activity or sub-orchestration) and outputs as
+/// `Result`. The turn markers (`OrchestratorStarted`) are left out, and a task's
+/// scheduling is folded into its completion or failure (`FunctionName`, `ScheduledTime`),
+/// leaving only tasks still running as `TaskScheduled`. Payloads (`Input`, `Result`)
+/// appear only with `showHistoryOutput=true`.
 fn history_json(history: &[HistoryEvent], show_output: bool) -> Vec<serde_json::Value> {
+    use serde_json::{Map, Value};
     let mut now = Timestamp::EPOCH;
-    let mut events = Vec::with_capacity(history.len());
+    let mut events: Vec<Map<String, Value>> = Vec::with_capacity(history.len());
+    // Scheduled tasks by id: where their event is in `events`, to fold it away.
+    let mut scheduled = BTreeMap::<u64, usize>::new();
+    let mut folded = Vec::new();
     for event in history {
         if let HistoryEvent::OrchestratorStarted { at } = event {
             now = *at;
+            continue;
         }
-        let mut object = serde_json::Map::new();
-        object.insert("EventType".into(), event.kind().into());
+        let kind = event.kind();
+        let mut object = Map::new();
+        object.insert("EventType".into(), kind.into());
         object.insert("Timestamp".into(), format_time(now.to_system_time()).into());
-        if let Ok(serde_json::Value::Object(outer)) = serde_json::to_value(event)
-            && let Some((_, serde_json::Value::Object(fields))) = outer.into_iter().next()
+        if let Ok(Value::Object(outer)) = serde_json::to_value(event)
+            && let Some((_, Value::Object(fields))) = outer.into_iter().next()
         {
             for (name, value) in fields {
-                if !show_output && (name == "output" || name == "input") {
+                let payload = name == "input" || name == "output";
+                if payload && !show_output {
                     continue;
                 }
-                let value = match (&*name, value) {
+                let value = match value {
                     // Payloads are JSON text inside the record: show them as JSON.
-                    ("input" | "output", serde_json::Value::String(text)) => {
-                        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+                    Value::String(text) if payload => {
+                        serde_json::from_str(&text).unwrap_or(Value::String(text))
                     }
-                    (_, value) => value,
+                    value => value,
                 };
-                object.insert(name, value);
+                let field = match (kind, &*name) {
+                    ("ExecutionStarted" | "TaskScheduled" | "SubOrchestrationCreated", "name") => {
+                        "FunctionName".to_owned()
+                    }
+                    (_, "output") => "Result".to_owned(),
+                    (
+                        "TaskCompleted"
+                        | "TaskFailed"
+                        | "SubOrchestrationCompleted"
+                        | "SubOrchestrationFailed",
+                        "id",
+                    ) => "TaskScheduledId".to_owned(),
+                    (_, name) => pascal_case(name),
+                };
+                object.insert(field, value);
             }
         }
-        events.push(serde_json::Value::Object(object));
+        let task = |object: &Map<String, Value>, field: &str| object.get(field)?.as_u64();
+        match kind {
+            "TaskScheduled" | "SubOrchestrationCreated" => {
+                if let Some(id) = task(&object, "Id") {
+                    scheduled.insert(id, events.len());
+                }
+            }
+            "TaskCompleted"
+            | "TaskFailed"
+            | "SubOrchestrationCompleted"
+            | "SubOrchestrationFailed" => {
+                if let Some(at) =
+                    task(&object, "TaskScheduledId").and_then(|id| scheduled.remove(&id))
+                {
+                    let origin = &events[at];
+                    if let Some(name) = origin.get("FunctionName") {
+                        object.insert("FunctionName".into(), name.clone());
+                    }
+                    if let Some(time) = origin.get("Timestamp") {
+                        object.insert("ScheduledTime".into(), time.clone());
+                    }
+                    folded.push(at);
+                }
+            }
+            _ => {}
+        }
+        events.push(object);
     }
+    folded.sort_unstable();
+    let mut folded = folded.into_iter().peekable();
     events
+        .into_iter()
+        .enumerate()
+        .filter(|(at, _)| folded.next_if_eq(at).is_none())
+        .map(|(_, object)| Value::Object(object))
+        .collect()
+}
+
+/// `fire_at` → `FireAt`.
+fn pascal_case(name: &str) -> String {
+    name.split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_uppercase().chain(chars).collect()
+            })
+        })
+        .collect()
 }
 
 pub(crate) async fn status(

@@ -41,8 +41,10 @@
 //!   not trimmed.
 //! - `POST instances/{id}/rewind` answers `501 Not Implemented`; entity lists do not
 //!   filter by `lastOperationTimeFrom`/`To` (`400`).
-//! - History events (`showHistory=true`) carry this runtime's event names and fields,
-//!   one object per stored event.
+//! - History events (`showHistory=true`) follow Durable Functions' shape (`EventType`,
+//!   `Timestamp`, `FunctionName`, `Result`, scheduling folded into completions) with this
+//!   runtime's event types (`SubOrchestrationCreated`, `TimerCreated`, ...) and its
+//!   other fields in PascalCase; `Input` is shown too with `showHistoryOutput=true`.
 
 mod handlers;
 mod wire;
