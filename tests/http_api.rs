@@ -1843,6 +1843,16 @@ fn user_app(client: Client) -> axum::Router {
                     .map(|response| response.base_url("https://api.example.com/durable/"))
             }),
         )
+        .route(
+            "/start-double-for-request",
+            axum::routing::post(
+                async |state: State<Client>, headers: axum::http::HeaderMap| {
+                    start_double_route(state)
+                        .await
+                        .map(|response| response.for_request(&headers))
+                },
+            ),
+        )
         .with_state(client)
 }
 
@@ -1867,6 +1877,20 @@ async fn check_status_response_in_a_route_of_your_own() {
         .send(Call::to("POST", "/start-double-behind-proxy"))
         .await;
     assert_check_status_at("https://api.example.com/durable", &proxied, None);
+
+    // From the request: its Host, and https when a proxy says so.
+    let direct = app
+        .send(Call::to("POST", "/start-double-for-request"))
+        .await;
+    assert_check_status_at(&format!("http://{}{BASE_PATH}", app.host()), &direct, None);
+    let forwarded = app
+        .send(Call::to("POST", "/start-double-for-request").header("X-Forwarded-Proto", "https"))
+        .await;
+    assert_check_status_at(
+        &format!("https://{}{BASE_PATH}", app.host()),
+        &forwarded,
+        None,
+    );
 
     // Once it serves, they are absolute URLs of the server, and they work.
     let server = runtime

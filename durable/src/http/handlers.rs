@@ -123,28 +123,32 @@ fn base_url(api: &Api, headers: &HeaderMap, uri: &Uri, suffix_start: &str) -> St
         .map_or(super::BASE_PATH, |at| &path[..at]);
     let origin = match &api.options.public_base_url {
         Some(base) => base.clone(),
-        None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|host| host.to_str().ok())
-                .filter(|host| {
-                    !host.is_empty()
-                        && host
-                            .bytes()
-                            .all(|b| b.is_ascii_graphic() && !b"/\\?#@".contains(&b))
-                })
-                .unwrap_or("localhost");
-            let scheme = match headers
-                .get("x-forwarded-proto")
-                .and_then(|proto| proto.to_str().ok())
-            {
-                Some("https") => "https",
-                _ => "http",
-            };
-            format!("{scheme}://{host}")
-        }
+        None => request_origin(headers),
     };
     format!("{origin}{mount}")
+}
+
+/// `scheme://host` a request was sent to: its `Host` header (`localhost` when missing or
+/// malformed) and `X-Forwarded-Proto: https` behind a proxy.
+fn request_origin(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .filter(|host| {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"/\\?#@".contains(&b))
+        })
+        .unwrap_or("localhost");
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|proto| proto.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}")
 }
 
 /// The `202 Accepted` answer with an instance's management URLs (Durable Functions'
@@ -187,6 +191,30 @@ impl CheckStatusResponse {
     pub fn base_url(mut self, base: impl Into<String>) -> Self {
         self.base = base.into().trim_end_matches('/').to_owned();
         self
+    }
+
+    /// Makes the URLs absolute for the host `headers` say the request was sent to (its
+    /// `Host`, and `X-Forwarded-Proto: https` behind a proxy), with the API at
+    /// [`BASE_PATH`](super::BASE_PATH) on that host: what Durable Functions'
+    /// `CreateCheckStatusResponse(request, id)` does, for an app that merges
+    /// [`router`](super::router) at its root.
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// # #[orchestrator]
+    /// # async fn work(ctx: OrchestrationContext, n: u64) -> Result<u64, Error> { Ok(n) }
+    /// async fn start_work(
+    ///     axum::extract::State(client): axum::extract::State<Client>,
+    ///     headers: axum::http::HeaderMap,
+    /// ) -> Result<durable::http::CheckStatusResponse, String> {
+    ///     let handle = client.start(work, 7).await.map_err(|e| e.to_string())?;
+    ///     Ok(durable::http::create_check_status_response(&client, handle.id()).for_request(&headers))
+    /// }
+    /// ```
+    #[must_use]
+    pub fn for_request(self, headers: &HeaderMap) -> Self {
+        let base = format!("{}{}", request_origin(headers), super::BASE_PATH);
+        self.base_url(base)
     }
 
     /// The URL to poll for the status (also the `Location` header).
