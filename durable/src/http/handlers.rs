@@ -831,21 +831,40 @@ fn reason(query: &BTreeMap<String, String>) -> String {
     query.get("reason").cloned().unwrap_or_default()
 }
 
-pub(crate) async fn terminate(
-    State(api): State<Arc<Api>>,
+/// The commands that take an instance and a `reason` and answer `202`.
+#[derive(Clone, Copy)]
+enum Command {
+    Terminate,
+    Suspend,
+    Resume,
+}
+
+async fn command(
+    api: &Api,
+    command: Command,
     id: Result<Path<String>, PathRejection>,
     query: Params,
 ) -> Response {
     let answer = async {
         let id = instance_id(&path(id)?)?;
-        let query = params(query)?;
-        api.client
-            .terminate(&id, reason(&query))
-            .await
-            .map_err(client_error)?;
+        let reason = reason(&params(query)?);
+        let sent = match command {
+            Command::Terminate => api.client.terminate(&id, reason).await,
+            Command::Suspend => api.client.suspend(&id, reason).await,
+            Command::Resume => api.client.resume(&id, reason).await,
+        };
+        sent.map_err(client_error)?;
         Ok::<_, Problem>(accepted())
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+pub(crate) async fn terminate(
+    State(api): State<Arc<Api>>,
+    id: Result<Path<String>, PathRejection>,
+    query: Params,
+) -> Response {
+    command(&api, Command::Terminate, id, query).await
 }
 
 pub(crate) async fn suspend(
@@ -853,16 +872,7 @@ pub(crate) async fn suspend(
     id: Result<Path<String>, PathRejection>,
     query: Params,
 ) -> Response {
-    let answer = async {
-        let id = instance_id(&path(id)?)?;
-        let query = params(query)?;
-        api.client
-            .suspend(&id, reason(&query))
-            .await
-            .map_err(client_error)?;
-        Ok::<_, Problem>(accepted())
-    };
-    answer.await.unwrap_or_else(IntoResponse::into_response)
+    command(&api, Command::Suspend, id, query).await
 }
 
 pub(crate) async fn resume(
@@ -870,16 +880,7 @@ pub(crate) async fn resume(
     id: Result<Path<String>, PathRejection>,
     query: Params,
 ) -> Response {
-    let answer = async {
-        let id = instance_id(&path(id)?)?;
-        let query = params(query)?;
-        api.client
-            .resume(&id, reason(&query))
-            .await
-            .map_err(client_error)?;
-        Ok::<_, Problem>(accepted())
-    };
-    answer.await.unwrap_or_else(IntoResponse::into_response)
+    command(&api, Command::Resume, id, query).await
 }
 
 pub(crate) async fn restart(
