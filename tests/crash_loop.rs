@@ -812,7 +812,7 @@ fn leftovers(store: &dyn Store) -> Vec<String> {
     let inbox = store.scan_inbox(None, 10).expect("scan the inbox");
     left.extend(
         inbox.iter().map(|(key, message)| {
-            format!("inbox message for {}: {:?}", key.instance, message.event)
+            format!("inbox message for {}: {:?}", key.instance, message.body)
         }),
     );
     let activities = store.scan_activities(None, 10).expect("scan activities");
@@ -825,8 +825,8 @@ fn leftovers(store: &dyn Store) -> Vec<String> {
     let timers = store.scan_timers(None, 10).expect("scan timers");
     left.extend(timers.iter().map(|timer| {
         format!(
-            "timer {}:{}:{}",
-            timer.instance, timer.execution, timer.task
+            "timer {}:{}:{:?}",
+            timer.instance, timer.execution, timer.purpose
         )
     }));
     for record in all_entities(store) {

@@ -641,7 +641,9 @@ fn generate(
     let signals_struct =
         quote_spanned!(at=> pub struct #signals<'a>(::durable::entity::EntitySignaler<'a>););
     let client_signals_struct =
-        quote_spanned!(at=> pub struct #client_signals(::durable::entity::ClientSignaler););
+        quote_spanned!(at=> pub struct #client_signals(::durable::client::ClientSignaler););
+    let client_impl =
+        quote_spanned!(self_ty.span()=> impl ::durable::client::EntityClient for #self_ty);
     let span = Span::call_site();
     // In an anonymous `const`, so the proxies are reached only through the `Entity` impl
     // and two `#[entity]` blocks for one type clash only as two impls of `Entity`.
@@ -688,7 +690,6 @@ fn generate(
                 const NAME: &'static str = #name;
                 type Calls<'a> = #calls<'a>;
                 type Signals<'a> = #signals<'a>;
-                type ClientSignals = #client_signals;
 
                 fn calls(proxy: ::durable::entity::EntityProxy<'_>) -> #calls<'_> {
                     #calls(proxy)
@@ -696,10 +697,6 @@ fn generate(
 
                 fn signals(signaler: ::durable::entity::EntitySignaler<'_>) -> #signals<'_> {
                     #signals(signaler)
-                }
-
-                fn client_signals(signaler: ::durable::entity::ClientSignaler) -> #client_signals {
-                    #client_signals(signaler)
                 }
 
                 #[allow(clippy::useless_conversion, clippy::unit_arg, unreachable_patterns)]
@@ -730,6 +727,14 @@ fn generate(
 
                 fn operations() -> &'static [&'static str] {
                     __durable_operations()
+                }
+            }
+
+            #client_impl {
+                type ClientSignals = #client_signals;
+
+                fn client_signals(signaler: ::durable::client::ClientSignaler) -> #client_signals {
+                    #client_signals(signaler)
                 }
             }
 

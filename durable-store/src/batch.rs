@@ -2,11 +2,11 @@
 //! or one client request becomes one batch; the runtime's writer merges the batches of
 //! concurrent work into one commit.
 
-use crate::ids::{ExecutionId, InstanceId};
-use crate::model::{
+use durable_types::{
     ActivityKey, ActivityWorkItem, EntityId, EntityRecord, HistoryEvent, InboxKey, InboxMessage,
     InstanceRecord, TimerKey, TimerRecord,
 };
+use durable_types::{ExecutionId, InstanceId};
 
 /// One change in a [`WriteBatch`].
 #[derive(Clone, Debug, PartialEq, Eq)]

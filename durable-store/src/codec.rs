@@ -11,15 +11,19 @@
 //! | `history`    | len, id, execution u64, seq u64             | [`HistoryEvent`]   |
 //! | `inbox`      | len, id, seq u64                            | [`InboxMessage`]   |
 //! | `activities` | len, id, execution u64, task u64            | [`ActivityWorkItem`] |
-//! | `timers`     | fire_at u64, len, id, execution u64, task u64 | [`TimerRecord`]  |
+//! | `timers`     | fire_at u64, len, id, execution u64, purpose | [`TimerRecord`]   |
 //! | `entities`   | `@name@key` (plain UTF-8)                   | [`EntityRecord`]   |
+//!
+//! A timer's purpose is `0x00` followed by its task (u64) for a timer task, or `0x01` alone
+//! for the scheduled start of the execution, so a scheduled start sorts after the
+//! execution's timer tasks of the same due time.
 
 use crate::error::{Error, RecordKey};
-use crate::ids::{ExecutionId, InstanceId, TaskId, Timestamp};
-use crate::model::{
+use durable_types::{
     ActivityKey, ActivityWorkItem, EntityId, EntityRecord, HistoryEvent, InboxKey, InboxMessage,
-    InstanceRecord, TimerKey, TimerRecord,
+    InstanceRecord, TimerKey, TimerPurpose, TimerRecord,
 };
+use durable_types::{ExecutionId, InstanceId, TaskId, Timestamp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -97,7 +101,7 @@ pub fn decode_value<T: DeserializeOwned>(
     instance: Option<&InstanceId>,
     bytes: &[u8],
 ) -> Result<T, Error> {
-    let (decoded, too_deep) = crate::model::decoding_causes(|| postcard::from_bytes(bytes));
+    let (decoded, too_deep) = durable_types::decoding_causes(|| postcard::from_bytes(bytes));
     decoded.map_err(|error| {
         let detail = if too_deep {
             format!(
@@ -126,7 +130,7 @@ pub fn record_key(space: Space, key: &[u8]) -> Option<RecordKey> {
             .find(|name| name.as_bytes() == key)
             .map(RecordKey::Meta),
         Space::Instances => {
-            let id = crate::ids::parse_stored_id(std::str::from_utf8(key).ok()?).ok()?;
+            let id = InstanceId::from_stored(std::str::from_utf8(key).ok()?).ok()?;
             Some(RecordKey::Instance(id))
         }
         Space::History => {
@@ -155,12 +159,12 @@ pub fn record_key(space: Space, key: &[u8]) -> Option<RecordKey> {
         Space::Timers => {
             let (fire_at, rest) = key.split_first_chunk::<8>()?;
             let (instance, rest) = split_instance(rest)?;
-            let [execution, task] = u64s(rest)?;
+            let (execution, purpose) = rest.split_first_chunk::<8>()?;
             Some(RecordKey::Timer(TimerKey {
                 fire_at: Timestamp(u64::from_be_bytes(*fire_at)),
                 instance,
-                execution: ExecutionId(execution),
-                task: TaskId(task),
+                execution: ExecutionId(u64::from_be_bytes(*execution)),
+                purpose: timer_purpose(purpose)?,
             }))
         }
         Space::Entities => {
@@ -183,7 +187,7 @@ fn split_instance(key: &[u8]) -> Option<(InstanceId, &[u8])> {
     let (len, rest) = key.split_first_chunk::<2>()?;
     let len = usize::from(u16::from_be_bytes(*len));
     let (id, rest) = rest.split_at_checked(len)?;
-    let id = crate::ids::parse_stored_id(std::str::from_utf8(id).ok()?).ok()?;
+    let id = InstanceId::from_stored(std::str::from_utf8(id).ok()?).ok()?;
     Some((id, rest))
 }
 
@@ -288,12 +292,33 @@ pub fn activity_key(key: &ActivityKey) -> Vec<u8> {
 
 /// The key of a timer.
 pub fn timer_key(key: &TimerKey) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(8 + 2 + key.instance.as_str().len() + 16);
+    let mut bytes = Vec::with_capacity(8 + 2 + key.instance.as_str().len() + 17);
     bytes.extend_from_slice(&key.fire_at.0.to_be_bytes());
     push_instance(&mut bytes, &key.instance);
     bytes.extend_from_slice(&key.execution.0.to_be_bytes());
-    bytes.extend_from_slice(&key.task.0.to_be_bytes());
+    push_timer_purpose(&mut bytes, key.purpose);
     bytes
+}
+
+const TIMER_TASK: u8 = 0;
+const TIMER_SCHEDULED_START: u8 = 1;
+
+fn push_timer_purpose(key: &mut Vec<u8>, purpose: TimerPurpose) {
+    match purpose {
+        TimerPurpose::Task(task) => {
+            key.push(TIMER_TASK);
+            key.extend_from_slice(&task.0.to_be_bytes());
+        }
+        TimerPurpose::ScheduledStart => key.push(TIMER_SCHEDULED_START),
+    }
+}
+
+fn timer_purpose(bytes: &[u8]) -> Option<TimerPurpose> {
+    match bytes.split_first()? {
+        (&TIMER_TASK, task) => Some(TimerPurpose::Task(TaskId(u64s::<1>(task)?[0]))),
+        (&TIMER_SCHEDULED_START, []) => Some(TimerPurpose::ScheduledStart),
+        _ => None,
+    }
 }
 
 /// Checks that a decoded activity work item belongs where it was found.
@@ -362,8 +387,8 @@ pub(crate) fn task_key_parts(key: &[u8]) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{Json, TaskId, Timestamp};
-    use crate::model::{Failure, FailureKind};
+    use durable_types::{Failure, FailureKind};
+    use durable_types::{Json, TaskId, Timestamp};
 
     fn id(s: &str) -> InstanceId {
         InstanceId::new(s).unwrap()
@@ -382,13 +407,13 @@ mod tests {
             fire_at: Timestamp(5),
             instance: id("zzz"),
             execution: ExecutionId(9),
-            task: TaskId(9),
+            purpose: TimerPurpose::ScheduledStart,
         });
         let late = timer_key(&TimerKey {
             fire_at: Timestamp(6),
             instance: id("a"),
             execution: ExecutionId(1),
-            task: TaskId(0),
+            purpose: TimerPurpose::Task(TaskId(0)),
         });
         assert!(early < late);
     }
@@ -401,12 +426,18 @@ mod tests {
         let mut inbox = Vec::new();
         for (n, name) in ids.iter().enumerate() {
             for fire_at in [5, 6] {
-                timers.push(TimerKey {
-                    fire_at: Timestamp(fire_at),
-                    instance: id(name),
-                    execution: ExecutionId(1 + n as u64 % 2),
-                    task: TaskId(n as u64),
-                });
+                for purpose in [
+                    TimerPurpose::Task(TaskId(n as u64)),
+                    TimerPurpose::Task(TaskId(u64::MAX - n as u64)),
+                    TimerPurpose::ScheduledStart,
+                ] {
+                    timers.push(TimerKey {
+                        fire_at: Timestamp(fire_at),
+                        instance: id(name),
+                        execution: ExecutionId(1 + n as u64 % 2),
+                        purpose,
+                    });
+                }
             }
             activities.push(ActivityKey {
                 instance: id(name),
@@ -419,6 +450,10 @@ mod tests {
             });
         }
         for a in &timers {
+            assert_eq!(
+                record_key(Space::Timers, &timer_key(a)),
+                Some(RecordKey::Timer(a.clone()))
+            );
             for b in &timers {
                 assert_eq!(a.cmp(b), timer_key(a).cmp(&timer_key(b)), "{a:?} {b:?}");
             }

@@ -12,8 +12,8 @@
 
 use crate::{
     ActivityKey, ActivityWorkItem, EntityId, EntityRecord, ExecutionId, HistoryEvent, InboxKey,
-    InboxMessage, InstanceId, InstanceQuery, InstanceRecord, Json, RuntimeStatus, Store, TaskId,
-    TimerKey, TimerRecord, Timestamp, WriteBatch,
+    InboxMessage, InstanceId, InstanceQuery, InstanceRecord, Json, Message, RuntimeStatus, Store,
+    TaskId, TimerKey, TimerPurpose, TimerRecord, Timestamp, WriteBatch,
 };
 use std::sync::Arc;
 
@@ -152,17 +152,19 @@ fn timer(id: &InstanceId, fire_at: u64, task: u64) -> TimerRecord {
         fire_at: Timestamp(fire_at),
         instance: id.clone(),
         execution: ExecutionId::FIRST,
-        task: TaskId(task),
+        purpose: TimerPurpose::Task(TaskId(task)),
     }
 }
 
 fn message(id: &InstanceId, name: &str) -> InboxMessage {
     InboxMessage {
         target: id.clone(),
-        execution: None,
-        event: HistoryEvent::EventRaised {
-            name: name.to_owned(),
-            input: Json::null(),
+        body: Message::Event {
+            execution: None,
+            event: HistoryEvent::EventRaised {
+                name: name.to_owned(),
+                input: Json::null(),
+            },
         },
     }
 }

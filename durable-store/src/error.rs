@@ -1,8 +1,8 @@
 //! The store's error type: every failure of a store operation, with a message that says
 //! what to do about it.
 
-use crate::ids::{ExecutionId, InstanceId};
-use crate::model::{ActivityKey, EntityId, InboxKey, TimerKey};
+use durable_types::{ActivityKey, EntityId, InboxKey, TimerKey, TimerPurpose};
+use durable_types::{ExecutionId, InstanceId};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -20,7 +20,7 @@ pub enum Error {
     },
     /// The directory holds a store of a format this build cannot read.
     #[error(
-        "the store at {path} has format version {found}, but this build reads version {expected}; open it with a matching version of durable, or start from an empty directory"
+        "the store at {path} has format version {found}, but this build reads version {expected} and cannot convert it: let its instances finish under the build that wrote it, or start this build on an empty directory (move the old one aside to keep it)"
     )]
     IncompatibleFormat {
         /// The store directory.
@@ -165,11 +165,17 @@ impl fmt::Display for RecordKey {
                 "activity work item of task {} of execution {} of `{}`",
                 key.task, key.execution, key.instance
             ),
-            RecordKey::Timer(key) => write!(
-                f,
-                "timer of task {} of execution {} of `{}`, due at {} ms",
-                key.task, key.execution, key.instance, key.fire_at.0
-            ),
+            RecordKey::Timer(key) => {
+                match key.purpose {
+                    TimerPurpose::Task(task) => write!(f, "timer of task {task}")?,
+                    TimerPurpose::ScheduledStart => f.write_str("scheduled-start timer")?,
+                }
+                write!(
+                    f,
+                    " of execution {} of `{}`, due at {} ms",
+                    key.execution, key.instance, key.fire_at.0
+                )
+            }
             RecordKey::Entity(id) => write!(f, "entity record `{id}`"),
         }
     }

@@ -31,13 +31,13 @@
 use crate::batch::WriteBatch;
 use crate::codec::Space;
 use crate::error::Error;
-use crate::ids::{ExecutionId, InstanceId};
 use crate::kv::{KvEngine, KvOp, Visitor};
-use crate::model::{
+use crate::store::{Durability, Store};
+use durable_types::{
     ActivityKey, ActivityWorkItem, EntityId, EntityRecord, HistoryEvent, InboxKey, InboxMessage,
     InstanceQuery, InstanceRecord, TimerKey, TimerRecord,
 };
-use crate::store::{Durability, Store};
+use durable_types::{ExecutionId, InstanceId};
 use std::fmt;
 use std::io;
 use std::ops::Bound;

@@ -5,16 +5,18 @@
 use crate::batch::{Op, WriteBatch};
 use crate::codec::{self, Space};
 use crate::error::{Error, RecordKey};
-use crate::ids::{ExecutionId, InstanceId};
-use crate::model::{
+use crate::store::{Durability, Store};
+use durable_types::{
     ActivityKey, ActivityWorkItem, EntityId, EntityRecord, HistoryEvent, InboxKey, InboxMessage,
     InstanceQuery, InstanceRecord, TimerKey, TimerRecord,
 };
-use crate::store::{Durability, Store};
+use durable_types::{ExecutionId, InstanceId};
 use std::ops::Bound;
 
-/// The version of the on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+/// The version of the on-disk format this build reads and writes. Version 3: inbox
+/// messages carry an event or an entity message (entity messages are no longer history
+/// events), and a timer's key says what it is for (a task or a scheduled start).
+pub const FORMAT_VERSION: u32 = 3;
 
 const FORMAT_VERSION_KEY: &[u8] = codec::FORMAT_VERSION_KEY.as_bytes();
 const EXECUTION_FLOOR_KEY: &[u8] = codec::EXECUTION_FLOOR_KEY.as_bytes();

@@ -25,23 +25,21 @@ pub mod faults;
 mod batch;
 mod error;
 mod fjall_store;
-mod ids;
 mod kv;
 mod memory;
-mod model;
 mod store;
 
 pub use batch::{Op, WriteBatch};
 pub use error::{Error, RecordKey};
 pub use fjall_store::{COMMIT_MARK_FILE, FjallEngine, FjallStore};
-pub use ids::{
-    ExecutionId, INSTANCE_ID_MAX_LEN, InstanceId, InvalidInstanceId, Json, TaskId, Timestamp,
-};
 pub use kv::{FORMAT_VERSION, KvEngine, KvOp, KvStore, Scan, Visitor, encode_batch};
 pub use memory::{MemoryEngine, MemoryStore};
-pub use model::{
-    ActivityKey, ActivityWorkItem, EntityCaller, EntityId, EntityRecord, FAILURE_CAUSES_MAX,
-    Failure, FailureKind, HistoryEvent, InboxKey, InboxMessage, InstanceQuery, InstanceRecord,
-    ParentRef, RuntimeStatus, TimerKey, TimerRecord,
+// The records this crate stores, from `durable-types`, so that a store's users need
+// name only this crate.
+pub use durable_types::{
+    ActivityKey, ActivityWorkItem, EntityCaller, EntityId, EntityMessage, EntityRecord,
+    ExecutionId, FAILURE_CAUSES_MAX, Failure, FailureKind, HistoryEvent, INSTANCE_ID_MAX_LEN,
+    InboxKey, InboxMessage, InstanceId, InstanceQuery, InstanceRecord, InvalidInstanceId, Json,
+    Message, ParentRef, RuntimeStatus, TaskId, TimerKey, TimerPurpose, TimerRecord, Timestamp,
 };
 pub use store::{Durability, Store};

@@ -2,11 +2,11 @@
 
 use crate::batch::WriteBatch;
 use crate::error::Error;
-use crate::ids::{ExecutionId, InstanceId};
-use crate::model::{
+use durable_types::{
     ActivityKey, ActivityWorkItem, EntityId, EntityRecord, HistoryEvent, InboxKey, InboxMessage,
     InstanceQuery, InstanceRecord, TimerKey, TimerRecord,
 };
+use durable_types::{ExecutionId, InstanceId};
 
 /// How a store makes a commit durable before [`Store::commit`] returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -94,6 +94,94 @@ fn other_format_version_is_refused() {
     );
 }
 
+/// A store written by the previous format (version 2: entity messages as history events,
+/// scheduled starts as timers of task `u64::MAX`), checked in: this build refuses it with
+/// a message that says what to do, and leaves it as it was.
+#[test]
+fn a_store_of_the_previous_format_is_refused_with_advice() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-2");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture, dir.path());
+    let before = read_dir_bytes(dir.path());
+    let Err(error) = FjallStore::open(dir.path(), Durability::Fsync) else {
+        panic!("opened a store of format 2")
+    };
+    assert!(
+        matches!(
+            error,
+            Error::IncompatibleFormat {
+                found: 2,
+                expected: 3,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    for advice in [
+        "format version 2",
+        "reads version 3",
+        "let its instances finish",
+        "empty directory",
+    ] {
+        assert!(message.contains(advice), "{message}");
+    }
+    // fjall tidies its own manifest files and preallocates its journal when it opens a
+    // directory; what holds the data (the journal's records, the tables, the commit mark)
+    // is left as it was.
+    let after = read_dir_bytes(dir.path());
+    let data = |bytes: &[u8]| {
+        let end = bytes
+            .iter()
+            .rposition(|byte| *byte != 0)
+            .map_or(0, |last| last + 1);
+        bytes[..end].to_vec()
+    };
+    for (path, bytes) in &before {
+        let holds_data = path.starts_with("0.jnl")
+            || path.starts_with("durable-commit-mark")
+            || path.components().any(|part| part.as_os_str() == "tables");
+        if holds_data {
+            let unchanged = after.get(path).map(|now| data(now)) == Some(data(bytes));
+            assert!(unchanged, "{} changed", path.display());
+        }
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn read_dir_bytes(
+    dir: &std::path::Path,
+) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if !path.ends_with("lock") {
+                files.insert(
+                    path.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&path).unwrap(),
+                );
+            }
+        }
+    }
+    files
+}
+
 #[test]
 fn data_without_a_version_is_refused() {
     let engine = MemoryEngine::default();

@@ -6,9 +6,10 @@
 
 use durable_store::codec::{self, Space};
 use durable_store::{
-    ActivityWorkItem, EntityCaller, EntityId, EntityRecord, ExecutionId, FAILURE_CAUSES_MAX,
-    Failure, FailureKind, HistoryEvent, InboxMessage, InstanceId, InstanceRecord, Json, ParentRef,
-    RuntimeStatus, TaskId, TimerRecord, Timestamp,
+    ActivityWorkItem, EntityCaller, EntityId, EntityMessage, EntityRecord, ExecutionId,
+    FAILURE_CAUSES_MAX, Failure, FailureKind, HistoryEvent, InboxMessage, InstanceId,
+    InstanceRecord, Json, Message, ParentRef, RuntimeStatus, TaskId, TimerPurpose, TimerRecord,
+    Timestamp,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -164,25 +165,31 @@ fn every_event() -> Vec<HistoryEvent> {
             entities: accounts.clone(),
         },
         HistoryEvent::LocksReleased { id: TaskId(8) },
-        HistoryEvent::EntityOperation {
+    ]
+}
+
+/// One message to an entity of every variant.
+fn every_entity_message() -> Vec<EntityMessage> {
+    vec![
+        EntityMessage::Operation {
             operation: "add".into(),
             input: json(1),
             caller: Some(caller()),
             reply: true,
         },
-        HistoryEvent::EntityLockRequest {
+        EntityMessage::LockRequest {
             holder: caller(),
-            entities: accounts,
+            entities: vec![entity("Account", "a"), entity("Account", "b")],
             position: 1,
         },
-        HistoryEvent::EntityLockRelease { holder: caller() },
+        EntityMessage::LockRelease { holder: caller() },
     ]
 }
 
 /// Real encoded records of every record type.
 fn corpus() -> Vec<Vec<u8>> {
     let mut corpus: Vec<Vec<u8>> = every_event().iter().map(codec::encode_value).collect();
-    assert_eq!(corpus.len(), 28, "one seed per HistoryEvent variant");
+    assert_eq!(corpus.len(), 25, "one seed per HistoryEvent variant");
     for status in RuntimeStatus::ALL {
         corpus.push(codec::encode_value(&InstanceRecord {
             id: id("order-42"),
@@ -202,9 +209,17 @@ fn corpus() -> Vec<Vec<u8>> {
     }
     corpus.push(codec::encode_value(&InboxMessage {
         target: id("order-42"),
-        execution: Some(ExecutionId(12)),
-        event: every_event().swap_remove(25),
+        body: Message::Event {
+            execution: Some(ExecutionId(12)),
+            event: every_event().swap_remove(23),
+        },
     }));
+    for message in every_entity_message() {
+        corpus.push(codec::encode_value(&InboxMessage {
+            target: entity("Account", "a").instance_id(),
+            body: Message::Entity(message),
+        }));
+    }
     corpus.push(codec::encode_value(&ActivityWorkItem {
         instance: id("order-42"),
         execution: ExecutionId(12),
@@ -217,7 +232,13 @@ fn corpus() -> Vec<Vec<u8>> {
         fire_at: Timestamp(99),
         instance: entity("Counter", "c").instance_id(),
         execution: ExecutionId(1),
-        task: TaskId(0),
+        purpose: TimerPurpose::Task(TaskId(0)),
+    }));
+    corpus.push(codec::encode_value(&TimerRecord {
+        fire_at: Timestamp(99),
+        instance: id("order-42"),
+        execution: ExecutionId(12),
+        purpose: TimerPurpose::ScheduledStart,
     }));
     corpus.push(codec::encode_value(&EntityRecord {
         id: entity("Counter", "c"),
@@ -507,7 +528,7 @@ fn keys_read_back_into_their_typed_form() {
         fire_at: Timestamp(99),
         instance: id("t"),
         execution: ExecutionId(2),
-        task: TaskId(3),
+        purpose: TimerPurpose::Task(TaskId(3)),
     };
     assert_eq!(
         codec::record_key(Space::Timers, &codec::timer_key(&timer)),

@@ -268,10 +268,12 @@ fn random_batch(rng: &mut Rng) -> WriteBatch {
                 },
                 InboxMessage {
                     target: id,
-                    execution: None,
-                    event: HistoryEvent::EventRaised {
-                        name: format!("e{n}"),
-                        input: Json::null(),
+                    body: durable_store::Message::Event {
+                        execution: None,
+                        event: HistoryEvent::EventRaised {
+                            name: format!("e{n}"),
+                            input: Json::null(),
+                        },
                     },
                 },
             ),
@@ -296,13 +298,13 @@ fn random_batch(rng: &mut Rng) -> WriteBatch {
                 fire_at: Timestamp(rng.below(30)),
                 instance: id,
                 execution,
-                task: TaskId(rng.below(4)),
+                purpose: durable_store::TimerPurpose::Task(TaskId(rng.below(4))),
             }),
             10 => batch.delete_timer(TimerKey {
                 fire_at: Timestamp(rng.below(30)),
                 instance: id,
                 execution,
-                task: TaskId(rng.below(4)),
+                purpose: durable_store::TimerPurpose::Task(TaskId(rng.below(4))),
             }),
             11 => batch.put_entity(EntityRecord {
                 id: EntityId::new(

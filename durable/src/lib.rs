@@ -45,31 +45,39 @@
 // Lets the macros' `::durable::` paths resolve inside this crate's own tests.
 extern crate self as durable;
 
-mod activity;
 pub mod client;
-mod context;
-pub(crate) mod core;
-pub mod entity;
-mod error;
-mod function;
 #[cfg(feature = "http")]
 pub mod http;
+mod registry;
 pub mod runtime;
 
-pub use activity::ActivityContext;
 pub use client::{Client, InstanceHandle, InstanceStatus};
-pub use context::{OrchestrationContext, RetryPolicy};
-pub use core::tasks::{ContinueAsNew, DurableTask, Either, JoinAll, Select, SelectAll};
-pub use durable_macros::{activity, entity, orchestrator};
-pub use durable_store as store;
-pub use durable_store::{Durability, InstanceQuery};
-pub use durable_store::{
-    EntityId, ExecutionId, InstanceId, Json, RuntimeStatus, TaskId, Timestamp,
+pub use durable_core::{
+    Activity, ActivityContext, BoxFuture, ContinueAsNew, DurableTask, Either, Entity,
+    EntityContext, EntityLock, Error, ErrorKind, JoinAll, LocalBoxFuture, OrchestrationContext,
+    Orchestrator, RetryPolicy, Select, SelectAll,
 };
-pub use entity::{Entity, EntityContext, EntityLock};
-pub use error::{Error, ErrorKind};
-pub use function::{Activity, BoxFuture, LocalBoxFuture, Orchestrator, Registrable, Registry};
+pub use durable_macros::{activity, entity, orchestrator};
+pub use durable_store::{Durability, Store};
+pub use durable_types::{
+    EntityId, ExecutionId, InstanceId, InstanceQuery, Json, RuntimeStatus, TaskId, Timestamp,
+};
+pub use registry::{Registrable, Registry};
 pub use runtime::{Clock, MetricsSnapshot, Runtime, RuntimeBuilder};
+
+/// The storage layer: the records the runtime keeps (history events, instance records,
+/// failures), the [`Store`] trait for stores of your own, and the embedded stores.
+pub use durable_store as store;
+
+/// The untyped halves of the proxies `#[entity]` generates: what the generated code calls.
+/// Not for direct use; the typed proxies are.
+#[doc(hidden)]
+pub mod entity {
+    pub use durable_core::{
+        EntityProxy, EntitySignaler, SignalRef, SignalSink, decode_input, encode_output,
+        unknown_operation,
+    };
+}
 
 /// Everything an application needs in scope: `use durable::prelude::*;`.
 pub mod prelude {

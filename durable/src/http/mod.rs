@@ -439,11 +439,6 @@ impl Runtime {
         let local = listener
             .local_addr()
             .map_err(|source| HttpError::Bind { addr, source })?;
-        let shared = self.shared().ok_or(HttpError::Stopped)?;
-        *shared
-            .http_base
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(format!("http://{local}"));
         let app = router(self.client(), options);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -488,10 +483,8 @@ pub fn create_check_status_response(
     client: &Client,
     instance_id: &crate::InstanceId,
 ) -> CheckStatusResponse {
-    let base = client
-        .http_base()
-        .map_or_else(|| BASE_PATH.to_owned(), |host| format!("{host}{BASE_PATH}"));
-    CheckStatusResponse::new(instance_id.clone(), base, None)
+    let _ = client;
+    CheckStatusResponse::new(instance_id.clone(), BASE_PATH.to_owned(), None)
 }
 
 #[cfg(test)]

@@ -7,9 +7,8 @@
 use super::Shared;
 use super::metrics::Metrics;
 use super::shard::ShardMsg;
-use crate::activity::ActivityContext;
-use crate::core::panic_message;
-use durable_store::{ActivityWorkItem, Failure, FailureKind};
+use durable_core::{ActivityContext, PayloadTooLarge, panic_message};
+use durable_types::{ActivityWorkItem, Failure, FailureKind};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -27,7 +26,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, item: ActivityWorkItem) {
     let shard = shared.shard_sender(&item.instance);
     let metrics = Arc::clone(&shared.metrics);
     let running = shared.running_activities.start();
-    let max_payload = shared.config.limits.max_payload_bytes;
+    let limits = shared.config.limits;
     shared.tokio.spawn(async move {
         let _running = running;
         let Ok(_permit) = slots.acquire().await else {
@@ -40,15 +39,10 @@ pub(crate) fn spawn(shared: &Arc<Shared>, item: ActivityWorkItem) {
             Some(entry) => {
                 let ctx = ActivityContext::new(item.instance, item.execution, item.task, item.name.clone());
                 match (CatchUnwind((entry.run)(ctx, item.input))).await {
-                    Ok(Ok(output)) if output.as_str().len() > max_payload => Err(Failure::new(
-                        FailureKind::LimitExceeded,
-                        format!(
-                            "the output of activity `{}` is {} bytes, above the limit of {max_payload} bytes (max_payload_bytes); keep large data elsewhere and return a reference to it",
-                            item.name,
-                            output.as_str().len()
-                        ),
-                    )),
-                    Ok(Ok(output)) => Ok(output),
+                    Ok(Ok(output)) => limits
+                        .check_payload(output.len(), || format!("output of activity `{}`", item.name))
+                        .map(|()| output)
+                        .map_err(PayloadTooLarge::into_failure),
                     Ok(Err(error)) => Err(error.into_failure()),
                     Err(panic) => Err(Failure::new(
                         FailureKind::Panic,

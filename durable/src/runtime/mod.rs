@@ -12,8 +12,9 @@
 
 pub(crate) mod activities;
 mod clock;
+mod handle;
+mod ids;
 pub(crate) mod metrics;
-mod routing;
 mod scan;
 pub(crate) mod shard;
 pub(crate) mod timers;
@@ -23,16 +24,17 @@ pub use clock::Clock;
 pub use metrics::MetricsSnapshot;
 
 use crate::client::Client;
-use crate::function::{Registrable, Registry};
-use durable_store::{
-    Durability, ExecutionId, FjallStore, InboxKey, InstanceId, MemoryStore, Store,
-};
+use crate::registry::{Registrable, Registry};
+use durable_core::Limits;
+use durable_store::{Durability, FjallStore, MemoryStore, Store};
+use durable_types::{ExecutionId, InboxKey, InstanceId};
+use handle::RuntimeHandle;
 use metrics::Metrics;
 use shard::ShardMsg;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -79,36 +81,6 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     pub(crate) max_turn_attempts: u32,
     pub(crate) max_activity_restarts: u32,
-}
-
-/// Bounds on what one instance may hold or do, so that a runaway orchestration or an
-/// oversized payload gets a clear error instead of exhausting memory or disk. Set with
-/// [`RuntimeBuilder::max_payload_bytes`], [`RuntimeBuilder::max_actions_per_turn`] and
-/// [`RuntimeBuilder::history_warning_events`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Limits {
-    /// The largest JSON payload: an input, an output, an event, an entity operation's
-    /// input or an entity's state.
-    pub(crate) max_payload_bytes: usize,
-    /// The most actions (activities, timers, sub-orchestrations, entity messages) one
-    /// orchestrator turn may schedule.
-    pub(crate) max_actions_per_turn: usize,
-    /// The history length at which a warning advises `continue_as_new`.
-    pub(crate) history_warning_events: u64,
-    /// The longest instance id accepted, in bytes (at most
-    /// [`INSTANCE_ID_MAX_LEN`](durable_store::INSTANCE_ID_MAX_LEN)).
-    pub(crate) max_instance_id_len: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_payload_bytes: 16 * 1024 * 1024,
-            max_actions_per_turn: 100_000,
-            history_warning_events: 10_000,
-            max_instance_id_len: durable_store::INSTANCE_ID_MAX_LEN,
-        }
-    }
 }
 
 impl Default for Config {
@@ -196,7 +168,7 @@ impl RuntimeBuilder {
     }
 
     /// Registers an entity type (a type with an `#[entity]` impl block).
-    pub fn register_entity<E: crate::Entity>(mut self) -> Self {
+    pub fn register_entity<E: durable_core::Entity>(mut self) -> Self {
         self.registry.add_entity::<E>();
         self
     }
@@ -247,7 +219,7 @@ impl RuntimeBuilder {
     /// [`client::Error::PayloadTooLarge`](crate::client::Error::PayloadTooLarge), an
     /// orchestrator turn fails its instance, an activity fails its call, and an entity
     /// operation fails (its state unchanged) — each with
-    /// [`FailureKind::LimitExceeded`](durable_store::FailureKind::LimitExceeded) and what to
+    /// [`FailureKind::LimitExceeded`](durable_types::FailureKind::LimitExceeded) and what to
     /// do instead: keep large data elsewhere and pass a reference.
     pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
         self.config.limits.max_payload_bytes = bytes.max(64);
@@ -257,7 +229,7 @@ impl RuntimeBuilder {
     /// The most actions one orchestrator turn may schedule (default 100,000): activities,
     /// timers, sub-orchestrations and entity messages started before the next `await`. A
     /// turn above it fails its instance with
-    /// [`FailureKind::LimitExceeded`](durable_store::FailureKind::LimitExceeded); fan out in
+    /// [`FailureKind::LimitExceeded`](durable_types::FailureKind::LimitExceeded); fan out in
     /// batches, or through sub-orchestrations.
     pub fn max_actions_per_turn(mut self, actions: usize) -> Self {
         self.config.limits.max_actions_per_turn = actions.max(1);
@@ -272,7 +244,7 @@ impl RuntimeBuilder {
     /// their derived ids grow with their parent's. Which characters are allowed is fixed:
     /// see [`InstanceId`].
     pub fn max_instance_id_len(mut self, bytes: usize) -> Self {
-        self.config.limits.max_instance_id_len = bytes.clamp(1, durable_store::INSTANCE_ID_MAX_LEN);
+        self.config.limits.max_instance_id_len = bytes.clamp(1, durable_types::INSTANCE_ID_MAX_LEN);
         self
     }
 
@@ -430,7 +402,7 @@ const POISONED: u8 = 2;
 /// What every part of the runtime shares.
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) registry: Registry,
+    pub(crate) registry: Arc<Registry>,
     pub(crate) clock: Clock,
     pub(crate) config: Config,
     pub(crate) metrics: Arc<Metrics>,
@@ -441,16 +413,10 @@ pub(crate) struct Shared {
     pub(crate) activity_slots: Arc<Semaphore>,
     pub(crate) running_activities: Arc<TaskCounter>,
     pub(crate) watchers: Watchers,
-    inbox_seq: AtomicU64,
-    /// The next execution id to hand out.
-    executions: AtomicU64,
+    pub(crate) ids: ids::Ids,
     /// The execution floor stored when the runtime started.
     pub(crate) initial_execution_floor: ExecutionId,
     state: AtomicU8,
-    /// Where `serve_http` serves the management API (`http://addr/runtime/...`), for the
-    /// URLs of `create_check_status_response`.
-    #[cfg(feature = "http")]
-    pub(crate) http_base: std::sync::RwLock<Option<String>>,
 }
 
 impl Shared {
@@ -474,19 +440,6 @@ impl Shared {
 
     pub(crate) fn shard_sender(&self, instance: &InstanceId) -> mpsc::Sender<ShardMsg> {
         self.shards[self.shard_of(instance)].clone()
-    }
-
-    /// A new key for a message to `instance`, later than every stored one.
-    pub(crate) fn next_inbox_key(&self, instance: &InstanceId) -> InboxKey {
-        InboxKey {
-            instance: instance.clone(),
-            seq: self.inbox_seq.fetch_add(1, Ordering::Relaxed),
-        }
-    }
-
-    /// A new execution id, never handed out before in this store.
-    pub(crate) fn new_execution(&self) -> ExecutionId {
-        ExecutionId(self.executions.fetch_add(1, Ordering::Relaxed))
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -537,15 +490,11 @@ impl Runtime {
     /// and stop working (with [`client::Error::ShuttingDown`](crate::client::Error)) once
     /// the runtime shuts down.
     pub fn client(&self) -> Client {
-        match &self.shared {
-            Some(shared) => Client::new(Arc::downgrade(shared)),
-            None => Client::new(std::sync::Weak::new()),
-        }
-    }
-
-    #[cfg(feature = "http")]
-    pub(crate) fn shared(&self) -> Option<Arc<Shared>> {
-        self.shared.clone()
+        let shared = self
+            .shared
+            .as_ref()
+            .map_or_else(std::sync::Weak::new, Arc::downgrade);
+        Client::new(Arc::new(RuntimeHandle::new(shared)))
     }
 
     /// The runtime's counters.
@@ -588,7 +537,7 @@ impl Runtime {
         let (timers, armed) = TimerHandle::new();
         let shared = Arc::new(Shared {
             store,
-            registry,
+            registry: Arc::new(registry),
             clock,
             activity_slots: Arc::new(Semaphore::new(config.max_concurrent_activities)),
             config,
@@ -599,12 +548,9 @@ impl Runtime {
             tokio: tokio.clone(),
             running_activities: Arc::new(TaskCounter::default()),
             watchers: Watchers::default(),
-            inbox_seq: AtomicU64::new(recovery.next_inbox_seq),
-            executions: AtomicU64::new(recovery.execution_floor.0 + 1),
+            ids: ids::Ids::new(recovery.next_inbox_seq, recovery.execution_floor),
             initial_execution_floor: recovery.execution_floor,
             state: AtomicU8::new(RUNNING),
-            #[cfg(feature = "http")]
-            http_base: std::sync::RwLock::new(None),
         });
         let mut runtime = Runtime {
             shared: Some(Arc::clone(&shared)),

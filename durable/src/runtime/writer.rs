@@ -9,22 +9,18 @@
 
 use super::Shared;
 use super::activities;
+use super::handle::{Rejection, ReplySender};
+use super::metrics::Metrics;
 use super::shard::ShardMsg;
-use crate::client;
-use crate::runtime::metrics::Metrics;
-use durable_store::{
+use durable_store::WriteBatch;
+use durable_types::{
     ActivityWorkItem, ExecutionId, InboxKey, InboxMessage, InstanceId, TimerKey, TimerRecord,
-    WriteBatch,
 };
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
-use tokio::sync::oneshot;
 
 /// Bounds how much one commit carries, so one commit's latency stays bounded under load.
 const MAX_OPS_PER_COMMIT: usize = 200_000;
-
-/// A reply to a client, sent once the request's commit is durable.
-pub(crate) type ReplySender = oneshot::Sender<Result<(), client::Error>>;
 
 /// What happens after a commit succeeds.
 pub(crate) enum Dispatch {
@@ -38,8 +34,8 @@ pub(crate) enum Dispatch {
     Deliver(InboxKey, InboxMessage),
     /// Answer a client.
     Reply(ReplySender),
-    /// Answer a client with a refusal (described by state this commit makes durable).
-    Refuse(ReplySender, client::Error),
+    /// Answer a client with a rejection (described by state this commit makes durable).
+    Refuse(ReplySender, Rejection),
     /// Tell a shard its commits for these instances are durable.
     Committed {
         shard: usize,
@@ -111,13 +107,13 @@ fn commit(shared: &Arc<Shared>, requests: Vec<CommitRequest>, floor: &mut Execut
         merged.set_execution_floor(highest);
     }
     let result = if shared.is_poisoned() {
-        Err(client::Error::Poisoned)
+        Err(Rejection::Poisoned)
     } else {
         shared.store.commit(&merged).map_err(|error| {
             // What is on disk is now unknown: stop accepting work instead of guessing.
             tracing::error!(%error, "store commit failed; the runtime stops accepting work");
             shared.poison();
-            client::Error::Store(Arc::new(error))
+            Rejection::from(error)
         })
     };
     Metrics::add(&shared.metrics.commit_requests, count);

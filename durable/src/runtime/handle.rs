@@ -1,0 +1,132 @@
+//! How a [`Client`](crate::Client) reaches this runtime: [`RuntimeHandle`], the runtime's
+//! side of the client's narrow [`Backend`], and [`Rejection`], the runtime's own answer
+//! when it does not do what a command asked. Shards and the writer answer every command
+//! with a [`Reply`]; this file is the one place that turns a rejection into the client's
+//! public error.
+
+use super::Shared;
+use super::shard::ShardMsg;
+use crate::client::{Backend, Command, EndWatch, Error};
+use crate::registry::Registry;
+use durable_core::{BoxFuture, Limits};
+use durable_store::Store;
+use durable_types::{Failure, InstanceId, RuntimeStatus};
+use std::sync::{Arc, Weak};
+use tokio::sync::oneshot;
+
+/// Why the runtime did not do what a command asked. The instance is the command's own.
+#[derive(Clone, Debug)]
+pub(crate) enum Rejection {
+    /// A start for an id that has not ended.
+    AlreadyExists { status: RuntimeStatus },
+    /// No such instance.
+    NotFound,
+    /// The command needs a running instance, and this one has ended.
+    NotRunning { status: RuntimeStatus },
+    /// A purge of an instance that has not ended.
+    NotEnded { status: RuntimeStatus },
+    /// The instance's code cannot run here (its orchestrator is not registered, or its
+    /// history does not replay); the failure says why.
+    CannotRun(Failure),
+    /// The command names an entity type this runtime does not have.
+    EntityNotRegistered { name: String },
+    /// A store read or write failed; for a write, the runtime has stopped taking work.
+    Store(Arc<durable_store::Error>),
+    /// An earlier write failed; the runtime takes no more work.
+    Poisoned,
+}
+
+/// What the runtime answers to a command, once what it did is durable.
+pub(crate) type Reply = Result<(), Rejection>;
+
+/// Where a command's reply goes.
+pub(crate) type ReplySender = oneshot::Sender<Reply>;
+
+impl Rejection {
+    /// The client's error for this rejection of a command for `instance`.
+    pub(crate) fn into_error(self, instance: InstanceId) -> Error {
+        match self {
+            Rejection::AlreadyExists { status } => Error::AlreadyExists { instance, status },
+            Rejection::NotFound => Error::NotFound { instance },
+            Rejection::NotRunning { status } => Error::NotRunning { instance, status },
+            Rejection::NotEnded { status } => Error::NotEnded { instance, status },
+            Rejection::CannotRun(failure) => Error::Failed { instance, failure },
+            Rejection::EntityNotRegistered { name } => Error::NotRegistered { name },
+            Rejection::Store(error) => Error::Store(error),
+            Rejection::Poisoned => Error::Poisoned,
+        }
+    }
+}
+
+impl From<durable_store::Error> for Rejection {
+    fn from(error: durable_store::Error) -> Self {
+        Rejection::Store(Arc::new(error))
+    }
+}
+
+/// The runtime, as a client sees it. It holds the runtime weakly: clients outlive a
+/// runtime that shut down and then answer [`Error::ShuttingDown`].
+pub(crate) struct RuntimeHandle {
+    shared: Weak<Shared>,
+}
+
+impl RuntimeHandle {
+    pub(crate) fn new(shared: Weak<Shared>) -> RuntimeHandle {
+        RuntimeHandle { shared }
+    }
+
+    /// The runtime, while it takes work.
+    fn running(&self) -> Result<Arc<Shared>, Error> {
+        let shared = self.shared.upgrade().ok_or(Error::ShuttingDown)?;
+        if shared.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        if shared.is_stopping() {
+            return Err(Error::ShuttingDown);
+        }
+        Ok(shared)
+    }
+}
+
+impl Backend for RuntimeHandle {
+    fn submit(&self, command: Command) -> BoxFuture<'static, Result<(), Error>> {
+        let (reply, answer) = oneshot::channel();
+        let target = command.target();
+        let sent = self.running().map(|shared| {
+            let shard = shared.shard_of(&target);
+            shared.send_to_shard(shard, ShardMsg::Command { command, reply });
+        });
+        Box::pin(async move {
+            sent?;
+            match answer.await {
+                Ok(reply) => reply.map_err(|rejection| rejection.into_error(target)),
+                // The shard stopped before answering: the runtime is shutting down.
+                Err(_) => Err(Error::ShuttingDown),
+            }
+        })
+    }
+
+    fn store(&self) -> Result<Arc<dyn Store>, Error> {
+        Ok(Arc::clone(&self.running()?.store))
+    }
+
+    fn watch(&self, instance: &InstanceId) -> Result<EndWatch, Error> {
+        let shared = self.running()?;
+        let notify = shared.watchers.watch(instance);
+        let weak = Weak::clone(&self.shared);
+        let instance = instance.clone();
+        Ok(EndWatch::new(notify, move |notify| {
+            if let Some(shared) = weak.upgrade() {
+                shared.watchers.release(&instance, notify);
+            }
+        }))
+    }
+
+    fn registry(&self) -> Result<Arc<Registry>, Error> {
+        Ok(Arc::clone(&self.running()?.registry))
+    }
+
+    fn limits(&self) -> Result<Limits, Error> {
+        Ok(self.running()?.config.limits)
+    }
+}
