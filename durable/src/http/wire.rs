@@ -285,6 +285,22 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn problems_are_rfc_9457_bodies() {
+        let response = Problem::bad_request("send `x` \"quoted\"").into_response();
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert_eq!(
+            body,
+            r#"{"type":"about:blank","title":"Bad Request","status":400,"detail":"send `x` \"quoted\""}"#
+        );
+    }
+
     #[test]
     fn encoding_keeps_unreserved_characters() {
         assert_eq!(encode("abc-1._~"), "abc-1._~");
