@@ -2,22 +2,20 @@
 //! is a `400` that says what to send instead), calls the [`Client`], and maps its outcome
 //! to Durable Functions' status codes.
 
+use super::model::{
+    CheckStatusBody, EntityStatusBody, InstanceStatusBody, PurgedBody, history_bodies, raw,
+};
 use super::wire::{
-    Problem, encode, format_time, json_response, parse_bool, parse_seconds, parse_time,
-    raw_json_response,
+    Problem, encode, json_response, parse_bool, parse_seconds, parse_time, raw_json_response,
 };
 use super::{Api, code_param};
-use crate::client::{self, EntityStatus, InstanceStatus};
+use crate::client;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use durable_store::{
-    EntityId, HistoryEvent, InstanceId, InstanceQuery, Json, RuntimeStatus, Timestamp,
-};
-use serde::Serialize;
-use serde_json::value::RawValue;
+use durable_store::{EntityId, InstanceId, InstanceQuery, Json, RuntimeStatus, Timestamp};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -163,19 +161,6 @@ pub struct CheckStatusResponse {
     code: Option<String>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CheckStatusPayload {
-    id: String,
-    status_query_get_uri: String,
-    send_event_post_uri: String,
-    terminate_post_uri: String,
-    purge_history_delete_uri: String,
-    restart_post_uri: String,
-    suspend_post_uri: String,
-    resume_post_uri: String,
-}
-
 impl CheckStatusResponse {
     pub(crate) fn new(instance: InstanceId, base: String, code: Option<String>) -> Self {
         CheckStatusResponse {
@@ -222,7 +207,7 @@ impl CheckStatusResponse {
         self.payload().status_query_get_uri
     }
 
-    fn payload(&self) -> CheckStatusPayload {
+    pub(crate) fn payload(&self) -> CheckStatusBody {
         let instance = format!("{}/instances/{}", self.base, encode(self.instance.as_str()));
         let code = self.code.as_deref().map(encode);
         let plain = code
@@ -232,7 +217,7 @@ impl CheckStatusResponse {
             Some(code) => format!("?reason={{text}}&code={code}"),
             None => "?reason={text}".to_owned(),
         };
-        CheckStatusPayload {
+        CheckStatusBody {
             id: self.instance.to_string(),
             status_query_get_uri: format!("{instance}{plain}"),
             send_event_post_uri: format!("{instance}/raiseEvent/{{eventName}}{plain}"),
@@ -394,7 +379,10 @@ async fn wait_or_accept(
             } else {
                 StatusCode::OK
             };
-            Ok(json_response(code, &StatusBody::of(&status, true, None)))
+            Ok(json_response(
+                code,
+                &InstanceStatusBody::of(&status, true, None),
+            ))
         }
         Err(client::Error::Timeout { .. }) => Ok(accepted.into_response()),
         Err(error) => Err(client_error(error)),
@@ -403,171 +391,6 @@ async fn wait_or_accept(
 
 // ---------------------------------------------------------------------------------------
 // Status and lists
-
-/// An instance as Durable Functions' status endpoints show it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct StatusBody<'a> {
-    name: &'a str,
-    instance_id: &'a str,
-    runtime_status: &'static str,
-    input: Option<&'a RawValue>,
-    custom_status: Option<&'a RawValue>,
-    output: Option<Box<RawValue>>,
-    created_time: String,
-    last_updated_time: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    history_events: Option<Vec<serde_json::Value>>,
-}
-
-fn raw(json: &Json) -> Option<&RawValue> {
-    serde_json::from_str(json.as_str()).ok()
-}
-
-impl<'a> StatusBody<'a> {
-    fn of(
-        status: &'a InstanceStatus,
-        show_input: bool,
-        history: Option<Vec<serde_json::Value>>,
-    ) -> StatusBody<'a> {
-        // A failed instance shows its error, a terminated one the reason, as output.
-        let output = match status.runtime_status {
-            RuntimeStatus::Completed => status
-                .output
-                .as_ref()
-                .and_then(|output| RawValue::from_string(output.to_string()).ok()),
-            RuntimeStatus::Failed | RuntimeStatus::Terminated => {
-                status.failure.as_ref().and_then(|failure| {
-                    let text = if status.runtime_status == RuntimeStatus::Terminated {
-                        failure.message.clone()
-                    } else {
-                        failure.to_string()
-                    };
-                    serde_json::to_string(&text)
-                        .ok()
-                        .and_then(|json| RawValue::from_string(json).ok())
-                })
-            }
-            _ => None,
-        };
-        StatusBody {
-            name: &status.name,
-            instance_id: status.instance_id.as_str(),
-            runtime_status: status.runtime_status.as_str(),
-            input: if show_input { raw(&status.input) } else { None },
-            custom_status: status.custom_status.as_ref().and_then(raw),
-            output,
-            created_time: format_time(status.created_at),
-            last_updated_time: format_time(status.last_updated_at),
-            history_events: history,
-        }
-    }
-}
-
-/// History events shaped as Durable Functions shows them: `EventType`, `Timestamp` (the
-/// time of the turn that recorded it) and the event's fields in PascalCase, with `name`
-/// as `FunctionName` (of an orchestration, activity or sub-orchestration) and outputs as
-/// `Result`. The turn markers (`OrchestratorStarted`) are left out, and a task's
-/// scheduling is folded into its completion or failure (`FunctionName`, `ScheduledTime`),
-/// leaving only tasks still running as `TaskScheduled`. Payloads (`Input`, `Result`)
-/// appear only with `showHistoryOutput=true`.
-fn history_json(history: &[HistoryEvent], show_output: bool) -> Vec<serde_json::Value> {
-    use serde_json::{Map, Value};
-    let mut now = Timestamp::EPOCH;
-    let mut events: Vec<Map<String, Value>> = Vec::with_capacity(history.len());
-    // Scheduled tasks by id: where their event is in `events`, to fold it away.
-    let mut scheduled = BTreeMap::<u64, usize>::new();
-    let mut folded = Vec::new();
-    for event in history {
-        if let HistoryEvent::OrchestratorStarted { at } = event {
-            now = *at;
-            continue;
-        }
-        let kind = event.kind();
-        let mut object = Map::new();
-        object.insert("EventType".into(), kind.into());
-        object.insert("Timestamp".into(), format_time(now.to_system_time()).into());
-        if let Ok(Value::Object(outer)) = serde_json::to_value(event)
-            && let Some((_, Value::Object(fields))) = outer.into_iter().next()
-        {
-            for (name, value) in fields {
-                let payload = name == "input" || name == "output";
-                if payload && !show_output {
-                    continue;
-                }
-                let value = match value {
-                    // Payloads are JSON text inside the record: show them as JSON.
-                    Value::String(text) if payload => {
-                        serde_json::from_str(&text).unwrap_or(Value::String(text))
-                    }
-                    value => value,
-                };
-                let field = match (kind, &*name) {
-                    ("ExecutionStarted" | "TaskScheduled" | "SubOrchestrationCreated", "name") => {
-                        "FunctionName".to_owned()
-                    }
-                    (_, "output") => "Result".to_owned(),
-                    (
-                        "TaskCompleted"
-                        | "TaskFailed"
-                        | "SubOrchestrationCompleted"
-                        | "SubOrchestrationFailed",
-                        "id",
-                    ) => "TaskScheduledId".to_owned(),
-                    (_, name) => pascal_case(name),
-                };
-                object.insert(field, value);
-            }
-        }
-        let task = |object: &Map<String, Value>, field: &str| object.get(field)?.as_u64();
-        match kind {
-            "TaskScheduled" | "SubOrchestrationCreated" => {
-                if let Some(id) = task(&object, "Id") {
-                    scheduled.insert(id, events.len());
-                }
-            }
-            "TaskCompleted"
-            | "TaskFailed"
-            | "SubOrchestrationCompleted"
-            | "SubOrchestrationFailed" => {
-                if let Some(at) =
-                    task(&object, "TaskScheduledId").and_then(|id| scheduled.remove(&id))
-                {
-                    let origin = &events[at];
-                    if let Some(name) = origin.get("FunctionName") {
-                        object.insert("FunctionName".into(), name.clone());
-                    }
-                    if let Some(time) = origin.get("Timestamp") {
-                        object.insert("ScheduledTime".into(), time.clone());
-                    }
-                    folded.push(at);
-                }
-            }
-            _ => {}
-        }
-        events.push(object);
-    }
-    folded.sort_unstable();
-    let mut folded = folded.into_iter().peekable();
-    events
-        .into_iter()
-        .enumerate()
-        .filter(|(at, _)| folded.next_if_eq(at).is_none())
-        .map(|(_, object)| Value::Object(object))
-        .collect()
-}
-
-/// `fire_at` → `FireAt`.
-fn pascal_case(name: &str) -> String {
-    name.split('_')
-        .map(|word| {
-            let mut chars = word.chars();
-            chars.next().map_or_else(String::new, |first| {
-                first.to_uppercase().chain(chars).collect()
-            })
-        })
-        .collect()
-}
 
 pub(crate) async fn status(
     State(api): State<Arc<Api>>,
@@ -602,8 +425,8 @@ pub(crate) async fn status(
         let history = status
             .history
             .as_ref()
-            .map(|history| history_json(history, show_output));
-        let body = StatusBody::of(&status, show_input, history);
+            .map(|history| history_bodies(history, show_output));
+        let body = InstanceStatusBody::of(&status, show_input, history);
         let code = match status.runtime_status {
             RuntimeStatus::Pending | RuntimeStatus::Running | RuntimeStatus::Suspended => {
                 StatusCode::ACCEPTED
@@ -719,21 +542,15 @@ pub(crate) async fn list_instances(
             .list(&filter, top, token.as_deref())
             .await
             .map_err(client_error)?;
-        let bodies: Vec<StatusBody<'_>> = page
+        let bodies: Vec<InstanceStatusBody<'_>> = page
             .instances
             .iter()
-            .map(|status| StatusBody::of(status, show_input, None))
+            .map(|status| InstanceStatusBody::of(status, show_input, None))
             .collect();
         let response = json_response(StatusCode::OK, &bodies);
         Ok::<_, Problem>(with_continuation(response, page.continuation))
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Purged {
-    instances_deleted: u64,
 }
 
 pub(crate) async fn purge(
@@ -745,7 +562,7 @@ pub(crate) async fn purge(
         api.client.purge(&id).await.map_err(client_error)?;
         Ok::<_, Problem>(json_response(
             StatusCode::OK,
-            &Purged {
+            &PurgedBody {
                 instances_deleted: 1,
             },
         ))
@@ -775,7 +592,7 @@ pub(crate) async fn purge_where(State(api): State<Arc<Api>>, query: Params) -> R
         };
         Ok(json_response(
             status,
-            &Purged {
+            &PurgedBody {
                 instances_deleted: deleted,
             },
         ))
@@ -987,38 +804,6 @@ pub(crate) async fn delete_entity(
     answer.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-#[derive(Serialize)]
-struct EntityIdBody<'a> {
-    name: &'a str,
-    key: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EntityBody<'a> {
-    entity_id: EntityIdBody<'a>,
-    last_operation_time: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<&'a RawValue>,
-}
-
-impl<'a> EntityBody<'a> {
-    fn of(status: &'a EntityStatus, fetch_state: bool) -> EntityBody<'a> {
-        EntityBody {
-            entity_id: EntityIdBody {
-                name: status.id.name(),
-                key: status.id.key(),
-            },
-            last_operation_time: format_time(status.last_modified),
-            state: if fetch_state {
-                status.state.as_ref().and_then(raw)
-            } else {
-                None
-            },
-        }
-    }
-}
-
 pub(crate) async fn list_all_entities(
     state: State<Arc<Api>>,
     headers: HeaderMap,
@@ -1063,10 +848,10 @@ async fn entities(
             .list_entities(name.as_deref(), top, token.as_deref())
             .await
             .map_err(client_error)?;
-        let bodies: Vec<EntityBody<'_>> = page
+        let bodies: Vec<EntityStatusBody<'_>> = page
             .entities
             .iter()
-            .map(|status| EntityBody::of(status, fetch_state))
+            .map(|status| EntityStatusBody::of(status, fetch_state))
             .collect();
         let response = json_response(StatusCode::OK, &bodies);
         Ok::<_, Problem>(with_continuation(response, page.continuation))
@@ -1107,416 +892,4 @@ pub(crate) async fn method_not_allowed() -> Response {
         ),
     )
     .into_response()
-}
-
-/// The JSON this API answers with, pinned byte for byte: a change to a stored record must
-/// never move the wire.
-#[cfg(test)]
-mod wire_pins {
-    use super::*;
-    use durable_store::{ExecutionId, Failure, FailureKind, ParentRef, TaskId};
-    use std::time::{Duration, UNIX_EPOCH};
-
-    /// 2026-01-01T00:00:00Z, in milliseconds.
-    const NEW_YEAR_MS: u64 = 1_767_225_600_000;
-
-    fn history_wire(history: &[HistoryEvent], show_output: bool) -> String {
-        serde_json::to_string(&history_json(history, show_output)).unwrap()
-    }
-
-    fn status_wire(
-        status: &InstanceStatus,
-        show_input: bool,
-        history: Option<&[HistoryEvent]>,
-    ) -> String {
-        let history = history.map(|history| history_json(history, false));
-        serde_json::to_string(&StatusBody::of(status, show_input, history)).unwrap()
-    }
-
-    fn entity_wire(status: &EntityStatus, fetch_state: bool) -> String {
-        serde_json::to_string(&EntityBody::of(status, fetch_state)).unwrap()
-    }
-
-    fn check_status_wire(response: &CheckStatusResponse) -> String {
-        serde_json::to_string(&response.payload()).unwrap()
-    }
-
-    fn purged_wire(instances_deleted: u64) -> String {
-        serde_json::to_string(&Purged { instances_deleted }).unwrap()
-    }
-
-    fn json(text: &str) -> Json {
-        Json::parse(text).unwrap()
-    }
-
-    fn id(text: &str) -> InstanceId {
-        InstanceId::new(text).unwrap()
-    }
-
-    fn entity(name: &str, key: &str) -> EntityId {
-        EntityId::new(name, key).unwrap()
-    }
-
-    fn turn(seconds: u64) -> HistoryEvent {
-        HistoryEvent::OrchestratorStarted {
-            at: Timestamp(NEW_YEAR_MS + seconds * 1000),
-        }
-    }
-
-    fn failure(kind: FailureKind, message: &str) -> Failure {
-        Failure::new(kind, message)
-    }
-
-    /// Every kind of event a stored history holds (in an order no execution would take),
-    /// each task's completion after its scheduling, one task left running.
-    fn every_kind() -> Vec<HistoryEvent> {
-        use HistoryEvent as E;
-        let locked = vec![entity("Lock", "a"), entity("Lock", "b")];
-        vec![
-            E::ExecutionStarted {
-                name: "order".into(),
-                input: json(r#"{"b": 1, "a": [1, 2]}"#),
-                parent: Some(ParentRef {
-                    instance: id("parent-1"),
-                    execution: ExecutionId(3),
-                    task: TaskId(4),
-                }),
-            },
-            turn(0),
-            E::TaskScheduled {
-                id: TaskId(0),
-                name: "charge".into(),
-                input: json("42"),
-            },
-            E::TimerCreated {
-                id: TaskId(1),
-                fire_at: Timestamp(NEW_YEAR_MS + 60_000),
-            },
-            E::SubOrchestrationCreated {
-                id: TaskId(2),
-                name: "ship".into(),
-                instance: id("child-1"),
-                input: json(r#""box""#),
-            },
-            E::TaskScheduled {
-                id: TaskId(3),
-                name: "notify".into(),
-                input: json("null"),
-            },
-            E::EntityCalled {
-                id: TaskId(4),
-                entity: entity("Counter", "k"),
-                operation: "add".into(),
-                input: json("1"),
-            },
-            E::EntitySignaled {
-                id: TaskId(5),
-                entity: entity("Counter", "k"),
-                operation: "reset".into(),
-                input: json("null"),
-            },
-            E::LocksRequested {
-                id: TaskId(6),
-                entities: locked.clone(),
-            },
-            E::SubOrchestrationCreated {
-                id: TaskId(7),
-                name: "pack".into(),
-                instance: id("child-2"),
-                input: json("[]"),
-            },
-            E::TaskScheduled {
-                id: TaskId(8),
-                name: "refund".into(),
-                input: json("{}"),
-            },
-            turn(1),
-            E::TaskCompleted {
-                id: TaskId(0),
-                output: json(r#""ok""#),
-            },
-            E::TimerFired { id: TaskId(1) },
-            E::SubOrchestrationFailed {
-                id: TaskId(2),
-                failure: Failure {
-                    details: Some(json(r#"{"code": 7}"#)),
-                    cause: Some(Box::new(failure(FailureKind::Application, "no stock"))),
-                    ..failure(FailureKind::SubOrchestrationFailed, "ship failed")
-                },
-            },
-            E::EntityCompleted {
-                id: TaskId(4),
-                output: json("2"),
-            },
-            E::LocksGranted {
-                id: TaskId(6),
-                entities: locked,
-            },
-            E::SubOrchestrationCompleted {
-                id: TaskId(7),
-                output: json("true"),
-            },
-            E::TaskFailed {
-                id: TaskId(8),
-                failure: failure(FailureKind::Panic, "refund panicked"),
-            },
-            E::EventRaised {
-                name: "Approval".into(),
-                input: json("true"),
-            },
-            turn(2),
-            E::LocksReleased { id: TaskId(6) },
-            E::EntityFailed {
-                id: TaskId(9),
-                failure: failure(FailureKind::EntityOperationFailed, "boom"),
-            },
-            E::TimerCreated {
-                id: TaskId(10),
-                fire_at: Timestamp(NEW_YEAR_MS + 3_600_000),
-            },
-            E::TimerCancelled { id: TaskId(10) },
-            E::ExecutionSuspended {
-                reason: "pause".into(),
-            },
-            E::ExecutionResumed {
-                reason: "go".into(),
-            },
-            E::ContinuedAsNew { input: json("5") },
-            E::ExecutionCompleted {
-                output: json(r#"{"z": null, "y": "x"}"#),
-            },
-            E::ExecutionFailed {
-                failure: failure(FailureKind::Application, "bad"),
-            },
-            E::ExecutionTerminated {
-                reason: "stop".into(),
-            },
-        ]
-    }
-
-    /// A running execution: no turn yet, a payload that is not JSON (a damaged record shows
-    /// as text), a sub-orchestration still running and a completion of an unknown task.
-    fn running() -> Vec<HistoryEvent> {
-        use HistoryEvent as E;
-        vec![
-            E::ExecutionStarted {
-                name: "order".into(),
-                input: serde_json::from_str::<Json>(r#""not json""#).unwrap(),
-                parent: None,
-            },
-            E::SubOrchestrationCreated {
-                id: TaskId(0),
-                name: "ship".into(),
-                instance: id("child-1"),
-                input: json("7"),
-            },
-            E::TaskCompleted {
-                id: TaskId(5),
-                output: json("1"),
-            },
-        ]
-    }
-
-    fn status(runtime_status: RuntimeStatus) -> InstanceStatus {
-        InstanceStatus {
-            instance_id: id("order-1"),
-            name: "order".into(),
-            execution: ExecutionId(2),
-            runtime_status,
-            input: json(r#"{"n": 1}"#),
-            output: None,
-            failure: None,
-            custom_status: None,
-            created_at: UNIX_EPOCH + Duration::from_millis(NEW_YEAR_MS),
-            last_updated_at: UNIX_EPOCH + Duration::from_millis(NEW_YEAR_MS + 61_500),
-            parent: None,
-            history: None,
-        }
-    }
-
-    fn entity_status(state: Option<&str>) -> EntityStatus {
-        EntityStatus {
-            id: entity("Counter", "k"),
-            state: state.map(json),
-            locked_by: Some(id("order-1")),
-            last_modified: UNIX_EPOCH + Duration::from_millis(NEW_YEAR_MS + 1_000),
-        }
-    }
-
-    /// `[a,b,...]`: a JSON array of the events' texts.
-    fn array(events: &[&str]) -> String {
-        format!("[{}]", events.join(","))
-    }
-
-    #[test]
-    fn history_events_with_output() {
-        let expected = [
-            r#"{"EventType":"ExecutionStarted","FunctionName":"order","Input":{"a":[1,2],"b":1},"Parent":{"execution":3,"instance":"parent-1","task":4},"Timestamp":"1970-01-01T00:00:00Z"}"#,
-            r#"{"EventType":"TimerCreated","FireAt":1767225660000,"Id":1,"Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"EventType":"TaskScheduled","FunctionName":"notify","Id":3,"Input":null,"Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"Entity":{"key":"k","name":"Counter"},"EventType":"EntityCalled","Id":4,"Input":1,"Operation":"add","Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"Entity":{"key":"k","name":"Counter"},"EventType":"EntitySignaled","Id":5,"Input":null,"Operation":"reset","Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"Entities":[{"key":"a","name":"Lock"},{"key":"b","name":"Lock"}],"EventType":"LocksRequested","Id":6,"Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"EventType":"TaskCompleted","FunctionName":"charge","Result":"ok","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":0,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"TimerFired","Id":1,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"SubOrchestrationFailed","Failure":{"cause":{"cause":null,"details":null,"kind":"Application","message":"no stock"},"details":"{\"code\": 7}","kind":"SubOrchestrationFailed","message":"ship failed"},"FunctionName":"ship","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":2,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"EntityCompleted","Id":4,"Result":2,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"Entities":[{"key":"a","name":"Lock"},{"key":"b","name":"Lock"}],"EventType":"LocksGranted","Id":6,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"SubOrchestrationCompleted","FunctionName":"pack","Result":true,"ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":7,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"TaskFailed","Failure":{"cause":null,"details":null,"kind":"Panic","message":"refund panicked"},"FunctionName":"refund","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":8,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"EventRaised","Input":true,"Name":"Approval","Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"LocksReleased","Id":6,"Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"EntityFailed","Failure":{"cause":null,"details":null,"kind":"EntityOperationFailed","message":"boom"},"Id":9,"Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"TimerCreated","FireAt":1767229200000,"Id":10,"Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"TimerCancelled","Id":10,"Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"ExecutionSuspended","Reason":"pause","Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"ExecutionResumed","Reason":"go","Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"ContinuedAsNew","Input":5,"Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"ExecutionCompleted","Result":{"y":"x","z":null},"Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"ExecutionFailed","Failure":{"cause":null,"details":null,"kind":"Application","message":"bad"},"Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"ExecutionTerminated","Reason":"stop","Timestamp":"2026-01-01T00:00:02Z"}"#,
-        ];
-        assert_eq!(history_wire(&every_kind(), true), array(&expected));
-    }
-
-    #[test]
-    fn history_events_without_output() {
-        let expected = [
-            r#"{"EventType":"ExecutionStarted","FunctionName":"order","Parent":{"execution":3,"instance":"parent-1","task":4},"Timestamp":"1970-01-01T00:00:00Z"}"#,
-            r#"{"EventType":"TimerCreated","FireAt":1767225660000,"Id":1,"Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"EventType":"TaskScheduled","FunctionName":"notify","Id":3,"Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"Entity":{"key":"k","name":"Counter"},"EventType":"EntityCalled","Id":4,"Operation":"add","Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"Entity":{"key":"k","name":"Counter"},"EventType":"EntitySignaled","Id":5,"Operation":"reset","Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"Entities":[{"key":"a","name":"Lock"},{"key":"b","name":"Lock"}],"EventType":"LocksRequested","Id":6,"Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"EventType":"TaskCompleted","FunctionName":"charge","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":0,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"TimerFired","Id":1,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"SubOrchestrationFailed","Failure":{"cause":{"cause":null,"details":null,"kind":"Application","message":"no stock"},"details":"{\"code\": 7}","kind":"SubOrchestrationFailed","message":"ship failed"},"FunctionName":"ship","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":2,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"EntityCompleted","Id":4,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"Entities":[{"key":"a","name":"Lock"},{"key":"b","name":"Lock"}],"EventType":"LocksGranted","Id":6,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"SubOrchestrationCompleted","FunctionName":"pack","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":7,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"TaskFailed","Failure":{"cause":null,"details":null,"kind":"Panic","message":"refund panicked"},"FunctionName":"refund","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":8,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"EventRaised","Name":"Approval","Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"LocksReleased","Id":6,"Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"EntityFailed","Failure":{"cause":null,"details":null,"kind":"EntityOperationFailed","message":"boom"},"Id":9,"Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"TimerCreated","FireAt":1767229200000,"Id":10,"Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"TimerCancelled","Id":10,"Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"ExecutionSuspended","Reason":"pause","Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"ExecutionResumed","Reason":"go","Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"ContinuedAsNew","Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"ExecutionCompleted","Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"ExecutionFailed","Failure":{"cause":null,"details":null,"kind":"Application","message":"bad"},"Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"ExecutionTerminated","Reason":"stop","Timestamp":"2026-01-01T00:00:02Z"}"#,
-        ];
-        assert_eq!(history_wire(&every_kind(), false), array(&expected));
-    }
-
-    #[test]
-    fn history_of_a_running_execution() {
-        let with_output = [
-            r#"{"EventType":"ExecutionStarted","FunctionName":"order","Input":"not json","Parent":null,"Timestamp":"1970-01-01T00:00:00Z"}"#,
-            r#"{"EventType":"SubOrchestrationCreated","FunctionName":"ship","Id":0,"Input":7,"Instance":"child-1","Timestamp":"1970-01-01T00:00:00Z"}"#,
-            r#"{"EventType":"TaskCompleted","Result":1,"TaskScheduledId":5,"Timestamp":"1970-01-01T00:00:00Z"}"#,
-        ];
-        assert_eq!(history_wire(&running(), true), array(&with_output));
-        let without_output = [
-            r#"{"EventType":"ExecutionStarted","FunctionName":"order","Parent":null,"Timestamp":"1970-01-01T00:00:00Z"}"#,
-            r#"{"EventType":"SubOrchestrationCreated","FunctionName":"ship","Id":0,"Instance":"child-1","Timestamp":"1970-01-01T00:00:00Z"}"#,
-            r#"{"EventType":"TaskCompleted","TaskScheduledId":5,"Timestamp":"1970-01-01T00:00:00Z"}"#,
-        ];
-        assert_eq!(history_wire(&running(), false), array(&without_output));
-    }
-
-    #[test]
-    fn status_shows_the_output_of_a_completed_instance() {
-        let completed = InstanceStatus {
-            output: Some(json("[1, 2]")),
-            custom_status: Some(json(r#" "done" "#)),
-            failure: Some(failure(FailureKind::Application, "ignored")),
-            ..status(RuntimeStatus::Completed)
-        };
-        assert_eq!(
-            status_wire(&completed, true, None),
-            r#"{"name":"order","instanceId":"order-1","runtimeStatus":"Completed","input":{"n": 1},"customStatus":"done","output":[1, 2],"createdTime":"2026-01-01T00:00:00Z","lastUpdatedTime":"2026-01-01T00:01:01Z"}"#
-        );
-    }
-
-    #[test]
-    fn status_shows_the_failure_or_the_reason_as_output() {
-        let cause = failure(FailureKind::Application, "card declined");
-        let failed = InstanceStatus {
-            failure: Some(Failure {
-                cause: Some(Box::new(cause)),
-                ..failure(FailureKind::ActivityFailed, "activity `charge` failed")
-            }),
-            ..status(RuntimeStatus::Failed)
-        };
-        assert_eq!(
-            status_wire(&failed, true, None),
-            r#"{"name":"order","instanceId":"order-1","runtimeStatus":"Failed","input":{"n": 1},"customStatus":null,"output":"activity `charge` failed: card declined","createdTime":"2026-01-01T00:00:00Z","lastUpdatedTime":"2026-01-01T00:01:01Z"}"#
-        );
-        let terminated = InstanceStatus {
-            failure: Some(Failure {
-                cause: Some(Box::new(failure(FailureKind::Application, "hidden"))),
-                ..failure(FailureKind::Terminated, "stop \"now\"")
-            }),
-            ..status(RuntimeStatus::Terminated)
-        };
-        assert_eq!(
-            status_wire(&terminated, true, None),
-            r#"{"name":"order","instanceId":"order-1","runtimeStatus":"Terminated","input":{"n": 1},"customStatus":null,"output":"stop \"now\"","createdTime":"2026-01-01T00:00:00Z","lastUpdatedTime":"2026-01-01T00:01:01Z"}"#
-        );
-    }
-
-    #[test]
-    fn status_with_history_and_without_input() {
-        assert_eq!(
-            status_wire(&status(RuntimeStatus::Running), false, Some(&running())),
-            r#"{"name":"order","instanceId":"order-1","runtimeStatus":"Running","input":null,"customStatus":null,"output":null,"createdTime":"2026-01-01T00:00:00Z","lastUpdatedTime":"2026-01-01T00:01:01Z","historyEvents":[{"EventType":"ExecutionStarted","FunctionName":"order","Parent":null,"Timestamp":"1970-01-01T00:00:00Z"},{"EventType":"SubOrchestrationCreated","FunctionName":"ship","Id":0,"Instance":"child-1","Timestamp":"1970-01-01T00:00:00Z"},{"EventType":"TaskCompleted","TaskScheduledId":5,"Timestamp":"1970-01-01T00:00:00Z"}]}"#
-        );
-        assert_eq!(
-            status_wire(&status(RuntimeStatus::Pending), true, Some(&[])),
-            r#"{"name":"order","instanceId":"order-1","runtimeStatus":"Pending","input":{"n": 1},"customStatus":null,"output":null,"createdTime":"2026-01-01T00:00:00Z","lastUpdatedTime":"2026-01-01T00:01:01Z","historyEvents":[]}"#
-        );
-        assert_eq!(
-            status_wire(&status(RuntimeStatus::Suspended), true, None),
-            r#"{"name":"order","instanceId":"order-1","runtimeStatus":"Suspended","input":{"n": 1},"customStatus":null,"output":null,"createdTime":"2026-01-01T00:00:00Z","lastUpdatedTime":"2026-01-01T00:01:01Z"}"#
-        );
-    }
-
-    #[test]
-    fn entity_bodies_with_and_without_state() {
-        let stateful = entity_status(Some(r#"{"value": 3}"#));
-        assert_eq!(
-            entity_wire(&stateful, true),
-            r#"{"entityId":{"name":"Counter","key":"k"},"lastOperationTime":"2026-01-01T00:00:01Z","state":{"value": 3}}"#
-        );
-        assert_eq!(
-            entity_wire(&stateful, false),
-            r#"{"entityId":{"name":"Counter","key":"k"},"lastOperationTime":"2026-01-01T00:00:01Z"}"#
-        );
-        assert_eq!(
-            entity_wire(&entity_status(None), true),
-            r#"{"entityId":{"name":"Counter","key":"k"},"lastOperationTime":"2026-01-01T00:00:01Z"}"#
-        );
-    }
-
-    #[test]
-    fn check_status_payloads_with_and_without_code() {
-        let base = "http://h:1/runtime/webhooks/durabletask";
-        let plain = CheckStatusResponse::new(id("a:b"), base.to_owned(), None);
-        assert_eq!(
-            check_status_wire(&plain),
-            r#"{"id":"a:b","statusQueryGetUri":"http://h:1/runtime/webhooks/durabletask/instances/a%3Ab","sendEventPostUri":"http://h:1/runtime/webhooks/durabletask/instances/a%3Ab/raiseEvent/{eventName}","terminatePostUri":"http://h:1/runtime/webhooks/durabletask/instances/a%3Ab/terminate?reason={text}","purgeHistoryDeleteUri":"http://h:1/runtime/webhooks/durabletask/instances/a%3Ab","restartPostUri":"http://h:1/runtime/webhooks/durabletask/instances/a%3Ab/restart","suspendPostUri":"http://h:1/runtime/webhooks/durabletask/instances/a%3Ab/suspend?reason={text}","resumePostUri":"http://h:1/runtime/webhooks/durabletask/instances/a%3Ab/resume?reason={text}"}"#
-        );
-        let with_code = CheckStatusResponse::new(id("a:b"), base.to_owned(), Some("k y&z".into()));
-        assert_eq!(
-            check_status_wire(&with_code),
-            r#"{"id":"a:b","statusQueryGetUri":"http://h:1/runtime/webhooks/durabletask/instances/a%3Ab?code=k%20y%26z","sendEventPostUri":"http://h:1/runtime/webhooks/durabletask/instances/a%3Ab/raiseEvent/{eventName}?code=k%20y%26z","terminatePostUri":"http://h:1/runtime/webhooks/durabletask/instances/a%3Ab/terminate?reason={text}&code=k%20y%26z","purgeHistoryDeleteUri":"http://h:1/runtime/webhooks/durabletask/instances/a%3Ab?code=k%20y%26z","restartPostUri":"http://h:1/runtime/webhooks/durabletask/instances/a%3Ab/restart?code=k%20y%26z","suspendPostUri":"http://h:1/runtime/webhooks/durabletask/instances/a%3Ab/suspend?reason={text}&code=k%20y%26z","resumePostUri":"http://h:1/runtime/webhooks/durabletask/instances/a%3Ab/resume?reason={text}&code=k%20y%26z"}"#
-        );
-    }
-
-    #[test]
-    fn purge_counts() {
-        assert_eq!(purged_wire(3), r#"{"instancesDeleted":3}"#);
-    }
 }

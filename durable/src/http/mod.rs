@@ -47,6 +47,7 @@
 //!   other fields in PascalCase; `Input` is shown too with `showHistoryOutput=true`.
 
 mod handlers;
+mod model;
 mod wire;
 
 use crate::client::Client;

@@ -1,6 +1,7 @@
 //! What travels over the wire, apart from the routes: timestamps in Durable Functions'
 //! format, query values, percent-encoding, and problem responses.
 
+use super::model::ProblemBody;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -25,14 +26,6 @@ impl Problem {
     pub(crate) fn bad_request(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::BAD_REQUEST, detail)
     }
-}
-
-#[derive(Serialize)]
-struct ProblemBody<'a> {
-    r#type: &'static str,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
 }
 
 impl IntoResponse for Problem {
