@@ -658,17 +658,6 @@ impl Client {
         Ok(id)
     }
 
-    /// Where the runtime serves its HTTP management API, if it does.
-    #[cfg(feature = "http")]
-    pub(crate) fn http_base(&self) -> Option<String> {
-        let shared = self.shared.upgrade()?;
-        let base = shared
-            .http_base
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        base.clone()
-    }
-
     /// Deletes an ended instance and its history.
     ///
     /// # Errors

@@ -2,13 +2,12 @@
 //! is a `400` that says what to send instead), calls the [`Client`], and maps its outcome
 //! to Durable Functions' status codes.
 
-use super::model::{
-    CheckStatusBody, EntityStatusBody, InstanceStatusBody, PurgedBody, history_bodies, raw,
-};
+use super::Api;
+use super::check_status::{CheckStatusResponse, base_url, check_status};
+use super::model::{EntityStatusBody, InstanceStatusBody, PurgedBody, history_bodies, raw};
 use super::wire::{
     Problem, encode, json_response, parse_bool, parse_seconds, parse_time, raw_json_response,
 };
-use super::{Api, code_param};
 use crate::client;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -51,7 +50,7 @@ fn body(body: Body) -> Result<Bytes, Problem> {
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::new(
                 status,
-                "the request body is larger than the server accepts (see HttpOptions::max_body_bytes)",
+                "the request body is larger than the server accepts (see http::Options::max_body_bytes)",
             )
         } else {
             Problem::new(status, format!("cannot read the request body: {rejection}"))
@@ -110,150 +109,6 @@ fn client_error(error: client::Error) -> Problem {
         }
     };
     Problem::new(status, error.to_string())
-}
-
-/// `scheme://host/…/durabletask` for the URLs of a response: the configured public base, or
-/// the request's `Host` (and `X-Forwarded-Proto`), and the path the API is mounted at.
-fn base_url(api: &Api, headers: &HeaderMap, uri: &Uri, suffix_start: &str) -> String {
-    let path = uri.path();
-    let mount = path
-        .find(suffix_start)
-        .map_or(super::BASE_PATH, |at| &path[..at]);
-    let origin = match &api.options.public_base_url {
-        Some(base) => base.clone(),
-        None => request_origin(headers),
-    };
-    format!("{origin}{mount}")
-}
-
-/// `scheme://host` a request was sent to: its `Host` header (`localhost` when missing or
-/// malformed) and `X-Forwarded-Proto: https` behind a proxy.
-fn request_origin(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .filter(|host| {
-            !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"/\\?#@".contains(&b))
-        })
-        .unwrap_or("localhost");
-    let scheme = match headers
-        .get("x-forwarded-proto")
-        .and_then(|proto| proto.to_str().ok())
-    {
-        Some("https") => "https",
-        _ => "http",
-    };
-    format!("{scheme}://{host}")
-}
-
-/// The `202 Accepted` answer with an instance's management URLs (Durable Functions'
-/// check-status response): `Location` and `Retry-After: 10` headers and the payload
-/// `{id, statusQueryGetUri, sendEventPostUri, terminatePostUri, purgeHistoryDeleteUri,
-/// restartPostUri, suspendPostUri, resumePostUri}`. Made by
-/// [`create_check_status_response`](super::create_check_status_response).
-#[derive(Clone, Debug)]
-pub struct CheckStatusResponse {
-    instance: InstanceId,
-    base: String,
-    code: Option<String>,
-}
-
-impl CheckStatusResponse {
-    pub(crate) fn new(instance: InstanceId, base: String, code: Option<String>) -> Self {
-        CheckStatusResponse {
-            instance,
-            base,
-            code,
-        }
-    }
-
-    /// Uses `base` (e.g. `https://api.example.com/runtime/webhooks/durabletask`) as the
-    /// start of every URL.
-    #[must_use]
-    pub fn base_url(mut self, base: impl Into<String>) -> Self {
-        self.base = base.into().trim_end_matches('/').to_owned();
-        self
-    }
-
-    /// Makes the URLs absolute for the host `headers` say the request was sent to (its
-    /// `Host`, and `X-Forwarded-Proto: https` behind a proxy), with the API at
-    /// [`BASE_PATH`](super::BASE_PATH) on that host: what Durable Functions'
-    /// `CreateCheckStatusResponse(request, id)` does, for an app that merges
-    /// [`router`](super::router) at its root.
-    ///
-    /// ```
-    /// # use durable::prelude::*;
-    /// # #[orchestrator]
-    /// # async fn work(ctx: OrchestrationContext, n: u64) -> Result<u64, Error> { Ok(n) }
-    /// async fn start_work(
-    ///     axum::extract::State(client): axum::extract::State<Client>,
-    ///     headers: axum::http::HeaderMap,
-    /// ) -> Result<durable::http::CheckStatusResponse, String> {
-    ///     let handle = client.start(work, 7).await.map_err(|e| e.to_string())?;
-    ///     Ok(durable::http::create_check_status_response(&client, handle.id()).for_request(&headers))
-    /// }
-    /// ```
-    #[must_use]
-    pub fn for_request(self, headers: &HeaderMap) -> Self {
-        let base = format!("{}{}", request_origin(headers), super::BASE_PATH);
-        self.base_url(base)
-    }
-
-    /// The URL to poll for the status (also the `Location` header).
-    pub fn status_query_get_uri(&self) -> String {
-        self.payload().status_query_get_uri
-    }
-
-    pub(crate) fn payload(&self) -> CheckStatusBody {
-        let instance = format!("{}/instances/{}", self.base, encode(self.instance.as_str()));
-        let code = self.code.as_deref().map(encode);
-        let plain = code
-            .as_ref()
-            .map_or_else(String::new, |code| format!("?code={code}"));
-        let with_reason = match &code {
-            Some(code) => format!("?reason={{text}}&code={code}"),
-            None => "?reason={text}".to_owned(),
-        };
-        CheckStatusBody {
-            id: self.instance.to_string(),
-            status_query_get_uri: format!("{instance}{plain}"),
-            send_event_post_uri: format!("{instance}/raiseEvent/{{eventName}}{plain}"),
-            terminate_post_uri: format!("{instance}/terminate{with_reason}"),
-            purge_history_delete_uri: format!("{instance}{plain}"),
-            restart_post_uri: format!("{instance}/restart{plain}"),
-            suspend_post_uri: format!("{instance}/suspend{with_reason}"),
-            resume_post_uri: format!("{instance}/resume{with_reason}"),
-        }
-    }
-}
-
-impl IntoResponse for CheckStatusResponse {
-    fn into_response(self) -> Response {
-        let payload = self.payload();
-        let location = HeaderValue::from_str(&payload.status_query_get_uri).ok();
-        let mut response = json_response(StatusCode::ACCEPTED, &payload);
-        if let Some(location) = location {
-            response.headers_mut().insert(header::LOCATION, location);
-        }
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
-        response
-    }
-}
-
-fn check_status(
-    api: &Api,
-    headers: &HeaderMap,
-    uri: &Uri,
-    suffix_start: &str,
-    instance: InstanceId,
-) -> CheckStatusResponse {
-    let base = base_url(api, headers, uri, suffix_start);
-    CheckStatusResponse::new(instance, base, code_param(uri.query()))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -579,7 +579,7 @@ pub(crate) struct ProblemBody<'a> {
 /// never move the wire.
 #[cfg(test)]
 mod tests {
-    use super::super::handlers::CheckStatusResponse;
+    use super::super::CheckStatusResponse;
     use super::*;
     use durable_store::{EntityId, ExecutionId, InstanceId};
     use std::time::{Duration, UNIX_EPOCH};

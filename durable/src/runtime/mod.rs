@@ -447,10 +447,6 @@ pub(crate) struct Shared {
     /// The execution floor stored when the runtime started.
     pub(crate) initial_execution_floor: ExecutionId,
     state: AtomicU8,
-    /// Where `serve_http` serves the management API (`http://addr/runtime/...`), for the
-    /// URLs of `create_check_status_response`.
-    #[cfg(feature = "http")]
-    pub(crate) http_base: std::sync::RwLock<Option<String>>,
 }
 
 impl Shared {
@@ -543,11 +539,6 @@ impl Runtime {
         }
     }
 
-    #[cfg(feature = "http")]
-    pub(crate) fn shared(&self) -> Option<Arc<Shared>> {
-        self.shared.clone()
-    }
-
     /// The runtime's counters.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.shared
@@ -603,8 +594,6 @@ impl Runtime {
             executions: AtomicU64::new(recovery.execution_floor.0 + 1),
             initial_execution_floor: recovery.execution_floor,
             state: AtomicU8::new(RUNNING),
-            #[cfg(feature = "http")]
-            http_base: std::sync::RwLock::new(None),
         });
         let mut runtime = Runtime {
             shared: Some(Arc::clone(&shared)),
