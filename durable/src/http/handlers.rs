@@ -224,11 +224,7 @@ async fn wait_or_accept(
         )),
         // Failed or terminated in time: its status, as `GET instances/{id}` gives it.
         Ok(status) => {
-            let fail = parse_bool(
-                "returnInternalServerErrorOnFailure",
-                query.get("returnInternalServerErrorOnFailure"),
-            )?
-            .unwrap_or(false);
+            let fail = fail_on_failure(query)?;
             let code = if fail && status.runtime_status == RuntimeStatus::Failed {
                 StatusCode::INTERNAL_SERVER_ERROR
             } else {
@@ -261,11 +257,7 @@ pub(crate) async fn status(
         let show_output =
             parse_bool("showHistoryOutput", query.get("showHistoryOutput"))?.unwrap_or(false);
         let show_input = parse_bool("showInput", query.get("showInput"))?.unwrap_or(true);
-        let fail = parse_bool(
-            "returnInternalServerErrorOnFailure",
-            query.get("returnInternalServerErrorOnFailure"),
-        )?
-        .unwrap_or(false);
+        let fail = fail_on_failure(&query)?;
         let found = if show_history {
             api.client.status_with_history(&id).await
         } else {
@@ -282,31 +274,51 @@ pub(crate) async fn status(
             .as_ref()
             .map(|history| history_bodies(history, show_output));
         let body = InstanceStatusBody::of(&status, show_input, history);
-        let code = match status.runtime_status {
-            RuntimeStatus::Pending | RuntimeStatus::Running | RuntimeStatus::Suspended => {
-                StatusCode::ACCEPTED
-            }
-            RuntimeStatus::Failed if fail => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::OK,
-        };
-        let mut response = json_response(code, &body);
-        if code == StatusCode::ACCEPTED {
-            let base = base_url(&api, &headers, &uri, "/instances/");
-            let location = format!(
-                "{base}/instances/{}{}",
-                encode(id.as_str()),
-                uri.query().map_or_else(String::new, |q| format!("?{q}"))
-            );
-            if let Ok(location) = HeaderValue::from_str(&location) {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        let code = status_code(status.runtime_status, fail);
+        let response = json_response(code, &body);
+        if code != StatusCode::ACCEPTED {
+            return Ok(response);
         }
-        Ok::<_, Problem>(response)
+        let location = format!(
+            "{}/instances/{}{}",
+            base_url(&api, &headers, &uri, "/instances/"),
+            encode(id.as_str()),
+            uri.query().map_or_else(String::new, |q| format!("?{q}"))
+        );
+        Ok::<_, Problem>(poll_again(response, &location))
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `returnInternalServerErrorOnFailure`: answer a failed instance with `500`.
+fn fail_on_failure(query: &BTreeMap<String, String>) -> Result<bool, Problem> {
+    let name = "returnInternalServerErrorOnFailure";
+    Ok(parse_bool(name, query.get(name))?.unwrap_or(false))
+}
+
+/// The status code of an instance's status: `202` while it has not ended, `500` for a
+/// failure when the request asked for it, else `200`.
+fn status_code(status: RuntimeStatus, fail: bool) -> StatusCode {
+    match status {
+        RuntimeStatus::Pending | RuntimeStatus::Running | RuntimeStatus::Suspended => {
+            StatusCode::ACCEPTED
+        }
+        RuntimeStatus::Failed if fail => StatusCode::INTERNAL_SERVER_ERROR,
+        RuntimeStatus::Failed | RuntimeStatus::Completed | RuntimeStatus::Terminated => {
+            StatusCode::OK
+        }
+    }
+}
+
+/// `response` as an answer to poll again: at `location`, in 5 seconds.
+fn poll_again(mut response: Response, location: &str) -> Response {
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
 }
 
 /// The filters of `GET instances` and `DELETE instances`.
