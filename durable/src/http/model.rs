@@ -45,7 +45,8 @@ impl<'a> InstanceStatusBody<'a> {
         InstanceStatusBody {
             name: &status.name,
             instance_id: status.instance_id.as_str(),
-            runtime_status: runtime_status(status.runtime_status),
+            // Durable Functions' spelling, which `runtimeStatus` filters are parsed with too.
+            runtime_status: status.runtime_status.as_str(),
             input: if show_input { raw(&status.input) } else { None },
             custom_status: status.custom_status.as_ref().and_then(raw),
             output: output(status),
@@ -53,18 +54,6 @@ impl<'a> InstanceStatusBody<'a> {
             last_updated_time: format_time(status.last_updated_at),
             history_events,
         }
-    }
-}
-
-/// The status as Durable Functions spells it.
-fn runtime_status(status: RuntimeStatus) -> &'static str {
-    match status {
-        RuntimeStatus::Pending => "Pending",
-        RuntimeStatus::Running => "Running",
-        RuntimeStatus::Completed => "Completed",
-        RuntimeStatus::Failed => "Failed",
-        RuntimeStatus::Terminated => "Terminated",
-        RuntimeStatus::Suspended => "Suspended",
     }
 }
 
