@@ -12,48 +12,42 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use durable_store::InstanceId;
 
-/// `scheme://host/…/durabletask` for the URLs of a response: the configured public base, or
-/// the request's `Host` (and `X-Forwarded-Proto`), and the path the API is mounted at.
-pub(crate) fn base_url(api: &Api, headers: &HeaderMap, uri: &Uri, suffix_start: &str) -> String {
-    let path = uri.path();
-    let mount = path
-        .find(suffix_start)
-        .map_or(super::BASE_PATH, |at| &path[..at]);
-    let origin = match &api.options.public_base_url {
-        Some(base) => base.clone(),
-        None => request_origin(headers),
-    };
-    format!("{origin}{mount}")
-}
-
-/// `scheme://host` a request was sent to: its `Host` header (`localhost` when missing or
-/// malformed) and `X-Forwarded-Proto: https` behind a proxy.
-fn request_origin(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .filter(|host| {
-            !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"/\\?#@".contains(&b))
-        })
-        .unwrap_or("localhost");
-    let scheme = match headers
-        .get("x-forwarded-proto")
-        .and_then(|proto| proto.to_str().ok())
-    {
-        Some("https") => "https",
-        _ => "http",
-    };
-    format!("{scheme}://{host}")
+/// The `202 Accepted` answer with the management URLs of `instance_id`, for routes of your
+/// own that start orchestrations with the client (Durable Functions'
+/// `CreateCheckStatusResponse`). The URLs are paths under [`BASE_PATH`](super::BASE_PATH);
+/// make them absolute with [`CheckStatusResponse::for_request`] (the host the request was
+/// sent to), [`CheckStatusResponse::base_url`], or, for the API served by
+/// [`serve`](super::serve), [`Server::check_status_response`](super::Server::check_status_response).
+///
+/// ```
+/// use durable::http::create_check_status_response;
+/// use durable::prelude::*;
+/// # #[orchestrator]
+/// # async fn work(ctx: OrchestrationContext, n: u64) -> Result<u64, Error> { Ok(n) }
+/// async fn start_work(
+///     axum::extract::State(client): axum::extract::State<Client>,
+/// ) -> Result<durable::http::CheckStatusResponse, String> {
+///     let handle = client.start(work, 7).await.map_err(|e| e.to_string())?;
+///     Ok(create_check_status_response(&client, handle.id()))
+/// }
+/// let _app: axum::Router<Client> = axum::Router::new().route("/work", axum::routing::post(start_work));
+/// ```
+///
+/// The URLs depend on the id and the base only; the client is taken as Durable Functions'
+/// `CreateCheckStatusResponse` is called on its client.
+pub fn create_check_status_response(
+    _client: &Client,
+    instance_id: &InstanceId,
+) -> CheckStatusResponse {
+    CheckStatusResponse::new(instance_id.clone(), super::BASE_PATH.to_owned(), None)
 }
 
 /// The `202 Accepted` answer with an instance's management URLs (Durable Functions'
 /// check-status response): `Location` and `Retry-After: 10` headers and the payload
 /// `{id, statusQueryGetUri, sendEventPostUri, terminatePostUri, purgeHistoryDeleteUri,
 /// restartPostUri, suspendPostUri, resumePostUri}`. Made by
-/// [`create_check_status_response`](super::create_check_status_response).
+/// [`create_check_status_response`] or
+/// [`Server::check_status_response`](super::Server::check_status_response).
 #[derive(Clone, Debug)]
 pub struct CheckStatusResponse {
     instance: InstanceId,
@@ -145,6 +139,45 @@ impl IntoResponse for CheckStatusResponse {
     }
 }
 
+/// `scheme://host/…/durabletask` for the URLs of a response: the configured public base, or
+/// the request's `Host` (and `X-Forwarded-Proto`), and the path the API is mounted at.
+pub(crate) fn base_url(api: &Api, headers: &HeaderMap, uri: &Uri, suffix_start: &str) -> String {
+    let path = uri.path();
+    let mount = path
+        .find(suffix_start)
+        .map_or(super::BASE_PATH, |at| &path[..at]);
+    let origin = match &api.options.public_base_url {
+        Some(base) => base.clone(),
+        None => request_origin(headers),
+    };
+    format!("{origin}{mount}")
+}
+
+/// `scheme://host` a request was sent to: its `Host` header (`localhost` when missing or
+/// malformed) and `X-Forwarded-Proto: https` behind a proxy.
+fn request_origin(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .filter(|host| {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"/\\?#@".contains(&b))
+        })
+        .unwrap_or("localhost");
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|proto| proto.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}")
+}
+
+/// The check-status answer of the API's own routes: URLs where the request was sent
+/// ([`base_url`]), with the request's `code=` if it carried one.
 pub(crate) fn check_status(
     api: &Api,
     headers: &HeaderMap,
@@ -154,31 +187,4 @@ pub(crate) fn check_status(
 ) -> CheckStatusResponse {
     let base = base_url(api, headers, uri, suffix_start);
     CheckStatusResponse::new(instance, base, code_param(uri.query()))
-}
-
-/// The `202 Accepted` answer with the management URLs of `instance_id`, for routes of your
-/// own that start orchestrations with the client (Durable Functions'
-/// `CreateCheckStatusResponse`). The URLs are paths under [`BASE_PATH`](super::BASE_PATH);
-/// make them absolute with [`CheckStatusResponse::for_request`] (the host the request was
-/// sent to), [`CheckStatusResponse::base_url`], or, for the API served by
-/// [`serve`](super::serve), [`Server::check_status_response`](super::Server::check_status_response).
-///
-/// ```
-/// use durable::http::create_check_status_response;
-/// use durable::prelude::*;
-/// # #[orchestrator]
-/// # async fn work(ctx: OrchestrationContext, n: u64) -> Result<u64, Error> { Ok(n) }
-/// async fn start_work(
-///     axum::extract::State(client): axum::extract::State<Client>,
-/// ) -> Result<durable::http::CheckStatusResponse, String> {
-///     let handle = client.start(work, 7).await.map_err(|e| e.to_string())?;
-///     Ok(create_check_status_response(&client, handle.id()))
-/// }
-/// let _app: axum::Router<Client> = axum::Router::new().route("/work", axum::routing::post(start_work));
-/// ```
-pub fn create_check_status_response(
-    _client: &Client,
-    instance_id: &InstanceId,
-) -> CheckStatusResponse {
-    CheckStatusResponse::new(instance_id.clone(), super::BASE_PATH.to_owned(), None)
 }
