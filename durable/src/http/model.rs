@@ -568,9 +568,9 @@ pub(crate) struct ProblemBody<'a> {
 /// never move the wire.
 #[cfg(test)]
 mod tests {
-    use super::super::CheckStatusResponse;
     use super::*;
-    use durable_store::{EntityId, ExecutionId, InstanceId};
+    use crate::http::CheckStatusResponse;
+    use durable_store::{EntityCaller, ExecutionId};
     use std::time::{Duration, UNIX_EPOCH};
 
     /// 2026-01-01T00:00:00Z, in milliseconds.
@@ -880,6 +880,32 @@ mod tests {
             r#"{"EventType":"TaskCompleted","TaskScheduledId":5,"Timestamp":"1970-01-01T00:00:00Z"}"#,
         ];
         assert_eq!(history_wire(&running(), false), array(&without_output));
+    }
+
+    /// An entity's inbox messages never reach a stored history; were one there, it would
+    /// not be shown.
+    #[test]
+    fn inbox_messages_are_never_shown() {
+        let holder = EntityCaller {
+            instance: id("order-1"),
+            execution: ExecutionId(2),
+            task: TaskId(3),
+        };
+        let inbox = [
+            HistoryEvent::EntityOperation {
+                operation: "add".into(),
+                input: json("1"),
+                caller: None,
+                reply: false,
+            },
+            HistoryEvent::EntityLockRequest {
+                holder: holder.clone(),
+                entities: vec![entity("Lock", "a")],
+                position: 0,
+            },
+            HistoryEvent::EntityLockRelease { holder },
+        ];
+        assert_eq!(history_wire(&inbox, true), "[]");
     }
 
     #[test]
