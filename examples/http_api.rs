@@ -1,14 +1,14 @@
 //! Pattern 3, async HTTP APIs: an HTTP call starts a long-running orchestration and gets
 //! `202 Accepted` with a `Location` to poll; polling answers `202` while it runs and `200`
 //! with the output once it completes — Durable Functions' built-in management API, served
-//! by `runtime.serve_http_with(..)` on 127.0.0.1.
+//! by `durable::http::serve(..)` on 127.0.0.1.
 //!
 //! Run: `cargo run --example http_api` and follow the `curl` session it prints (the README
 //! shows one). It serves until Ctrl-C. `DURABLE_HTTP_KEY` sets the key (default: a key
 //! printed at start); `DURABLE_HTTP_PORT` the port (default 7071, as the Functions host);
 //! `--self-test` runs the session itself and exits.
 
-use durable::http::{HttpOptions, HttpServer};
+use durable::http::{self, Options, Server};
 use durable::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -71,9 +71,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(7071);
     let self_test = std::env::args().any(|arg| arg == "--self-test");
     let port = if self_test { 0 } else { port };
-    let server = runtime
-        .serve_http_with(([127, 0, 0, 1], port), HttpOptions::with_key(&key))
-        .await?;
+    let server = http::serve(
+        runtime.client(),
+        ([127, 0, 0, 1], port),
+        Options::with_key(&key),
+    )
+    .await?;
     let base = server.base_url();
     println!("Durable Functions management API at {base} (key: {key})\n");
     println!("Start an orchestration (202 + Location):");
@@ -104,7 +107,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The curl session above, over a plain TCP socket: start, poll 202 until 200.
-async fn run_session(server: &HttpServer, key: &str) -> Result<(), Box<dyn std::error::Error>> {
+async fn run_session(server: &Server, key: &str) -> Result<(), Box<dyn std::error::Error>> {
     let addr = server.local_addr();
     let start = http(
         addr,

@@ -3,14 +3,14 @@
 //! list, entities, keys, and every kind of bad request.
 //!
 //! Each test runs one in-memory runtime and reaches it two ways: over a real socket
-//! (`Runtime::serve_http_with` on 127.0.0.1, spoken to by the small HTTP/1.1 client at the
+//! (`durable::http::serve` on 127.0.0.1, spoken to by the small HTTP/1.1 client at the
 //! end of this file) and through the router itself (`tower::ServiceExt::oneshot`). Answers
 //! are checked field by field, and so is the durable state behind them (through the
 //! `Client`), not only the status codes.
 
 use axum::extract::State;
 use durable::http::{
-    self, BASE_PATH, CheckStatusResponse, HttpOptions, HttpServer, OPENAPI_PATH,
+    self, BASE_PATH, CheckStatusResponse, OPENAPI_PATH, Options, Server,
     create_check_status_response,
 };
 use durable::prelude::*;
@@ -111,7 +111,7 @@ async fn start_runtime_with(builder: RuntimeBuilder) -> Runtime {
 
 struct Harness {
     runtime: Runtime,
-    server: HttpServer,
+    server: Server,
     socket: Api,
     router: Api,
 }
@@ -119,17 +119,16 @@ struct Harness {
 impl Harness {
     /// Served with the key [`KEY`].
     async fn start() -> Harness {
-        Harness::with_options(HttpOptions::with_key(KEY), Some(KEY)).await
+        Harness::with_options(Options::with_key(KEY), Some(KEY)).await
     }
 
     /// Served with `options`; `key` is what the test's requests send by default.
-    async fn with_options(options: HttpOptions, key: Option<&str>) -> Harness {
+    async fn with_options(options: Options, key: Option<&str>) -> Harness {
         Harness::serve(start_runtime().await, options, key).await
     }
 
-    async fn serve(runtime: Runtime, options: HttpOptions, key: Option<&str>) -> Harness {
-        let server = runtime
-            .serve_http_with(([127, 0, 0, 1], 0), options.clone())
+    async fn serve(runtime: Runtime, options: Options, key: Option<&str>) -> Harness {
+        let server = http::serve(runtime.client(), ([127, 0, 0, 1], 0), options.clone())
             .await
             .expect("the API is served");
         let socket = Api {
@@ -1446,7 +1445,7 @@ async fn the_openapi_document_is_served_without_a_key() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anonymous_options_serve_without_a_key() {
-    let harness = Harness::with_options(HttpOptions::anonymous(), None).await;
+    let harness = Harness::with_options(Options::anonymous(), None).await;
     let client = harness.client();
     for api in harness.transports() {
         api.send(Call::get("instances")).await.expect(200);
@@ -1462,7 +1461,7 @@ async fn anonymous_options_serve_without_a_key() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversize_body_is_413_and_starts_nothing() {
-    let options = HttpOptions::with_key(KEY).max_body_bytes(1024);
+    let options = Options::with_key(KEY).max_body_bytes(1024);
     let harness = Harness::with_options(options, Some(KEY)).await;
     let client = harness.client();
     for api in harness.transports() {
@@ -1495,7 +1494,7 @@ async fn an_oversize_body_is_413_and_starts_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_payload_over_the_runtime_limit_is_413_and_changes_nothing() {
     let runtime = start_runtime_with(Runtime::builder().max_payload_bytes(256)).await;
-    let harness = Harness::serve(runtime, HttpOptions::with_key(KEY), Some(KEY)).await;
+    let harness = Harness::serve(runtime, Options::with_key(KEY), Some(KEY)).await;
     let client = harness.client();
     let large = json!("x".repeat(1024));
     for api in harness.transports() {
@@ -1856,6 +1855,25 @@ fn user_app(client: Client) -> axum::Router {
         .with_state(client)
 }
 
+/// `user_app`'s `/start-double` in an app whose management API `server` serves: the
+/// URLs start with the server's base.
+fn user_app_served_by(client: Client, server: &Server) -> axum::Router {
+    let api_base = server.base_url();
+    axum::Router::new()
+        .route(
+            "/start-double",
+            axum::routing::post(move |state: State<Client>| {
+                let api_base = api_base.clone();
+                async move {
+                    start_double_route(state)
+                        .await
+                        .map(|response| response.base_url(api_base))
+                }
+            }),
+        )
+        .with_state(client)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn check_status_response_in_a_route_of_your_own() {
     let runtime = start_runtime().await;
@@ -1865,7 +1883,7 @@ async fn check_status_response_in_a_route_of_your_own() {
         key: None,
     };
 
-    // Before the runtime serves the API, the URLs are paths under the base.
+    // Without a base, the URLs are paths under the API's.
     let reply = app.send(Call::to("POST", "/start-double")).await;
     let id = assert_check_status_at(BASE_PATH, &reply, None);
     assert_eq!(
@@ -1892,16 +1910,23 @@ async fn check_status_response_in_a_route_of_your_own() {
         None,
     );
 
-    // Once it serves, they are absolute URLs of the server, and they work.
-    let server = runtime
-        .serve_http_with(([127, 0, 0, 1], 0), HttpOptions::with_key(KEY))
+    // Serving the API elsewhere changes nothing in the runtime: still paths.
+    let server = http::serve(client.clone(), ([127, 0, 0, 1], 0), Options::with_key(KEY))
         .await
         .expect("served");
+    let reply = app.send(Call::to("POST", "/start-double")).await;
+    assert_check_status_at(BASE_PATH, &reply, None);
+
+    // With the server's base, they are absolute URLs of the server, and they work.
     let socket = Api {
         transport: Transport::Socket(server.local_addr()),
         key: Some(KEY.to_owned()),
     };
-    let reply = app.send(Call::to("POST", "/start-double")).await;
+    let served = Api {
+        transport: Transport::Router(user_app_served_by(client.clone(), &server)),
+        key: None,
+    };
+    let reply = served.send(Call::to("POST", "/start-double")).await;
     let id = assert_check_status_at(&socket.base_url(), &reply, None);
     let status_url = reply.json()["statusQueryGetUri"]
         .as_str()
@@ -1916,6 +1941,13 @@ async fn check_status_response_in_a_route_of_your_own() {
     .await;
     assert_eq!(done["instanceId"], id.as_str());
     assert_eq!(done["output"], 42);
+    let instance = durable::InstanceId::new(&id).expect("an instance id");
+    assert_eq!(
+        server
+            .check_status_response(&instance)
+            .status_query_get_uri(),
+        status_url
+    );
 
     server.shutdown().await;
     runtime.shutdown().await;
@@ -1924,7 +1956,7 @@ async fn check_status_response_in_a_route_of_your_own() {
 #[tokio::test(flavor = "multi_thread")]
 async fn public_base_url_starts_every_management_url() {
     let public = "https://api.example.com";
-    let options = HttpOptions::with_key(KEY).public_base_url(format!("{public}/"));
+    let options = Options::with_key(KEY).public_base_url(format!("{public}/"));
     let harness = Harness::with_options(options, Some(KEY)).await;
     let base = format!("{public}{BASE_PATH}");
     for api in harness.transports() {

@@ -287,7 +287,7 @@ async fn a_long_history_is_warned_about_once() {
 async fn oversized_bodies_through_http_are_413() {
     use tower::ServiceExt;
     let runtime = runtime().await;
-    let app = durable::http::router(runtime.client(), durable::http::HttpOptions::anonymous());
+    let app = durable::http::router(runtime.client(), durable::http::Options::anonymous());
     let request = axum::http::Request::post("/runtime/webhooks/durabletask/orchestrators/send_big")
         .header("content-type", "application/json")
         .body(axum::body::Body::from(format!("\"{}\"", text(LIMIT))))

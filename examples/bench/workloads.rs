@@ -674,13 +674,13 @@ const HTTP_KEY: &str = "bench-key";
 /// `statusQueryGetUri` until it answers `200` with output `i + 1`. `wall_s` and the
 /// percentiles cover the starts; the polls are in the notes.
 async fn http_start(runtime: &Runtime, n: u64) -> Result<Outcome, BenchError> {
-    let server = runtime
-        .serve_http_with(
-            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            durable::http::HttpOptions::with_key(HTTP_KEY),
-        )
-        .await
-        .map_err(|error| BenchError::Failed(format!("cannot serve HTTP: {error}")))?;
+    let server = durable::http::serve(
+        runtime.client(),
+        ([127, 0, 0, 1], 0),
+        durable::http::Options::with_key(HTTP_KEY),
+    )
+    .await
+    .map_err(|error| BenchError::Failed(format!("cannot serve HTTP: {error}")))?;
     let addr = server.local_addr();
     let mut connections = Vec::new();
     for _ in 0..HTTP_CONNECTIONS.min(n) {

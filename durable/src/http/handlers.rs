@@ -2,22 +2,19 @@
 //! is a `400` that says what to send instead), calls the [`Client`], and maps its outcome
 //! to Durable Functions' status codes.
 
+use super::Api;
+use super::check_status::{CheckStatusResponse, base_url, check_status};
+use super::model::{EntityStatusBody, InstanceStatusBody, PurgedBody, history_bodies, raw};
 use super::wire::{
-    Problem, encode, format_time, json_response, parse_bool, parse_seconds, parse_time,
-    raw_json_response,
+    Problem, encode, json_response, parse_bool, parse_seconds, parse_time, raw_json_response,
 };
-use super::{Api, code_param};
-use crate::client::{self, EntityStatus, InstanceStatus};
+use crate::client;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use durable_store::{
-    EntityId, HistoryEvent, InstanceId, InstanceQuery, Json, RuntimeStatus, Timestamp,
-};
-use serde::Serialize;
-use serde_json::value::RawValue;
+use durable_types::{EntityId, InstanceId, InstanceQuery, Json, RuntimeStatus, Timestamp};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -53,7 +50,7 @@ fn body(body: Body) -> Result<Bytes, Problem> {
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::new(
                 status,
-                "the request body is larger than the server accepts (see HttpOptions::max_body_bytes)",
+                "the request body is larger than the server accepts (see http::Options::max_body_bytes)",
             )
         } else {
             Problem::new(status, format!("cannot read the request body: {rejection}"))
@@ -112,163 +109,6 @@ fn client_error(error: client::Error) -> Problem {
         }
     };
     Problem::new(status, error.to_string())
-}
-
-/// `scheme://host/…/durabletask` for the URLs of a response: the configured public base, or
-/// the request's `Host` (and `X-Forwarded-Proto`), and the path the API is mounted at.
-fn base_url(api: &Api, headers: &HeaderMap, uri: &Uri, suffix_start: &str) -> String {
-    let path = uri.path();
-    let mount = path
-        .find(suffix_start)
-        .map_or(super::BASE_PATH, |at| &path[..at]);
-    let origin = match &api.options.public_base_url {
-        Some(base) => base.clone(),
-        None => request_origin(headers),
-    };
-    format!("{origin}{mount}")
-}
-
-/// `scheme://host` a request was sent to: its `Host` header (`localhost` when missing or
-/// malformed) and `X-Forwarded-Proto: https` behind a proxy.
-fn request_origin(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|host| host.to_str().ok())
-        .filter(|host| {
-            !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"/\\?#@".contains(&b))
-        })
-        .unwrap_or("localhost");
-    let scheme = match headers
-        .get("x-forwarded-proto")
-        .and_then(|proto| proto.to_str().ok())
-    {
-        Some("https") => "https",
-        _ => "http",
-    };
-    format!("{scheme}://{host}")
-}
-
-/// The `202 Accepted` answer with an instance's management URLs (Durable Functions'
-/// check-status response): `Location` and `Retry-After: 10` headers and the payload
-/// `{id, statusQueryGetUri, sendEventPostUri, terminatePostUri, purgeHistoryDeleteUri,
-/// restartPostUri, suspendPostUri, resumePostUri}`. Made by
-/// [`create_check_status_response`](super::create_check_status_response).
-#[derive(Clone, Debug)]
-pub struct CheckStatusResponse {
-    instance: InstanceId,
-    base: String,
-    code: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct CheckStatusPayload {
-    id: String,
-    status_query_get_uri: String,
-    send_event_post_uri: String,
-    terminate_post_uri: String,
-    purge_history_delete_uri: String,
-    restart_post_uri: String,
-    suspend_post_uri: String,
-    resume_post_uri: String,
-}
-
-impl CheckStatusResponse {
-    pub(crate) fn new(instance: InstanceId, base: String, code: Option<String>) -> Self {
-        CheckStatusResponse {
-            instance,
-            base,
-            code,
-        }
-    }
-
-    /// Uses `base` (e.g. `https://api.example.com/runtime/webhooks/durabletask`) as the
-    /// start of every URL.
-    #[must_use]
-    pub fn base_url(mut self, base: impl Into<String>) -> Self {
-        self.base = base.into().trim_end_matches('/').to_owned();
-        self
-    }
-
-    /// Makes the URLs absolute for the host `headers` say the request was sent to (its
-    /// `Host`, and `X-Forwarded-Proto: https` behind a proxy), with the API at
-    /// [`BASE_PATH`](super::BASE_PATH) on that host: what Durable Functions'
-    /// `CreateCheckStatusResponse(request, id)` does, for an app that merges
-    /// [`router`](super::router) at its root.
-    ///
-    /// ```
-    /// # use durable::prelude::*;
-    /// # #[orchestrator]
-    /// # async fn work(ctx: OrchestrationContext, n: u64) -> Result<u64, Error> { Ok(n) }
-    /// async fn start_work(
-    ///     axum::extract::State(client): axum::extract::State<Client>,
-    ///     headers: axum::http::HeaderMap,
-    /// ) -> Result<durable::http::CheckStatusResponse, String> {
-    ///     let handle = client.start(work, 7).await.map_err(|e| e.to_string())?;
-    ///     Ok(durable::http::create_check_status_response(&client, handle.id()).for_request(&headers))
-    /// }
-    /// ```
-    #[must_use]
-    pub fn for_request(self, headers: &HeaderMap) -> Self {
-        let base = format!("{}{}", request_origin(headers), super::BASE_PATH);
-        self.base_url(base)
-    }
-
-    /// The URL to poll for the status (also the `Location` header).
-    pub fn status_query_get_uri(&self) -> String {
-        self.payload().status_query_get_uri
-    }
-
-    fn payload(&self) -> CheckStatusPayload {
-        let instance = format!("{}/instances/{}", self.base, encode(self.instance.as_str()));
-        let code = self.code.as_deref().map(encode);
-        let plain = code
-            .as_ref()
-            .map_or_else(String::new, |code| format!("?code={code}"));
-        let with_reason = match &code {
-            Some(code) => format!("?reason={{text}}&code={code}"),
-            None => "?reason={text}".to_owned(),
-        };
-        CheckStatusPayload {
-            id: self.instance.to_string(),
-            status_query_get_uri: format!("{instance}{plain}"),
-            send_event_post_uri: format!("{instance}/raiseEvent/{{eventName}}{plain}"),
-            terminate_post_uri: format!("{instance}/terminate{with_reason}"),
-            purge_history_delete_uri: format!("{instance}{plain}"),
-            restart_post_uri: format!("{instance}/restart{plain}"),
-            suspend_post_uri: format!("{instance}/suspend{with_reason}"),
-            resume_post_uri: format!("{instance}/resume{with_reason}"),
-        }
-    }
-}
-
-impl IntoResponse for CheckStatusResponse {
-    fn into_response(self) -> Response {
-        let payload = self.payload();
-        let location = HeaderValue::from_str(&payload.status_query_get_uri).ok();
-        let mut response = json_response(StatusCode::ACCEPTED, &payload);
-        if let Some(location) = location {
-            response.headers_mut().insert(header::LOCATION, location);
-        }
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
-        response
-    }
-}
-
-fn check_status(
-    api: &Api,
-    headers: &HeaderMap,
-    uri: &Uri,
-    suffix_start: &str,
-    instance: InstanceId,
-) -> CheckStatusResponse {
-    let base = base_url(api, headers, uri, suffix_start);
-    CheckStatusResponse::new(instance, base, code_param(uri.query()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -384,17 +224,16 @@ async fn wait_or_accept(
         )),
         // Failed or terminated in time: its status, as `GET instances/{id}` gives it.
         Ok(status) => {
-            let fail = parse_bool(
-                "returnInternalServerErrorOnFailure",
-                query.get("returnInternalServerErrorOnFailure"),
-            )?
-            .unwrap_or(false);
+            let fail = fail_on_failure(query)?;
             let code = if fail && status.runtime_status == RuntimeStatus::Failed {
                 StatusCode::INTERNAL_SERVER_ERROR
             } else {
                 StatusCode::OK
             };
-            Ok(json_response(code, &StatusBody::of(&status, true, None)))
+            Ok(json_response(
+                code,
+                &InstanceStatusBody::of(&status, true, None),
+            ))
         }
         Err(client::Error::Timeout { .. }) => Ok(accepted.into_response()),
         Err(error) => Err(client_error(error)),
@@ -403,171 +242,6 @@ async fn wait_or_accept(
 
 // ---------------------------------------------------------------------------------------
 // Status and lists
-
-/// An instance as Durable Functions' status endpoints show it.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct StatusBody<'a> {
-    name: &'a str,
-    instance_id: &'a str,
-    runtime_status: &'static str,
-    input: Option<&'a RawValue>,
-    custom_status: Option<&'a RawValue>,
-    output: Option<Box<RawValue>>,
-    created_time: String,
-    last_updated_time: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    history_events: Option<Vec<serde_json::Value>>,
-}
-
-fn raw(json: &Json) -> Option<&RawValue> {
-    serde_json::from_str(json.as_str()).ok()
-}
-
-impl<'a> StatusBody<'a> {
-    fn of(
-        status: &'a InstanceStatus,
-        show_input: bool,
-        history: Option<Vec<serde_json::Value>>,
-    ) -> StatusBody<'a> {
-        // A failed instance shows its error, a terminated one the reason, as output.
-        let output = match status.runtime_status {
-            RuntimeStatus::Completed => status
-                .output
-                .as_ref()
-                .and_then(|output| RawValue::from_string(output.to_string()).ok()),
-            RuntimeStatus::Failed | RuntimeStatus::Terminated => {
-                status.failure.as_ref().and_then(|failure| {
-                    let text = if status.runtime_status == RuntimeStatus::Terminated {
-                        failure.message.clone()
-                    } else {
-                        failure.to_string()
-                    };
-                    serde_json::to_string(&text)
-                        .ok()
-                        .and_then(|json| RawValue::from_string(json).ok())
-                })
-            }
-            _ => None,
-        };
-        StatusBody {
-            name: &status.name,
-            instance_id: status.instance_id.as_str(),
-            runtime_status: status.runtime_status.as_str(),
-            input: if show_input { raw(&status.input) } else { None },
-            custom_status: status.custom_status.as_ref().and_then(raw),
-            output,
-            created_time: format_time(status.created_at),
-            last_updated_time: format_time(status.last_updated_at),
-            history_events: history,
-        }
-    }
-}
-
-/// History events shaped as Durable Functions shows them: `EventType`, `Timestamp` (the
-/// time of the turn that recorded it) and the event's fields in PascalCase, with `name`
-/// as `FunctionName` (of an orchestration, activity or sub-orchestration) and outputs as
-/// `Result`. The turn markers (`OrchestratorStarted`) are left out, and a task's
-/// scheduling is folded into its completion or failure (`FunctionName`, `ScheduledTime`),
-/// leaving only tasks still running as `TaskScheduled`. Payloads (`Input`, `Result`)
-/// appear only with `showHistoryOutput=true`.
-fn history_json(history: &[HistoryEvent], show_output: bool) -> Vec<serde_json::Value> {
-    use serde_json::{Map, Value};
-    let mut now = Timestamp::EPOCH;
-    let mut events: Vec<Map<String, Value>> = Vec::with_capacity(history.len());
-    // Scheduled tasks by id: where their event is in `events`, to fold it away.
-    let mut scheduled = BTreeMap::<u64, usize>::new();
-    let mut folded = Vec::new();
-    for event in history {
-        if let HistoryEvent::OrchestratorStarted { at } = event {
-            now = *at;
-            continue;
-        }
-        let kind = event.kind();
-        let mut object = Map::new();
-        object.insert("EventType".into(), kind.into());
-        object.insert("Timestamp".into(), format_time(now.to_system_time()).into());
-        if let Ok(Value::Object(outer)) = serde_json::to_value(event)
-            && let Some((_, Value::Object(fields))) = outer.into_iter().next()
-        {
-            for (name, value) in fields {
-                let payload = name == "input" || name == "output";
-                if payload && !show_output {
-                    continue;
-                }
-                let value = match value {
-                    // Payloads are JSON text inside the record: show them as JSON.
-                    Value::String(text) if payload => {
-                        serde_json::from_str(&text).unwrap_or(Value::String(text))
-                    }
-                    value => value,
-                };
-                let field = match (kind, &*name) {
-                    ("ExecutionStarted" | "TaskScheduled" | "SubOrchestrationCreated", "name") => {
-                        "FunctionName".to_owned()
-                    }
-                    (_, "output") => "Result".to_owned(),
-                    (
-                        "TaskCompleted"
-                        | "TaskFailed"
-                        | "SubOrchestrationCompleted"
-                        | "SubOrchestrationFailed",
-                        "id",
-                    ) => "TaskScheduledId".to_owned(),
-                    (_, name) => pascal_case(name),
-                };
-                object.insert(field, value);
-            }
-        }
-        let task = |object: &Map<String, Value>, field: &str| object.get(field)?.as_u64();
-        match kind {
-            "TaskScheduled" | "SubOrchestrationCreated" => {
-                if let Some(id) = task(&object, "Id") {
-                    scheduled.insert(id, events.len());
-                }
-            }
-            "TaskCompleted"
-            | "TaskFailed"
-            | "SubOrchestrationCompleted"
-            | "SubOrchestrationFailed" => {
-                if let Some(at) =
-                    task(&object, "TaskScheduledId").and_then(|id| scheduled.remove(&id))
-                {
-                    let origin = &events[at];
-                    if let Some(name) = origin.get("FunctionName") {
-                        object.insert("FunctionName".into(), name.clone());
-                    }
-                    if let Some(time) = origin.get("Timestamp") {
-                        object.insert("ScheduledTime".into(), time.clone());
-                    }
-                    folded.push(at);
-                }
-            }
-            _ => {}
-        }
-        events.push(object);
-    }
-    folded.sort_unstable();
-    let mut folded = folded.into_iter().peekable();
-    events
-        .into_iter()
-        .enumerate()
-        .filter(|(at, _)| folded.next_if_eq(at).is_none())
-        .map(|(_, object)| Value::Object(object))
-        .collect()
-}
-
-/// `fire_at` → `FireAt`.
-fn pascal_case(name: &str) -> String {
-    name.split('_')
-        .map(|word| {
-            let mut chars = word.chars();
-            chars.next().map_or_else(String::new, |first| {
-                first.to_uppercase().chain(chars).collect()
-            })
-        })
-        .collect()
-}
 
 pub(crate) async fn status(
     State(api): State<Arc<Api>>,
@@ -583,11 +257,7 @@ pub(crate) async fn status(
         let show_output =
             parse_bool("showHistoryOutput", query.get("showHistoryOutput"))?.unwrap_or(false);
         let show_input = parse_bool("showInput", query.get("showInput"))?.unwrap_or(true);
-        let fail = parse_bool(
-            "returnInternalServerErrorOnFailure",
-            query.get("returnInternalServerErrorOnFailure"),
-        )?
-        .unwrap_or(false);
+        let fail = fail_on_failure(&query)?;
         let found = if show_history {
             api.client.status_with_history(&id).await
         } else {
@@ -602,33 +272,53 @@ pub(crate) async fn status(
         let history = status
             .history
             .as_ref()
-            .map(|history| history_json(history, show_output));
-        let body = StatusBody::of(&status, show_input, history);
-        let code = match status.runtime_status {
-            RuntimeStatus::Pending | RuntimeStatus::Running | RuntimeStatus::Suspended => {
-                StatusCode::ACCEPTED
-            }
-            RuntimeStatus::Failed if fail => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::OK,
-        };
-        let mut response = json_response(code, &body);
-        if code == StatusCode::ACCEPTED {
-            let base = base_url(&api, &headers, &uri, "/instances/");
-            let location = format!(
-                "{base}/instances/{}{}",
-                encode(id.as_str()),
-                uri.query().map_or_else(String::new, |q| format!("?{q}"))
-            );
-            if let Ok(location) = HeaderValue::from_str(&location) {
-                response.headers_mut().insert(header::LOCATION, location);
-            }
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            .map(|history| history_bodies(history, show_output));
+        let body = InstanceStatusBody::of(&status, show_input, history);
+        let code = status_code(status.runtime_status, fail);
+        let response = json_response(code, &body);
+        if code != StatusCode::ACCEPTED {
+            return Ok(response);
         }
-        Ok::<_, Problem>(response)
+        let location = format!(
+            "{}/instances/{}{}",
+            base_url(&api, &headers, &uri, "/instances/"),
+            encode(id.as_str()),
+            uri.query().map_or_else(String::new, |q| format!("?{q}"))
+        );
+        Ok::<_, Problem>(poll_again(response, &location))
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `returnInternalServerErrorOnFailure`: answer a failed instance with `500`.
+fn fail_on_failure(query: &BTreeMap<String, String>) -> Result<bool, Problem> {
+    let name = "returnInternalServerErrorOnFailure";
+    Ok(parse_bool(name, query.get(name))?.unwrap_or(false))
+}
+
+/// The status code of an instance's status: `202` while it has not ended, `500` for a
+/// failure when the request asked for it, else `200`.
+fn status_code(status: RuntimeStatus, fail: bool) -> StatusCode {
+    match status {
+        RuntimeStatus::Pending | RuntimeStatus::Running | RuntimeStatus::Suspended => {
+            StatusCode::ACCEPTED
+        }
+        RuntimeStatus::Failed if fail => StatusCode::INTERNAL_SERVER_ERROR,
+        RuntimeStatus::Failed | RuntimeStatus::Completed | RuntimeStatus::Terminated => {
+            StatusCode::OK
+        }
+    }
+}
+
+/// `response` as an answer to poll again: at `location`, in 5 seconds.
+fn poll_again(mut response: Response, location: &str) -> Response {
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
 }
 
 /// The filters of `GET instances` and `DELETE instances`.
@@ -719,21 +409,15 @@ pub(crate) async fn list_instances(
             .list(&filter, top, token.as_deref())
             .await
             .map_err(client_error)?;
-        let bodies: Vec<StatusBody<'_>> = page
+        let bodies: Vec<InstanceStatusBody<'_>> = page
             .instances
             .iter()
-            .map(|status| StatusBody::of(status, show_input, None))
+            .map(|status| InstanceStatusBody::of(status, show_input, None))
             .collect();
         let response = json_response(StatusCode::OK, &bodies);
         Ok::<_, Problem>(with_continuation(response, page.continuation))
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Purged {
-    instances_deleted: u64,
 }
 
 pub(crate) async fn purge(
@@ -745,7 +429,7 @@ pub(crate) async fn purge(
         api.client.purge(&id).await.map_err(client_error)?;
         Ok::<_, Problem>(json_response(
             StatusCode::OK,
-            &Purged {
+            &PurgedBody {
                 instances_deleted: 1,
             },
         ))
@@ -775,7 +459,7 @@ pub(crate) async fn purge_where(State(api): State<Arc<Api>>, query: Params) -> R
         };
         Ok(json_response(
             status,
-            &Purged {
+            &PurgedBody {
                 instances_deleted: deleted,
             },
         ))
@@ -987,38 +671,6 @@ pub(crate) async fn delete_entity(
     answer.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-#[derive(Serialize)]
-struct EntityIdBody<'a> {
-    name: &'a str,
-    key: &'a str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EntityBody<'a> {
-    entity_id: EntityIdBody<'a>,
-    last_operation_time: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<&'a RawValue>,
-}
-
-impl<'a> EntityBody<'a> {
-    fn of(status: &'a EntityStatus, fetch_state: bool) -> EntityBody<'a> {
-        EntityBody {
-            entity_id: EntityIdBody {
-                name: status.id.name(),
-                key: status.id.key(),
-            },
-            last_operation_time: format_time(status.last_modified),
-            state: if fetch_state {
-                status.state.as_ref().and_then(raw)
-            } else {
-                None
-            },
-        }
-    }
-}
-
 pub(crate) async fn list_all_entities(
     state: State<Arc<Api>>,
     headers: HeaderMap,
@@ -1063,10 +715,10 @@ async fn entities(
             .list_entities(name.as_deref(), top, token.as_deref())
             .await
             .map_err(client_error)?;
-        let bodies: Vec<EntityBody<'_>> = page
+        let bodies: Vec<EntityStatusBody<'_>> = page
             .entities
             .iter()
-            .map(|status| EntityBody::of(status, fetch_state))
+            .map(|status| EntityStatusBody::of(status, fetch_state))
             .collect();
         let response = json_response(StatusCode::OK, &bodies);
         Ok::<_, Problem>(with_continuation(response, page.continuation))

@@ -1,6 +1,8 @@
-//! What travels over the wire, apart from the routes: timestamps in Durable Functions'
-//! format, query values, percent-encoding, and problem responses.
+//! What travels over the wire, apart from the routes and the bodies (`model.rs`):
+//! timestamps in Durable Functions' format, query values, percent-encoding, and problem
+//! responses.
 
+use super::model::ProblemBody;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -25,14 +27,6 @@ impl Problem {
     pub(crate) fn bad_request(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::BAD_REQUEST, detail)
     }
-}
-
-#[derive(Serialize)]
-struct ProblemBody<'a> {
-    r#type: &'static str,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
 }
 
 impl IntoResponse for Problem {
@@ -99,74 +93,97 @@ pub(crate) fn format_time(time: SystemTime) -> String {
 
 /// Parses an ISO 8601 time as Durable Functions' filters take it: `yyyy-MM-dd`, or
 /// `yyyy-MM-ddTHH:mm[:ss[.fff]]` followed by `Z`, an offset `±HH:mm`, or nothing (UTC).
+/// Times before 1970 are the epoch.
 pub(crate) fn parse_time(text: &str) -> Result<SystemTime, String> {
-    let bad = || {
+    let (seconds, nanos) = utc_seconds(text.trim()).ok_or_else(|| {
         format!(
             "`{text}` is not a time; write it as ISO 8601, e.g. 2026-01-31T12:00:00Z or 2026-01-31"
         )
-    };
-    let text = text.trim();
-    let (date, rest) = match text.find(['T', 't', ' ']) {
+    })?;
+    Ok(match u64::try_from(seconds) {
+        Ok(seconds) => UNIX_EPOCH + Duration::new(seconds, nanos),
+        Err(_) => UNIX_EPOCH,
+    })
+}
+
+/// Seconds since the epoch, and nanoseconds, of a time [`parse_time`] takes.
+fn utc_seconds(text: &str) -> Option<(i64, u32)> {
+    let (date, clock) = match text.find(['T', 't', ' ']) {
         Some(at) => (&text[..at], &text[at + 1..]),
         None => (text, ""),
     };
+    let days = days_of_date(date)?;
+    let (seconds, nanos) = if clock.is_empty() {
+        (0, 0)
+    } else {
+        seconds_of_clock(clock)?
+    };
+    Some((days * 86_400 + seconds, nanos))
+}
+
+/// Days since 1970-01-01 of `yyyy-MM-dd`.
+fn days_of_date(date: &str) -> Option<i64> {
     let mut parts = date.splitn(3, '-');
-    let (Some(y), Some(m), Some(d)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(bad());
+    let year = digits(parts.next()?, 4)?;
+    let month = digits(parts.next()?, 2)?;
+    let day = digits(parts.next()?, 2)?;
+    let valid = (1..=12).contains(&month) && day >= 1 && day <= days_in_month(year, month);
+    valid.then(|| days_from_civil(year, month, day))
+}
+
+/// Seconds since midnight UTC (negative, or past a day, across an offset), and
+/// nanoseconds, of `HH:mm[:ss[.fff]]` and its zone.
+fn seconds_of_clock(text: &str) -> Option<(i64, u32)> {
+    let (clock, offset) = split_zone(text)?;
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut fields = hms.split(':');
+    let hours = digits(fields.next()?, 2)?;
+    let minutes = digits(fields.next()?, 2)?;
+    let seconds = match fields.next() {
+        Some(seconds) => digits(seconds, 2)?,
+        None => 0,
     };
-    let number = |s: &str, digits: usize| -> Result<i64, String> {
-        if s.len() != digits || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        s.parse::<i64>().map_err(|_| bad())
+    if fields.next().is_some() || hours > 23 || minutes > 59 || seconds > 60 {
+        return None;
+    }
+    let nanos = nanos_of_fraction(fraction)?;
+    Some((hours * 3600 + minutes * 60 + seconds - offset, nanos))
+}
+
+/// The clock before its zone, and the zone's offset east of UTC in seconds: `Z`, `±HH:mm`,
+/// `±HH`, or no zone (UTC).
+fn split_zone(text: &str) -> Option<(&str, i64)> {
+    if let Some(clock) = text.strip_suffix(['Z', 'z']) {
+        return Some((clock, 0));
+    }
+    let Some(at) = text.rfind(['+', '-']) else {
+        return Some((text, 0));
     };
-    let (year, month, day) = (number(y, 4)?, number(m, 2)?, number(d, 2)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return Err(bad());
+    let (clock, zone) = text.split_at(at);
+    let sign = if zone.starts_with('-') { -1 } else { 1 };
+    let zone = &zone[1..];
+    let (hours, minutes) = zone.split_once(':').unwrap_or((zone, "00"));
+    let (hours, minutes) = (digits(hours, 2)?, digits(minutes, 2)?);
+    (hours <= 23 && minutes <= 59).then_some((clock, sign * (hours * 3600 + minutes * 60)))
+}
+
+/// Nanoseconds of up to nine fractional digits (none is 0).
+fn nanos_of_fraction(fraction: &str) -> Option<u32> {
+    if fraction.is_empty() {
+        return Some(0);
     }
-    let mut seconds = days_from_civil(year, month, day) * 86_400;
-    let mut nanos = 0u32;
-    if !rest.is_empty() {
-        // Split off the zone.
-        let (clock, offset) = if let Some(clock) = rest.strip_suffix(['Z', 'z']) {
-            (clock, 0)
-        } else if let Some(at) = rest.rfind(['+', '-']) {
-            let (clock, zone) = rest.split_at(at);
-            let sign = if zone.starts_with('-') { -1 } else { 1 };
-            let zone = &zone[1..];
-            let (h, m) = zone.split_once(':').unwrap_or((zone, "00"));
-            let (h, m) = (number(h, 2)?, number(m, 2)?);
-            if h > 23 || m > 59 {
-                return Err(bad());
-            }
-            (clock, sign * (h * 3600 + m * 60))
-        } else {
-            (rest, 0)
-        };
-        let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
-        let mut fields = hms.split(':');
-        let h = number(fields.next().ok_or_else(bad)?, 2)?;
-        let m = number(fields.next().ok_or_else(bad)?, 2)?;
-        let s = match fields.next() {
-            Some(s) => number(s, 2)?,
-            None => 0,
-        };
-        if fields.next().is_some() || h > 23 || m > 59 || s > 60 {
-            return Err(bad());
-        }
-        if !fraction.is_empty() {
-            if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-            let padded = format!("{fraction:0<9}");
-            nanos = padded.parse().map_err(|_| bad())?;
-        }
-        seconds += h * 3600 + m * 60 + s - offset;
+    if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-    if seconds < 0 {
-        return Ok(UNIX_EPOCH);
+    format!("{fraction:0<9}").parse().ok()
+}
+
+/// A number written with exactly `count` ASCII digits.
+fn digits(text: &str, count: usize) -> Option<i64> {
+    if text.len() != count || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-    Ok(UNIX_EPOCH + Duration::new(seconds as u64, nanos))
+    text.parse().ok()
 }
 
 /// A `true`/`false` query value (any case); `None` when absent.
@@ -270,6 +287,27 @@ mod tests {
     }
 
     #[test]
+    fn times_take_offsets_fractions_and_short_clocks() {
+        let time = UNIX_EPOCH + Duration::from_secs(1_767_225_600 + 3_723);
+        assert_eq!(parse_time(" 2026-01-01t01:02:03z ").unwrap(), time);
+        assert_eq!(parse_time("2025-12-31T23:32:03-01:30").unwrap(), time);
+        assert_eq!(parse_time("2026-01-01 03:02:03+02").unwrap(), time);
+        assert_eq!(
+            parse_time("2026-01-01T01:02Z").unwrap(),
+            UNIX_EPOCH + Duration::from_secs(1_767_225_600 + 3_720)
+        );
+        assert_eq!(
+            parse_time("2026-01-01T01:02:03.000000123Z").unwrap(),
+            time + Duration::from_nanos(123)
+        );
+        assert_eq!(parse_time("1969-12-31T23:59:59.5Z").unwrap(), UNIX_EPOCH);
+        assert_eq!(
+            parse_time("2016-12-31T23:59:60Z").unwrap(),
+            UNIX_EPOCH + Duration::from_secs(1_483_228_800)
+        );
+    }
+
+    #[test]
     fn bad_times_are_errors() {
         for text in [
             "",
@@ -280,9 +318,39 @@ mod tests {
             "2026-01-01T25:00:00Z",
             "2026-1-1",
             "2026-01-01T01:02:03.1234567890Z",
+            "2026-01-01T01:02:03.1aZ",
+            "2026-01-01T01:60Z",
+            "2026-01-01T01:02:61Z",
+            "2026-01-01T01:02:03:04Z",
+            "2026-01-01T01",
+            "2026-01-01T01:02:03+24:00",
+            "2026-01-01T01:02:03+02:60",
+            "2026-01-01T01:02:03+0200",
+            "2026-01-01-05",
+            "+2026-01-01",
         ] {
-            assert!(parse_time(text).is_err(), "{text}");
+            let error = parse_time(text).unwrap_err();
+            assert!(
+                error.starts_with(&format!("`{text}` is not a time")),
+                "{error}"
+            );
         }
+    }
+
+    #[tokio::test]
+    async fn problems_are_rfc_9457_bodies() {
+        let response = Problem::bad_request("send `x` \"quoted\"").into_response();
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert_eq!(
+            body,
+            r#"{"type":"about:blank","title":"Bad Request","status":400,"detail":"send `x` \"quoted\""}"#
+        );
     }
 
     #[test]

@@ -1,0 +1,86 @@
+//! How the management API is served: its key (from the environment or given), the
+//! largest body it accepts, and the public address its URLs start with.
+
+use super::Error;
+
+/// The environment variable [`Options::from_env`] reads the key from.
+pub const KEY_VAR: &str = "DURABLE_HTTP_KEY";
+/// Set to `1` to serve without a key when [`KEY_VAR`] is not set.
+pub const ANONYMOUS_VAR: &str = "DURABLE_HTTP_ANONYMOUS";
+
+/// How the management API is served: its key, body size limit and public address.
+#[derive(Clone)]
+pub struct Options {
+    pub(super) key: Option<String>,
+    pub(super) max_body_bytes: usize,
+    pub(super) public_base_url: Option<String>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("public_base_url", &self.public_base_url)
+            .finish()
+    }
+}
+
+impl Options {
+    /// Requires `key` on every request (as a bearer token or `code=`).
+    pub fn with_key(key: impl Into<String>) -> Options {
+        Options {
+            key: Some(key.into()),
+            ..Options::anonymous_unlogged()
+        }
+    }
+
+    /// Serves without any key: anyone who can reach the port can manage every instance.
+    /// Meant for local development; logged as a warning when the API starts.
+    pub fn anonymous() -> Options {
+        Options::anonymous_unlogged()
+    }
+
+    fn anonymous_unlogged() -> Options {
+        Options {
+            key: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            public_base_url: None,
+        }
+    }
+
+    /// The key from [`KEY_VAR`]; without it, anonymous only if [`ANONYMOUS_VAR`] is `1`.
+    ///
+    /// # Errors
+    /// [`Error::NoKey`] when neither is set.
+    pub fn from_env() -> Result<Options, Error> {
+        match std::env::var(KEY_VAR) {
+            Ok(key) => Ok(Options::with_key(key)),
+            Err(_) if std::env::var(ANONYMOUS_VAR).is_ok_and(|value| value == "1") => {
+                Ok(Options::anonymous())
+            }
+            Err(_) => Err(Error::NoKey),
+        }
+    }
+
+    /// The largest request body accepted (default 4 MiB); larger ones get `413`.
+    #[must_use]
+    pub fn max_body_bytes(mut self, bytes: usize) -> Options {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// The scheme and host the management URLs in responses start with (e.g.
+    /// `https://api.example.com`), when the `Host` header a request carries is not the
+    /// address clients should use (behind a proxy). Default: from the request.
+    #[must_use]
+    pub fn public_base_url(mut self, url: impl Into<String>) -> Options {
+        self.public_base_url = Some(url.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Whether a key is configured and empty: such a server refuses every request.
+    pub(super) fn has_empty_key(&self) -> bool {
+        self.key.as_deref().is_some_and(str::is_empty)
+    }
+}
