@@ -253,13 +253,7 @@ impl Engine {
             | HistoryEvent::EntityCalled { .. }
             | HistoryEvent::EntitySignaled { .. }
             | HistoryEvent::LocksRequested { .. }
-            | HistoryEvent::LocksReleased { .. } => match pass {
-                Pass::Replay => self.match_recorded(&event),
-                Pass::Live => {
-                    turn.discarded.push((event, "actions are not inputs"));
-                    Ok(())
-                }
-            },
+            | HistoryEvent::LocksReleased { .. } => self.apply_recorded_action(event, pass, turn),
             HistoryEvent::TaskCompleted { .. }
             | HistoryEvent::TaskFailed { .. }
             | HistoryEvent::TimerFired { .. }
@@ -286,17 +280,40 @@ impl Engine {
             }
             HistoryEvent::ExecutionCompleted { .. }
             | HistoryEvent::ExecutionFailed { .. }
-            | HistoryEvent::ContinuedAsNew { .. } => match pass {
-                Pass::Replay => {
-                    self.end_as_recorded(&event);
-                    Ok(())
-                }
-                Pass::Live => {
-                    turn.discarded.push((event, "outcomes are not inputs"));
-                    Ok(())
-                }
-            },
+            | HistoryEvent::ContinuedAsNew { .. } => self.apply_outcome(event, pass, turn),
         }
+    }
+
+    /// An event that records an action: in replay, the code must have produced that action;
+    /// live, it is not an input.
+    fn apply_recorded_action(
+        &mut self,
+        event: HistoryEvent,
+        pass: Pass,
+        turn: &mut Turn,
+    ) -> Result<(), Failure> {
+        match pass {
+            Pass::Replay => self.match_recorded(&event),
+            Pass::Live => {
+                turn.discarded.push((event, "actions are not inputs"));
+                Ok(())
+            }
+        }
+    }
+
+    /// An event that records how the execution ended: in replay, it ends as recorded;
+    /// live, it is not an input.
+    fn apply_outcome(
+        &mut self,
+        event: HistoryEvent,
+        pass: Pass,
+        turn: &mut Turn,
+    ) -> Result<(), Failure> {
+        match pass {
+            Pass::Replay => self.end_as_recorded(&event),
+            Pass::Live => turn.discarded.push((event, "outcomes are not inputs")),
+        }
+        Ok(())
     }
 
     /// Applies the completion of a task: its outcome goes to the task, whose waiter runs.

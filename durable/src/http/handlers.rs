@@ -5,9 +5,8 @@
 use super::Api;
 use super::check_status::{CheckStatusResponse, base_url, check_status};
 use super::model::{EntityStatusBody, InstanceStatusBody, PurgedBody, history_bodies, raw};
-use super::wire::{
-    Problem, encode, json_response, parse_bool, parse_seconds, parse_time, raw_json_response,
-};
+use super::time::parse_time;
+use super::wire::{Problem, encode, json_response, parse_bool, parse_seconds, raw_json_response};
 use crate::client;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};

@@ -52,6 +52,7 @@ mod handlers;
 mod model;
 mod options;
 mod server;
+mod time;
 mod wire;
 
 use crate::client::Client;

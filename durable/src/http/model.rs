@@ -6,7 +6,7 @@
 //! Fields are declared in wire order. A history event's keys are in alphabetical order,
 //! as this API has always sent them; the other bodies follow Durable Functions' order.
 
-use super::wire::format_time;
+use super::time::format_time;
 use crate::client::{EntityStatus, InstanceStatus};
 use durable_types::{
     EntityId, FAILURE_CAUSES_MAX, Failure, FailureKind, HistoryEvent, InstanceId, Json, ParentRef,

@@ -90,14 +90,18 @@ impl RuntimeHandle {
 
 impl Backend for RuntimeHandle {
     fn submit(&self, command: Command) -> BoxFuture<'static, Result<(), Error>> {
-        let (reply, answer) = oneshot::channel();
-        let target = command.target();
-        let sent = self.running().map(|shared| {
+        let shared = self.running();
+        Box::pin(async move {
+            let shared = shared?;
+            // A place among the commands in flight, held until the answer comes.
+            let Ok(_place) = Arc::clone(&shared.commands).acquire_owned().await else {
+                return Err(Error::ShuttingDown);
+            };
+            let (reply, answer) = oneshot::channel();
+            let target = command.target();
             let shard = shared.shard_of(&target);
             shared.send_to_shard(shard, ShardMsg::Command { command, reply });
-        });
-        Box::pin(async move {
-            sent?;
+            drop(shared);
             match answer.await {
                 Ok(reply) => reply.map_err(|rejection| rejection.into_error(target)),
                 // The shard stopped before answering: the runtime is shutting down.

@@ -15,6 +15,7 @@ mod clock;
 mod handle;
 mod ids;
 pub(crate) mod metrics;
+mod recovery;
 mod scan;
 pub(crate) mod shard;
 pub(crate) mod timers;
@@ -27,7 +28,7 @@ use crate::client::Client;
 use crate::registry::{Registrable, Registry};
 use durable_core::Limits;
 use durable_store::{Durability, FjallStore, MemoryStore, Store};
-use durable_types::{ExecutionId, InboxKey, InstanceId};
+use durable_types::{ExecutionId, InstanceId};
 use handle::RuntimeHandle;
 use metrics::Metrics;
 use shard::ShardMsg;
@@ -395,6 +396,13 @@ impl Watchers {
     }
 }
 
+/// How many commit requests may wait for the writer before a shard waits for it.
+const WRITER_QUEUE_MAX: usize = 64;
+
+/// How many client commands may wait for their answer at once; beyond it a client waits
+/// for a free place (backpressure) instead of queueing without bound.
+const COMMANDS_IN_FLIGHT_MAX: usize = 65_536;
+
 const RUNNING: u8 = 0;
 const STOPPING: u8 = 1;
 const POISONED: u8 = 2;
@@ -406,11 +414,20 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     pub(crate) config: Config,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) writer: mpsc::Sender<WriterMsg>,
+    /// The writer's queue: bounded, so a shard waits when the writer is that many commit
+    /// requests behind (the writer itself never waits on a shard).
+    pub(crate) writer: mpsc::SyncSender<WriterMsg>,
     shards: Vec<mpsc::Sender<ShardMsg>>,
     pub(crate) timers: TimerHandle,
     pub(crate) tokio: tokio::runtime::Handle,
     pub(crate) activity_slots: Arc<Semaphore>,
+    /// Activities waiting for a slot (see `activities::spawn`).
+    pub(crate) activity_backlog:
+        tokio::sync::mpsc::UnboundedSender<durable_types::ActivityWorkItem>,
+    /// Client commands sent and not yet answered, at most `COMMANDS_IN_FLIGHT_MAX`: what
+    /// bounds the shards' queues from outside (everything else they receive stems from work
+    /// already committed).
+    pub(crate) commands: Arc<Semaphore>,
     pub(crate) running_activities: Arc<TaskCounter>,
     pub(crate) watchers: Watchers,
     pub(crate) ids: ids::Ids,
@@ -522,27 +539,26 @@ impl Runtime {
     ) -> Result<Runtime, Error> {
         let recovery = {
             let store = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || recover(&*store))
+            tokio::task::spawn_blocking(move || recovery::recover(&*store))
                 .await
                 .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))??
         };
-        let (writer_tx, writer_rx) = mpsc::channel();
-        let mut shard_receivers = Vec::new();
-        let mut shards = Vec::new();
-        for _ in 0..config.orchestration_threads {
-            let (tx, rx) = mpsc::channel();
-            shards.push(tx);
-            shard_receivers.push(rx);
-        }
+        let (writer, writer_queue) = mpsc::sync_channel(WRITER_QUEUE_MAX);
+        let (shards, shard_queues): (Vec<_>, Vec<_>) = (0..config.orchestration_threads)
+            .map(|_| mpsc::channel())
+            .unzip();
         let (timers, armed) = TimerHandle::new();
+        let (activity_backlog, backlog) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             store,
             registry: Arc::new(registry),
             clock,
             activity_slots: Arc::new(Semaphore::new(config.max_concurrent_activities)),
+            activity_backlog,
+            commands: Arc::new(Semaphore::new(COMMANDS_IN_FLIGHT_MAX)),
             config,
             metrics: Arc::new(Metrics::default()),
-            writer: writer_tx,
+            writer,
             shards,
             timers,
             tokio: tokio.clone(),
@@ -557,92 +573,37 @@ impl Runtime {
             threads: Vec::new(),
             timer_task: None,
         };
-        let writer_shared = Arc::clone(&shared);
-        runtime.threads.push(
+        runtime.start_threads(&shared, writer_queue, shard_queues)?;
+        runtime.timer_task = Some(tokio.spawn(timers::run(Arc::clone(&shared), armed)));
+        tokio.spawn(activities::run_backlog(Arc::downgrade(&shared), backlog));
+        recovery.resume(&shared);
+        Ok(runtime)
+    }
+
+    /// Starts the writer thread (first: `stop` joins it last) and the shard threads.
+    fn start_threads(
+        &mut self,
+        shared: &Arc<Shared>,
+        writer_queue: mpsc::Receiver<WriterMsg>,
+        shard_queues: Vec<mpsc::Receiver<ShardMsg>>,
+    ) -> Result<(), Error> {
+        let writer_shared = Arc::clone(shared);
+        self.threads.push(
             std::thread::Builder::new()
                 .name("durable-writer".into())
-                .spawn(move || writer::run(writer_shared, writer_rx))
+                .spawn(move || writer::run(writer_shared, writer_queue))
                 .map_err(Error::Thread)?,
         );
-        for (index, receiver) in shard_receivers.into_iter().enumerate() {
-            let shard_shared = Arc::clone(&shared);
-            runtime.threads.push(
+        for (index, queue) in shard_queues.into_iter().enumerate() {
+            let shard_shared = Arc::clone(shared);
+            self.threads.push(
                 std::thread::Builder::new()
                     .name(format!("durable-orchestration-{index}"))
-                    .spawn(move || shard::run(index, shard_shared, receiver))
+                    .spawn(move || shard::run(index, shard_shared, queue))
                     .map_err(Error::Thread)?,
             );
         }
-        runtime.timer_task = Some(tokio.spawn(timers::run(Arc::clone(&shared), armed)));
-        for (key, message) in recovery.inbox {
-            let shard = shared.shard_of(&message.target);
-            shared.send_to_shard(shard, ShardMsg::Inbox { key, message });
-        }
-        let max_restarts = shared.config.max_activity_restarts;
-        for item in recovery.activities {
-            if item.restarts <= max_restarts {
-                activities::spawn(&shared, item);
-                continue;
-            }
-            tracing::error!(
-                instance = %item.instance, activity = %item.name, restarts = item.restarts,
-                "an activity was unfinished at {} start-ups in a row; it fails instead of running again",
-                item.restarts
-            );
-            let failure = durable_store::Failure::new(
-                durable_store::FailureKind::Internal,
-                format!(
-                    "activity `{}` was found unfinished by {} start-ups of the runtime in a row (max_activity_restarts = {max_restarts}); it may be crashing the process, so it is not run again",
-                    item.name, item.restarts
-                ),
-            );
-            shared.send_to_shard(
-                shared.shard_of(&item.instance),
-                ShardMsg::ActivityDone {
-                    key: item.key(),
-                    outcome: Err(failure),
-                },
-            );
-        }
-        for (key, error) in recovery.damaged_messages {
-            tracing::error!(
-                instance = %key.instance, %error,
-                "a stored message of this instance is damaged and cannot be delivered"
-            );
-            let failure = durable_store::Failure::new(
-                durable_store::FailureKind::Internal,
-                format!(
-                    "a message stored for this instance is damaged and cannot be delivered, so it cannot go on correctly (restore the store from a backup to recover it): {error}"
-                ),
-            );
-            shared.send_to_shard(
-                shared.shard_of(&key.instance),
-                ShardMsg::Damaged {
-                    instance: key.instance,
-                    failure,
-                },
-            );
-        }
-        for (key, error) in recovery.damaged_activities {
-            tracing::error!(
-                instance = %key.instance, %error,
-                "an activity's stored work item is damaged; the activity fails instead of running"
-            );
-            let failure = durable_store::Failure::new(
-                durable_store::FailureKind::Internal,
-                format!(
-                    "the stored work item of this activity is damaged and cannot be run: {error}"
-                ),
-            );
-            shared.send_to_shard(
-                shared.shard_of(&key.instance),
-                ShardMsg::ActivityDone {
-                    key,
-                    outcome: Err(failure),
-                },
-            );
-        }
-        Ok(runtime)
+        Ok(())
     }
 
     /// Stops the runtime gracefully: stops taking work, lets running activities finish
@@ -710,105 +671,14 @@ impl Drop for Runtime {
             for shard in &shared.shards {
                 let _ = shard.send(ShardMsg::Stop);
             }
-            let _ = shared.writer.send(WriterMsg::Stop);
+            // The writer's queue is bounded: when it is full, a thread of its own waits to
+            // hand over the stop, so that dropping a runtime never blocks.
+            if let Err(mpsc::TrySendError::Full(stop)) = shared.writer.try_send(WriterMsg::Stop) {
+                let writer = shared.writer.clone();
+                let _ = std::thread::Builder::new()
+                    .name("durable-writer-stop".into())
+                    .spawn(move || writer.send(stop));
+            }
         }
     }
-}
-
-/// What start-up found in the store.
-struct Recovery {
-    inbox: Vec<(InboxKey, durable_store::InboxMessage)>,
-    activities: Vec<durable_store::ActivityWorkItem>,
-    /// Work items whose value cannot be decoded: their activities fail, naming the damage.
-    damaged_activities: Vec<(durable_store::ActivityKey, durable_store::Error)>,
-    /// Inbox messages whose value cannot be decoded: their orchestrations fail, naming
-    /// the damage (what the message said is lost).
-    damaged_messages: Vec<(InboxKey, String)>,
-    next_inbox_seq: u64,
-    execution_floor: ExecutionId,
-}
-
-/// Reads every committed, unconsumed message and activity. Timers are read by the timer
-/// service itself. A damaged record is logged with the instance it belongs to and stepped
-/// over; the others are recovered.
-fn recover(store: &dyn Store) -> Result<Recovery, durable_store::Error> {
-    use durable_store::{Error as StoreError, RecordKey};
-    const PAGE: usize = 4096;
-    let mut inbox = Vec::new();
-    let mut damaged_messages = Vec::new();
-    let mut after = None;
-    loop {
-        let page = scan::scan_tolerant(
-            after,
-            PAGE,
-            |after, limit| store.scan_inbox(after, limit),
-            |(key, _)| key.clone(),
-            |error| match error {
-                StoreError::Corrupt {
-                    key: Some(RecordKey::Inbox(key)),
-                    ..
-                } => Some(key.clone()),
-                _ => None,
-            },
-        )?;
-        damaged_messages.extend(
-            page.damaged
-                .iter()
-                .map(|(key, error)| (key.clone(), error.to_string())),
-        );
-        inbox.extend(page.records.iter().cloned());
-        if !page.is_full(PAGE) {
-            break;
-        }
-        after = page.last;
-    }
-    let mut activities: Vec<durable_store::ActivityWorkItem> = Vec::new();
-    let mut damaged_activities = Vec::new();
-    let mut after = None;
-    loop {
-        let page = scan::scan_tolerant(
-            after,
-            PAGE,
-            |after, limit| store.scan_activities(after, limit),
-            durable_store::ActivityWorkItem::key,
-            |error| match error {
-                StoreError::Corrupt {
-                    key: Some(RecordKey::Activity(key)),
-                    ..
-                } => Some(key.clone()),
-                _ => None,
-            },
-        )?;
-        let full = page.is_full(PAGE);
-        after = page.last;
-        // This start-up found them unfinished: count it, durably, before any runs again.
-        let mut counted = durable_store::WriteBatch::new();
-        for mut item in page.records {
-            item.restarts = item.restarts.saturating_add(1);
-            counted.put_activity(item.clone());
-            activities.push(item);
-        }
-        if !counted.is_empty() {
-            store.commit(&counted)?;
-        }
-        damaged_activities.extend(page.damaged);
-        if !full {
-            break;
-        }
-    }
-    let next_inbox_seq = inbox
-        .iter()
-        .map(|(key, _)| key.seq)
-        .max()
-        .map_or(1, |max| max + 1);
-    // Deliver in arrival order across instances, as they were sent.
-    inbox.sort_by_key(|(key, _)| key.seq);
-    Ok(Recovery {
-        inbox,
-        activities,
-        damaged_activities,
-        damaged_messages,
-        next_inbox_seq,
-        execution_floor: store.execution_floor()?,
-    })
 }

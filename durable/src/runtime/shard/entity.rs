@@ -8,8 +8,9 @@
 //! parked (stored, and kept in memory up to `max_entity_queue`) or spilled (stored only)
 //! and run in order after the release.
 
+use super::input::{Content, Input, Source};
 use super::orchestration::park;
-use super::slot::{Content, HotEntity, Input, Kind, Slot, Source};
+use super::slot::{HotEntity, Kind, Slot};
 use super::spill::{self, ReadBack};
 use super::writes::{Env, Next, Step, Writes};
 use crate::client::new_instance_id;

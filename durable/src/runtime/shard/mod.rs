@@ -16,6 +16,7 @@
 //! the next round without waiting for it (the writer keeps commits in order).
 
 mod entity;
+mod input;
 mod orchestration;
 mod purge;
 mod routing;
@@ -37,8 +38,9 @@ use durable_types::{
     ActivityKey, EntityMessage, Failure, FailureKind, HistoryEvent, InboxKey, InboxMessage,
     InstanceId, Json, TimerKey, TimerPurpose,
 };
+use input::{Content, Input, Source};
 use purge::Purge;
-use slot::{Content, Input, Kind, Slot, Source};
+use slot::{Kind, Slot};
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;

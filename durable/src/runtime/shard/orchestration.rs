@@ -4,16 +4,17 @@
 //! refuse, or drop as stale — and run the turn. The step returns its writes; the shard
 //! commits them.
 
+use super::input::{Content, Input, Source};
 use super::routing::{Addressed, Decision, Intent, Lifecycle, Refusal, after, decide};
-use super::slot::{Content, Input, Kind, Loaded, Orchestration, Slot, Source};
-use super::turn::{self, Replay};
+use super::slot::{Kind, Loaded, Orchestration, Slot};
+use super::turn::{self, Replay, release_locks};
 use super::writes::{Env, Next, Step, Writes};
 use crate::runtime::handle::Rejection;
 use crate::runtime::metrics::Metrics;
 use durable_core::Engine;
 use durable_types::{
-    EntityCaller, EntityMessage, Failure, FailureKind, HistoryEvent, InstanceId, InstanceRecord,
-    Json, Message, ParentRef, RuntimeStatus, TimerPurpose, TimerRecord,
+    EntityCaller, Failure, FailureKind, HistoryEvent, InstanceId, InstanceRecord, Json, Message,
+    ParentRef, RuntimeStatus, TimerPurpose, TimerRecord,
 };
 
 /// Runs one step of orchestration `instance` over the inputs it has received.
@@ -459,21 +460,6 @@ fn release_stale_grant(instance: &InstanceId, input: &Input, env: &Env, writes: 
             task: *id,
         };
         release_locks(&holder, entities, env, writes);
-    }
-}
-
-/// Tells each entity of a lock request that `holder` releases its lock.
-pub(crate) fn release_locks(
-    holder: &EntityCaller,
-    entities: &[durable_types::EntityId],
-    env: &Env,
-    writes: &mut Writes,
-) {
-    for entity in entities {
-        let message = EntityMessage::LockRelease {
-            holder: holder.clone(),
-        };
-        writes.send(env.ids, entity.instance_id(), Message::Entity(message));
     }
 }
 

@@ -2,8 +2,8 @@
 //! go in one commit. A lock grant among the leftovers holds locks nobody will release, so
 //! they are released.
 
-use super::orchestration::release_locks;
 use super::slot::{Kind, Loaded, Slot};
+use super::turn::release_locks;
 use super::writes::{Env, Writes};
 use crate::runtime::handle::Rejection;
 use durable_types::{EntityCaller, HistoryEvent, InstanceId, Message};

@@ -1,7 +1,7 @@
 //! What a shard does with one input, given where its instance stands: a pure decision
 //! table, kept apart from the shard loop so that it reads (and is tested) as a table.
 
-use super::slot::{Content, Input};
+use super::input::{Content, Input};
 use durable_types::{ExecutionId, HistoryEvent, InstanceRecord, RuntimeStatus, Timestamp};
 
 /// Where an instance stands, as far as routing is concerned.
@@ -256,7 +256,7 @@ mod tests {
     fn inputs_are_classified_by_what_they_ask() {
         let input = |execution, event, start_at| Input {
             content: Content::Event { execution, event },
-            source: super::super::slot::Source::Inbox(durable_types::InboxKey {
+            source: super::super::input::Source::Inbox(durable_types::InboxKey {
                 instance: durable_types::InstanceId::new("i").unwrap(),
                 seq: 1,
             }),

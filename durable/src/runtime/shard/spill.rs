@@ -9,7 +9,8 @@
 //! spilled message missing from the store is gone (never expected): it is logged and
 //! forgotten rather than waited for forever.
 
-use super::slot::{Content, HotEntity, Input, Source};
+use super::input::{Content, Input, Source};
+use super::slot::HotEntity;
 use super::writes::Env;
 use durable_types::{InboxKey, InboxMessage, InstanceId};
 use std::collections::VecDeque;

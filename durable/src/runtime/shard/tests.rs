@@ -6,8 +6,9 @@
 #![allow(clippy::unwrap_used)]
 
 use super::entity::DELETE_OPERATION;
+use super::input::{Content, Input, Source};
 use super::purge::{Purge, purge};
-use super::slot::{Content, Input, Slot, Source};
+use super::slot::Slot;
 use super::writes::{Env, Next, Writes};
 use super::{entity, orchestration};
 use crate::prelude::*;

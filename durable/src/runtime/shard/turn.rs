@@ -4,7 +4,6 @@
 //! to other instances), the instance record, and at the end of an execution its leftovers
 //! cancelled and its parent told.
 
-use super::orchestration::release_locks;
 use super::slot::{Loaded, Orchestration};
 use super::writes::{Env, Writes};
 use crate::runtime::metrics::Metrics;
@@ -326,12 +325,11 @@ fn write_action(
             schedule_activity(instance, execution, id, name, input, writes);
         }
         Action::CreateTimer { id, fire_at } => {
-            let purpose = TimerPurpose::Task(id);
             let timer = TimerRecord {
                 fire_at,
                 instance: instance.clone(),
                 execution,
-                purpose,
+                purpose: TimerPurpose::Task(id),
             };
             writes.batch.put_timer(timer.clone());
             writes.after.push(Dispatch::Timer(timer));
@@ -362,23 +360,35 @@ fn write_action(
             instance: child,
             input,
         } => {
-            let parent = Some(ParentRef {
+            let parent = ParentRef {
                 instance: instance.clone(),
                 execution,
                 task: id,
-            });
-            let event = HistoryEvent::ExecutionStarted {
-                name,
-                input,
-                parent,
             };
-            let body = Message::Event {
-                execution: None,
-                event,
-            };
-            writes.send(env.ids, child, body);
+            start_sub_orchestration(parent, child, name, input, env, writes);
         }
     }
+}
+
+/// Sends the start of a sub-orchestration to its instance.
+fn start_sub_orchestration(
+    parent: ParentRef,
+    child: InstanceId,
+    name: String,
+    input: Json,
+    env: &Env,
+    writes: &mut Writes,
+) {
+    let event = HistoryEvent::ExecutionStarted {
+        name,
+        input,
+        parent: Some(parent),
+    };
+    let body = Message::Event {
+        execution: None,
+        event,
+    };
+    writes.send(env.ids, child, body);
 }
 
 fn schedule_activity(
@@ -625,6 +635,21 @@ fn cancel(
         }
         // A child runs on; its result will find the parent ended and be dropped.
         Outstanding::SubOrchestration(_) => {}
+    }
+}
+
+/// Tells each entity of a lock request that `holder` releases its lock.
+pub(crate) fn release_locks(
+    holder: &EntityCaller,
+    entities: &[durable_types::EntityId],
+    env: &Env,
+    writes: &mut Writes,
+) {
+    for entity in entities {
+        let message = EntityMessage::LockRelease {
+            holder: holder.clone(),
+        };
+        writes.send(env.ids, entity.instance_id(), Message::Entity(message));
     }
 }
 

@@ -8,7 +8,7 @@ use super::super::handle::{Rejection, ReplySender};
 use super::super::ids::Ids;
 use super::super::metrics::Metrics;
 use super::super::writer::Dispatch;
-use super::slot::Source;
+use super::input::Source;
 use crate::registry::Registry;
 use durable_store::{Store, WriteBatch};
 use durable_types::{ExecutionId, InstanceId, Message, Timestamp};
