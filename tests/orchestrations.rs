@@ -82,8 +82,13 @@ async fn retry_exhausted(ctx: OrchestrationContext, _input: ()) -> Result<(), Er
 }
 
 /// Counts down by continuing as new; returns how many executions ran, counted in its input.
+/// The first execution waits for a "go" event, so that a test can read its id before the
+/// instance moves on.
 #[orchestrator]
 async fn countdown(ctx: OrchestrationContext, (left, done): (u64, u64)) -> Result<u64, Error> {
+    if done == 0 {
+        ctx.wait_for_event::<()>("go").await?;
+    }
     if left == 0 {
         return Ok(done + 1);
     }
@@ -299,7 +304,11 @@ async fn continue_as_new_a_hundred_times() {
         .start_with_id(countdown, "eternal", (100, 0))
         .await
         .unwrap();
-    let first = instance.status().await.unwrap().execution;
+    // The first execution waits for "go": its id cannot have moved on yet.
+    let first = instance.status().await.unwrap();
+    assert_eq!(first.input.decode::<(u64, u64)>().unwrap(), (100, 0));
+    let first = first.execution;
+    client.raise_event("eternal", "go", ()).await.unwrap();
     assert_eq!(
         instance.wait(WAIT).await.unwrap(),
         101,
@@ -310,9 +319,12 @@ async fn continue_as_new_a_hundred_times() {
         .await
         .unwrap()
         .unwrap();
+    // Execution ids are unique in the store and increasing (not numbered per instance):
+    // each of the 100 continuations took a new one.
     assert!(
         status.execution.0 >= first.0 + 100,
-        "each execution has a new id"
+        "each execution has a new id: the first {first:?}, the last {:?}",
+        status.execution
     );
     assert_eq!(status.input.decode::<(u64, u64)>().unwrap(), (0, 100));
     let history = status.history.unwrap();
