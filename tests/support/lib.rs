@@ -1,14 +1,78 @@
-//! Helpers shared by the integration tests of the workspace: a side-effect log that
-//! activities append to (so a test can count how often each one really ran, across
-//! processes), and ways to run a test body, or a whole `harness = false` test binary, as a
-//! child process that a test can kill with SIGKILL.
+//! Helpers shared by the integration tests of the workspace: bounded waits for states a
+//! test cannot be told of directly, a side-effect log that activities append to (so a test
+//! can count how often each one really ran, across processes), and ways to run a test body,
+//! or a whole `harness = false` test binary, as a child process that a test can kill with
+//! SIGKILL.
+//!
+//! None of these waits is for *time*: a test that needs a durable timer to come due moves a
+//! manual clock (`durable::Clock::manual`). They poll for a state that settles after
+//! messages the test cannot await (a signal an entity forwards, a lock released when an
+//! orchestration ends, a child process's progress), and give up after [`PATIENCE`], which
+//! only a broken test ever reaches.
 
+use std::fmt::Debug;
 use std::fs::OpenOptions;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
+use std::task::Poll;
 use std::time::{Duration, Instant};
+
+/// How long the waits of this crate give a condition before they fail the test: far more
+/// than anything here takes on a loaded two-core machine, so that only a broken test waits
+/// this long.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// How often the waits look again.
+const POLL: Duration = Duration::from_millis(5);
+
+/// Waits, without blocking tokio, until `condition` holds.
+///
+/// # Panics
+/// When it still does not hold after [`PATIENCE`], saying that the test waited for `what`.
+pub async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {PATIENCE:?} for {what}, in vain"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits, without blocking tokio, until `read` returns `expected`.
+///
+/// # Panics
+/// When it still does not after [`PATIENCE`], with `what` and the last value read.
+pub async fn eventually_eq<T: PartialEq + Debug>(
+    what: &str,
+    expected: T,
+    mut read: impl AsyncFnMut() -> T,
+) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let value = read().await;
+        if value == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {PATIENCE:?} for {what}: expected {expected:?}, last read {value:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls `future` once, so that it runs up to the first point where it must wait, and
+/// returns what that poll returned. For a test that must know a future has begun (a client
+/// registered as a waiter, a shutdown under way) before it goes on.
+pub async fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx))).await
+}
 
 /// An append-only file of lines, one per side effect.
 ///
@@ -83,14 +147,15 @@ pub fn spawn_test_child(test: &str, env: &[(&str, String)]) -> Child {
 }
 
 /// Polls `condition` every few milliseconds until it holds or `timeout` passes; returns
-/// whether it held.
+/// whether it held. The blocking form of [`eventually`], for the parent side of the crash
+/// tests.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if condition() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(POLL);
     }
     condition()
 }
