@@ -235,11 +235,25 @@ async fn too_many_actions_in_one_turn_fail_the_instance() {
         failure.message.contains("max_actions_per_turn"),
         "{failure}"
     );
+    // None of the refused turn's activities run: none was scheduled, and after a later
+    // instance's activity has run, only that one has started.
+    let history = client
+        .status_with_history(over.id())
+        .await
+        .unwrap()
+        .unwrap()
+        .history
+        .unwrap();
+    assert!(
+        !history.iter().any(|event| event.kind() == "TaskScheduled"),
+        "{history:?}"
+    );
     let started_before = runtime.metrics().activities_started;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let later = client.start(fan_out, 1).await.unwrap();
+    assert_eq!(later.wait(WAIT).await.unwrap(), 1);
     assert_eq!(
         runtime.metrics().activities_started,
-        started_before,
+        started_before + 1,
         "none of the refused turn's activities run"
     );
     runtime.shutdown().await;
