@@ -299,15 +299,10 @@ async fn open_crash_store(dir: &str) -> Runtime {
 /// activity aborts the process, until the runtime stops running it.
 #[test]
 fn crash_loop_child() {
-    let Ok(dir) = std::env::var(CRASH_DIR_VAR) else {
+    let Some([dir]) = durable_testkit::child_env([CRASH_DIR_VAR]) else {
         return; // only meaningful as a child process
     };
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    tokio.block_on(async move {
+    durable_testkit::block_on(async move {
         let runtime = open_crash_store(&dir).await;
         let client = runtime.client();
         if client.status("crasher").await.unwrap().is_none() {

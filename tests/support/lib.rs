@@ -160,6 +160,59 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     condition()
 }
 
+/// The values of the environment variables `names` in a child process, or `None` when one
+/// is not set: the test function is then not running as a child, and returns at once.
+pub fn child_env<const N: usize>(names: [&str; N]) -> Option<[String; N]> {
+    let values = names.map(|name| std::env::var(name).ok());
+    if values.iter().any(Option::is_none) {
+        return None;
+    }
+    Some(values.map(Option::unwrap_or_default))
+}
+
+/// Runs `body` to its end on a new tokio runtime with two worker threads: the runtime of
+/// the crash tests' child processes.
+///
+/// # Panics
+/// When the runtime cannot be built.
+pub fn block_on<F: Future>(body: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("cannot build a tokio runtime")
+        .block_on(body)
+}
+
+/// Kills `child` with SIGKILL as soon as `ready` holds, or after [`PATIENCE`], and reaps
+/// it; returns whether `ready` held (the test asserts it after the child is gone).
+///
+/// # Panics
+/// When the child cannot be killed or reaped.
+pub fn kill_when(mut child: Child, ready: impl FnMut() -> bool) -> bool {
+    let ready = wait_until(PATIENCE, ready);
+    child.kill().expect("cannot kill the child process"); // SIGKILL
+    child.wait().expect("cannot reap the child process");
+    ready
+}
+
+/// Waits for `child` to exit, up to twice [`PATIENCE`] (a child runs a whole workload).
+///
+/// # Panics
+/// When it did not exit by then (it is killed first, so that it does not outlive the test)
+/// or exited with a failure; the message names `what`.
+pub fn expect_success(mut child: Child, what: &str) {
+    let exited = wait_until(2 * PATIENCE, || {
+        child.try_wait().is_ok_and(|status| status.is_some())
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let status = child.wait().expect("cannot reap the child process");
+    assert!(exited, "{what} did not finish in {:?}", 2 * PATIENCE);
+    assert!(status.success(), "{what} failed: {status}");
+}
+
 /// Starts this executable again as a child process, with `args` and `env` set, its stdout
 /// piped (read it with [`stdout_lines`]) and its stderr going to this process's stderr. For
 /// test targets with `harness = false`, whose `main` tells from `env` that it is the child.
