@@ -258,14 +258,7 @@ async fn retry_succeeds_on_the_third_attempt() {
         .unwrap();
     assert_eq!(instance.wait(WAIT).await.unwrap(), 3);
     assert_eq!(FLAKY_ATTEMPTS.lock().unwrap()["third-time-lucky"], 3);
-    let history = runtime
-        .client()
-        .status_with_history(instance.id())
-        .await
-        .unwrap()
-        .unwrap()
-        .history
-        .unwrap();
+    let history = status_history(&runtime.client(), instance.id().as_str()).await;
     let timers = history
         .iter()
         .filter(|e| matches!(e, durable::store::HistoryEvent::TimerFired { .. }))
@@ -705,13 +698,7 @@ async fn tokio_reached_through_a_helper_fails_the_instance_with_advice() {
     );
     assert!(failure.message.contains("ctx.sleep"), "{}", failure.message);
     // The history says the same.
-    let history = client
-        .status_with_history(instance.id())
-        .await
-        .unwrap()
-        .unwrap()
-        .history
-        .unwrap();
+    let history = status_history(&client, instance.id().as_str()).await;
     assert!(matches!(
         history.last(),
         Some(durable::store::HistoryEvent::ExecutionFailed { failure }) if failure.message.contains("ctx.sleep")
