@@ -6,6 +6,7 @@
 //! instances must keep working. Last, bytes are flipped in a copy of the files themselves,
 //! to see what fjall makes of it.
 
+use durable::Clock;
 use durable::client::Error as ClientError;
 use durable::prelude::*;
 use durable::store::codec::{self, Space};
@@ -15,7 +16,7 @@ use durable::store::{
 };
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 const WAIT: Duration = Duration::from_secs(20);
 const GARBAGE: [u8; 7] = [0xff, 0xfe, 0x00, 0x13, 0x37, 0xff, 0x80];
@@ -55,9 +56,20 @@ async fn nap(ctx: OrchestrationContext, millis: u64) -> Result<u64, Error> {
     Ok(millis)
 }
 
+/// Every runtime of these tests reads a manual clock that starts here: the naps' timers
+/// come due only when a test moves it.
+fn clock() -> Clock {
+    Clock::manual(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+}
+
 async fn start(dir: &Path) -> Result<Runtime, durable::runtime::Error> {
+    start_on(dir, clock()).await
+}
+
+async fn start_on(dir: &Path, clock: Clock) -> Result<Runtime, durable::runtime::Error> {
     Runtime::builder()
         .store_path(dir)
+        .clock(clock)
         .register(add_one)
         .register(forever)
         .register(chain)
@@ -69,7 +81,7 @@ async fn start(dir: &Path) -> Result<Runtime, durable::runtime::Error> {
         .await
 }
 
-/// How long after the store is built the short nap's timer fires.
+/// How long the short nap sleeps: its timer comes due when a test moves the clock by that.
 const SHORT_NAP_MS: u64 = 1_500;
 
 /// Builds the store: `done-*` completed, `wait-*` waiting for "approve", `parked`
@@ -240,12 +252,9 @@ async fn an_event_for_an_instance_with_a_corrupt_record_is_refused_naming_it() {
     );
     let runtime = start(dir.path()).await.unwrap();
     let client = runtime.client();
-    let answer = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.raise_event("wait-2", "approve", 5u64),
-    )
-    .await
-    .expect("the event was never answered");
+    let answer = tokio::time::timeout(WAIT, client.raise_event("wait-2", "approve", 5u64))
+        .await
+        .expect("the event was never answered");
     let error = answer.unwrap_err();
     assert!(names(&error, "wait-2"), "{error:?}");
     healthy_instance_completes(&client, "wait-0", 5).await;
@@ -273,10 +282,7 @@ async fn a_corrupt_stored_message_fails_its_instance_naming_the_damage() {
     let client = runtime.client();
     // What the message said is lost, so the instance cannot go on correctly: it fails,
     // and says why, instead of waiting forever for an event that was delivered.
-    let status = client
-        .wait_for_completion("parked", Duration::from_secs(10))
-        .await
-        .unwrap();
+    let status = client.wait_for_completion("parked", WAIT).await.unwrap();
     assert_eq!(status.runtime_status, RuntimeStatus::Failed, "{status:?}");
     let failure = status.failure.unwrap();
     assert_eq!(failure.kind, durable::ErrorKind::Internal, "{failure}");
@@ -323,10 +329,7 @@ async fn a_corrupt_activity_work_item_does_not_stop_the_other_instances() {
     let client = runtime.client();
     healthy_instance_completes(&client, "wait-0", 5).await;
     // The damaged activity fails instead of running (what to run is lost), and says so.
-    let status = client
-        .wait_for_completion("stuck", Duration::from_secs(10))
-        .await
-        .unwrap();
+    let status = client.wait_for_completion("stuck", WAIT).await.unwrap();
     assert_eq!(status.runtime_status, RuntimeStatus::Failed, "{status:?}");
     let failure = status.failure.unwrap().to_string();
     assert!(
@@ -350,10 +353,12 @@ async fn a_corrupt_timer_does_not_stop_the_other_timers() {
         codec::timer_key(&timer.key())
     };
     overwrite(dir.path(), Space::Timers, key);
-    let runtime = start(dir.path()).await.unwrap();
+    let clock = clock();
+    let runtime = start_on(dir.path(), clock.clone()).await.unwrap();
     let client = runtime.client();
+    clock.advance(Duration::from_millis(SHORT_NAP_MS));
     let status = client
-        .wait_for_completion("nap-short", Duration::from_millis(SHORT_NAP_MS + 3_000))
+        .wait_for_completion("nap-short", WAIT)
         .await
         .expect("the short nap's timer never fired");
     assert_eq!(status.output_as::<u64>().unwrap(), Some(SHORT_NAP_MS));

@@ -6,7 +6,9 @@
 
 use durable::prelude::*;
 use durable::store::{Durability, FjallStore, HistoryEvent, InstanceQuery, Store};
-use durable_testkit::{SideEffectLog, spawn_test_child, wait_until};
+use durable_testkit::{
+    SideEffectLog, block_on, child_env, expect_success, kill_when, spawn_test_child,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::OnceLock;
@@ -76,20 +78,11 @@ fn workload() -> Vec<(String, &'static str, u64, u64)> {
 /// The child: starts whatever of the workload does not exist yet, waits for all of it.
 #[test]
 fn crash_child() {
-    let (Ok(dir), Ok(log), Ok(run)) = (
-        std::env::var(DIR_VAR),
-        std::env::var(LOG_VAR),
-        std::env::var(RUN_VAR),
-    ) else {
+    let Some([dir, log, run]) = child_env([DIR_VAR, LOG_VAR, RUN_VAR]) else {
         return; // only meaningful as a child process
     };
     let _ = LOG.set((SideEffectLog::new(log), run));
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    tokio.block_on(async move {
+    block_on(async move {
         let runtime = Runtime::builder()
             .store_path(&dir)
             .register(step)
@@ -118,36 +111,39 @@ fn crash_child() {
     });
 }
 
-/// Task completions committed in the store: (instance, task id).
-fn committed_completions(store: &dyn Store) -> BTreeSet<(String, u64)> {
-    let mut done = BTreeSet::new();
+/// The tasks of the final histories that `task_of` picks: (instance, task id).
+fn tasks_where(
+    store: &dyn Store,
+    task_of: impl Fn(&HistoryEvent) -> Option<u64>,
+) -> BTreeSet<(String, u64)> {
+    let mut tasks = BTreeSet::new();
     for record in store
         .list_instances(&InstanceQuery::default(), None, 10_000)
         .unwrap()
     {
         for event in store.history(&record.id, record.execution).unwrap() {
-            if let HistoryEvent::TaskCompleted { id, .. } = event {
-                done.insert((record.id.to_string(), id.0));
+            if let Some(task) = task_of(&event) {
+                tasks.insert((record.id.to_string(), task));
             }
         }
     }
-    done
+    tasks
+}
+
+/// Task completions committed in the store.
+fn committed_completions(store: &dyn Store) -> BTreeSet<(String, u64)> {
+    tasks_where(store, |event| match event {
+        HistoryEvent::TaskCompleted { id, .. } => Some(id.0),
+        _ => None,
+    })
 }
 
 /// Tasks scheduled in the final histories: every one must have run at least once.
 fn scheduled_tasks(store: &dyn Store) -> BTreeSet<(String, u64)> {
-    let mut scheduled = BTreeSet::new();
-    for record in store
-        .list_instances(&InstanceQuery::default(), None, 10_000)
-        .unwrap()
-    {
-        for event in store.history(&record.id, record.execution).unwrap() {
-            if let HistoryEvent::TaskScheduled { id, .. } = event {
-                scheduled.insert((record.id.to_string(), id.0));
-            }
-        }
-    }
-    scheduled
+    tasks_where(store, |event| match event {
+        HistoryEvent::TaskScheduled { id, .. } => Some(id.0),
+        _ => None,
+    })
 }
 
 fn open(dir: &Path) -> FjallStore {
@@ -167,10 +163,8 @@ fn sigkill_mid_run_loses_nothing_and_reruns_only_uncommitted_activities() {
         ]
     };
 
-    let mut first = spawn_test_child("crash_child", &env("1"));
-    let progressed = wait_until(Duration::from_secs(60), || log.lines().len() >= 150);
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    let first = spawn_test_child("crash_child", &env("1"));
+    let progressed = kill_when(first, || log.lines().len() >= 150);
     assert!(progressed, "the first run made no progress before the kill");
 
     let committed = committed_completions(&open(&store_dir));
@@ -180,12 +174,7 @@ fn sigkill_mid_run_loses_nothing_and_reruns_only_uncommitted_activities() {
         "some completions were committed before the kill"
     );
 
-    let mut second = spawn_test_child("crash_child", &env("2"));
-    let exited = wait_until(Duration::from_secs(120), || {
-        second.try_wait().unwrap().is_some()
-    });
-    assert!(exited, "the second run did not finish");
-    assert!(second.wait().unwrap().success(), "the second run failed");
+    expect_success(spawn_test_child("crash_child", &env("2")), "the second run");
 
     let store = open(&store_dir);
     for (id, _, _, expected) in workload() {

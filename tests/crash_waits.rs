@@ -4,19 +4,28 @@
 //! - 100 instances wait on external events; the process dies; a fresh runtime on the same
 //!   store raises the events: every instance gets its own.
 
+use durable::Clock;
 use durable::prelude::*;
 use durable::store::{Durability, FjallStore, HistoryEvent, InstanceId, Store};
-use durable_testkit::{SideEffectLog, spawn_test_child, wait_until};
+use durable_testkit::{
+    SideEffectLog, block_on, child_env, expect_success, kill_when, spawn_test_child,
+};
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 const DIR_VAR: &str = "DURABLE_WAITS_STORE";
 const LOG_VAR: &str = "DURABLE_WAITS_LOG";
 const MODE_VAR: &str = "DURABLE_WAITS_MODE";
 const READY_VAR: &str = "DURABLE_WAITS_READY";
 const DUE_VAR: &str = "DURABLE_WAITS_DUE_MS";
+/// The time of the child's manual clock, in milliseconds since the epoch: a durable timer
+/// comes due in a child whose clock is past it, and in no other.
+const CLOCK_VAR: &str = "DURABLE_WAITS_CLOCK_MS";
 const INSTANCES: u64 = 100;
+/// The first child's clock.
+const START_MS: u64 = 1_800_000_000_000;
+const HOUR_MS: u64 = 3_600_000;
 
 static LOG: OnceLock<SideEffectLog> = OnceLock::new();
 
@@ -43,32 +52,22 @@ async fn await_go(ctx: OrchestrationContext) -> Result<u64, Error> {
     ctx.wait_for_event::<u64>("go").await
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
-
 /// The child process. Modes: `start-timers`, `start-waits` (start the instances, signal,
 /// then wait to be killed), `finish-timers` (wait for all), `raise` (raise every event,
 /// then wait for all).
 #[test]
 fn waits_child() {
-    let (Ok(dir), Ok(mode)) = (std::env::var(DIR_VAR), std::env::var(MODE_VAR)) else {
+    let Some([dir, mode, clock_ms]) = child_env([DIR_VAR, MODE_VAR, CLOCK_VAR]) else {
         return; // only meaningful as a child process
     };
     if let Ok(log) = std::env::var(LOG_VAR) {
         let _ = LOG.set(SideEffectLog::new(log));
     }
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    tokio.block_on(async move {
+    let clock = Clock::manual(UNIX_EPOCH + Duration::from_millis(clock_ms.parse().unwrap()));
+    block_on(async move {
         let runtime = Runtime::builder()
             .store_path(&dir)
+            .clock(clock)
             .register(after_timer)
             .register(wake_at)
             .register(await_go)
@@ -151,20 +150,13 @@ fn history(store: &FjallStore, id: &str) -> (RuntimeStatus, Option<u64>, Vec<His
 
 /// Runs a child in `mode` until it signals readiness, then kills it with SIGKILL.
 fn run_and_kill(env: &[(&str, String)], ready: &Path) {
-    let mut child = spawn_test_child("waits_child", env);
-    let started = wait_until(Duration::from_secs(60), || ready.exists());
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let child = spawn_test_child("waits_child", env);
+    let started = kill_when(child, || ready.exists());
     assert!(started, "the child did not start its instances");
 }
 
 fn run_to_end(env: &[(&str, String)]) {
-    let mut child = spawn_test_child("waits_child", env);
-    let exited = wait_until(Duration::from_secs(120), || {
-        child.try_wait().unwrap().is_some()
-    });
-    assert!(exited, "the child did not finish");
-    assert!(child.wait().unwrap().success(), "the child failed");
+    expect_success(spawn_test_child("waits_child", env), "the child");
 }
 
 #[test]
@@ -173,18 +165,19 @@ fn timers_due_while_the_process_was_dead_fire_exactly_once_after_restart() {
     let store = temp.path().join("store");
     let ready = temp.path().join("ready");
     let log = SideEffectLog::new(temp.path().join("after-timer.log"));
-    // Due shortly after the start, while the first process is already dead.
-    let due = now_ms() + 1_500;
-    let env = |mode: &str| {
+    // Due after the first process's time (its clock stands still), before the second's.
+    let due = START_MS + 1_500;
+    let env = |mode: &str, clock_ms: u64| {
         vec![
             (DIR_VAR, store.display().to_string()),
             (LOG_VAR, log.path().display().to_string()),
             (MODE_VAR, mode.to_owned()),
             (READY_VAR, ready.display().to_string()),
             (DUE_VAR, due.to_string()),
+            (CLOCK_VAR, clock_ms.to_string()),
         ]
     };
-    run_and_kill(&env("start-timers"), &ready);
+    run_and_kill(&env("start-timers", START_MS), &ready);
     {
         let store = open(&store);
         assert_eq!(
@@ -192,10 +185,10 @@ fn timers_due_while_the_process_was_dead_fire_exactly_once_after_restart() {
             INSTANCES as usize
         );
     }
-    // Restart only once every timer is due: they fire right after start-up.
-    let last_due = due + INSTANCES;
-    assert!(wait_until(Duration::from_secs(30), || now_ms() > last_due + 50));
-    run_to_end(&env("finish-timers"));
+    // The restart comes an hour later, when every timer is due: they fire right after
+    // start-up.
+    assert!(due + INSTANCES < START_MS + HOUR_MS);
+    run_to_end(&env("finish-timers", START_MS + HOUR_MS));
 
     let store = open(&store);
     for i in 0..INSTANCES {
@@ -229,6 +222,7 @@ fn events_raised_through_a_fresh_runtime_reach_instances_that_waited_before_the_
             (DIR_VAR, store.display().to_string()),
             (MODE_VAR, mode.to_owned()),
             (READY_VAR, ready.display().to_string()),
+            (CLOCK_VAR, START_MS.to_string()),
         ]
     };
     run_and_kill(&env("start-waits"), &ready);

@@ -4,9 +4,10 @@
 
 use durable::client::Error as ClientError;
 use durable::prelude::*;
-use durable::{Client, EntityId};
+use durable::{Client, Clock, EntityId, InstanceHandle, InstanceId};
+use durable_testkit::{eventually, eventually_eq};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -82,6 +83,16 @@ struct Transfer {
     from: String,
     to: String,
     amount: i64,
+}
+
+impl Transfer {
+    fn new(from: impl Into<String>, to: impl Into<String>, amount: i64) -> Transfer {
+        Transfer {
+            from: from.into(),
+            to: to.into(),
+            amount,
+        }
+    }
 }
 
 /// Moves money between two accounts inside a critical section.
@@ -166,6 +177,62 @@ async fn runtime(
     configure(builder).start().await.unwrap()
 }
 
+/// Signals `add(amount)` to counter `key`.
+async fn add(client: &Client, key: &str, amount: i64) {
+    client
+        .entity::<Counter>(key)
+        .signal()
+        .add(amount)
+        .await
+        .unwrap();
+}
+
+/// The value of counter `key`: 0 while it has no state.
+async fn value(client: &Client, key: &str) -> i64 {
+    client
+        .entity_state::<Counter>(key)
+        .await
+        .unwrap()
+        .map_or(0, |counter| counter.value)
+}
+
+/// Waits until counter `key` reads `expected`: for operations applied after the call that
+/// caused them returned (a forwarded signal, a signal that waited for a lock).
+async fn value_becomes(client: &Client, key: &str, expected: i64, what: &str) {
+    let what = format!("counter `{key}`: {what}");
+    eventually_eq(&what, expected, async || value(client, key).await).await;
+}
+
+/// Waits until `holder` holds the lock of `entity`.
+async fn lock_taken(client: &Client, entity: &EntityId, holder: &InstanceId) {
+    let what = format!("`{holder}` to lock {entity}");
+    eventually(&what, async || {
+        let status = client.entity_status(entity).await.unwrap();
+        status.and_then(|status| status.locked_by).as_ref() == Some(holder)
+    })
+    .await;
+}
+
+/// Starts `hold_until_event` on counter `key` and waits until it holds the lock and its
+/// own +1000 is applied: from then on the counter moves only when the holder lets go.
+async fn start_holder(client: &Client, key: &str) -> InstanceHandle<i64> {
+    let holder = client
+        .start(hold_until_event, key.to_owned())
+        .await
+        .unwrap();
+    let id = EntityId::new("Counter", key).unwrap();
+    lock_taken(client, &id, holder.id()).await;
+    value_becomes(client, key, 1000, "the holder's own call").await;
+    holder
+}
+
+/// The kinds of the events in the current history of `instance`.
+async fn history_kinds(client: &Client, instance: &InstanceId) -> Vec<&'static str> {
+    let status = client.status_with_history(instance).await.unwrap().unwrap();
+    let history = status.history.unwrap();
+    history.iter().map(|event| event.kind()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_concurrent_signals_to_one_counter_count_exactly() {
     let runtime = runtime(|b| b).await;
@@ -175,12 +242,7 @@ async fn ten_thousand_concurrent_signals_to_one_counter_count_exactly() {
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..200 {
-                client
-                    .entity::<Counter>("hot")
-                    .signal()
-                    .add(1)
-                    .await
-                    .unwrap();
+                add(&client, "hot", 1).await;
             }
         }));
     }
@@ -188,12 +250,7 @@ async fn ten_thousand_concurrent_signals_to_one_counter_count_exactly() {
         task.await.unwrap();
     }
     // Every signal returned, so every one is applied: the state says so at once.
-    let state = client
-        .entity_state::<Counter>("hot")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(state.value, 10_000);
+    assert_eq!(value(&client, "hot").await, 10_000);
     runtime.shutdown().await;
 }
 
@@ -220,8 +277,7 @@ async fn two_hundred_orchestrations_calling_twenty_entities() {
             (1..=10).collect::<Vec<_>>(),
             "{key}: each call ran once, in turn"
         );
-        let state = client.entity_state::<Counter>(&key).await.unwrap().unwrap();
-        assert_eq!(state.value, 10, "{key}");
+        assert_eq!(value(&client, &key).await, 10, "{key}");
     }
     runtime.shutdown().await;
 }
@@ -240,11 +296,11 @@ async fn concurrent_locked_transfers_conserve_the_total() {
     }
     let mut handles = Vec::new();
     for i in 0..200u64 {
-        let transfer_input = Transfer {
-            from: format!("acct-{}", i % 10),
-            to: format!("acct-{}", (i * 7 + 3) % 10),
-            amount: 30 + (i % 5) as i64 * 20,
-        };
+        let transfer_input = Transfer::new(
+            format!("acct-{}", i % 10),
+            format!("acct-{}", (i * 7 + 3) % 10),
+            30 + (i % 5) as i64 * 20,
+        );
         if transfer_input.from == transfer_input.to {
             continue;
         }
@@ -274,23 +330,16 @@ async fn concurrent_locked_transfers_conserve_the_total() {
     assert_eq!(total, 1000, "money was created or destroyed");
     // No lock is left behind. (Releases are messages sent when each transfer ends, so
     // the last ones may land just after its `wait` returns.)
-    let mut unlocked = false;
-    for _ in 0..1000 {
+    eventually("every account's lock to be released", async || {
         let page = client
             .list_entities(Some("Account"), 100, None)
             .await
             .unwrap();
-        if page
-            .entities
+        page.entities
             .iter()
             .all(|entity| entity.locked_by.is_none())
-        {
-            unlocked = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    assert!(unlocked, "a lock was left behind");
+    })
+    .await;
     runtime.shutdown().await;
 }
 
@@ -345,25 +394,10 @@ async fn critical_section_rules_fail_the_call_instead_of_deadlocking() {
     }
     // Each orchestration added 1 to its own entity and signalled 1 to the other; signals
     // are applied soon after they are sent.
-    let mut values = (0, 0);
-    for _ in 0..1000 {
-        let read = |key: &'static str| {
-            let client = client.clone();
-            async move {
-                client
-                    .entity_state::<Counter>(key)
-                    .await
-                    .unwrap()
-                    .map_or(0, |c| c.value)
-            }
-        };
-        values = (read("p").await, read("q").await);
-        if values == (2, 2) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    assert_eq!(values, (2, 2));
+    eventually_eq("the counters `p` and `q`", (2, 2), async || {
+        (value(&client, "p").await, value(&client, "q").await)
+    })
+    .await;
     runtime.shutdown().await;
 }
 
@@ -391,18 +425,8 @@ async fn a_failing_or_panicking_operation_changes_nothing_and_tells_the_caller()
         .corrupt_then_fail()
         .await
         .unwrap();
-    client
-        .entity::<Counter>("fragile")
-        .signal()
-        .add(1)
-        .await
-        .unwrap();
-    let state = client
-        .entity_state::<Counter>("fragile")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(state.value, 11);
+    add(&client, "fragile", 1).await;
+    assert_eq!(value(&client, "fragile").await, 11);
     runtime.shutdown().await;
 }
 
@@ -417,14 +441,7 @@ async fn locks_are_released_when_the_holder_fails_or_is_terminated() {
     assert!(failing.wait(WAIT).await.is_err());
     // Another orchestration can lock the same account afterwards.
     let ok = client
-        .start(
-            transfer,
-            Transfer {
-                from: "locked".to_owned(),
-                to: "other".to_owned(),
-                amount: 1,
-            },
-        )
+        .start(transfer, Transfer::new("locked", "other", 1))
         .await
         .unwrap();
     assert!(ok.wait(WAIT).await.unwrap(), "the transfer went through");
@@ -433,35 +450,12 @@ async fn locks_are_released_when_the_holder_fails_or_is_terminated() {
         .start(hold_and_fail, ("locked".to_owned(), false))
         .await
         .unwrap();
-    // Wait until it holds the lock (its deposit went through), then terminate it.
+    // Wait until it holds the lock, then terminate it.
     let id = EntityId::new("Account", "locked").unwrap();
-    let mut held = false;
-    for _ in 0..500 {
-        let page = client
-            .list_entities(Some("Account"), 10, None)
-            .await
-            .unwrap();
-        if page
-            .entities
-            .iter()
-            .any(|e| e.id == id && e.locked_by.is_some())
-        {
-            held = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(held, "the lock was never taken");
+    lock_taken(&client, &id, holding.id()).await;
     client.terminate(holding.id(), "stop").await.unwrap();
     let again = client
-        .start(
-            transfer,
-            Transfer {
-                from: "other".to_owned(),
-                to: "locked".to_owned(),
-                amount: 1,
-            },
-        )
+        .start(transfer, Transfer::new("other", "locked", 1))
         .await
         .unwrap();
     assert!(again.wait(WAIT).await.unwrap());
@@ -473,54 +467,18 @@ async fn signals_wait_for_the_lock_and_beyond_the_queue_bound_are_stored_not_dro
     // A queue of 50 in memory; 2,000 signals arrive while the entity is locked.
     let runtime = runtime(|b| b.max_entity_queue(50)).await;
     let client = runtime.client();
-    let holder = client
-        .start(hold_until_event, "queued".to_owned())
-        .await
-        .unwrap();
-    let id = EntityId::new("Counter", "queued").unwrap();
-    let mut locked = false;
-    for _ in 0..500 {
-        let page = client
-            .list_entities(Some("Counter"), 10, None)
-            .await
-            .unwrap();
-        if page
-            .entities
-            .iter()
-            .any(|e| e.id == id && e.locked_by.is_some())
-        {
-            locked = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(locked);
+    let holder = start_holder(&client, "queued").await;
     for _ in 0..2000 {
-        client
-            .entity::<Counter>("queued")
-            .signal()
-            .add(1)
-            .await
-            .unwrap();
+        add(&client, "queued", 1).await;
     }
     // Locked: none applied yet, only the holder's own +1000.
-    let state = client
-        .entity_state::<Counter>("queued")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(state.value, 1000);
+    assert_eq!(value(&client, "queued").await, 1000);
     client
         .raise_event(holder.id(), "release", ())
         .await
         .unwrap();
     assert_eq!(holder.wait(WAIT).await.unwrap(), 3000);
-    let state = client
-        .entity_state::<Counter>("queued")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(state.value, 3000);
+    assert_eq!(value(&client, "queued").await, 3000);
     runtime.shutdown().await;
 }
 
@@ -529,12 +487,7 @@ async fn client_entity_management() {
     let runtime = runtime(|b| b).await;
     let client = runtime.client();
     for key in 0..30 {
-        client
-            .entity::<Counter>(format!("k{key:02}"))
-            .signal()
-            .add(key)
-            .await
-            .unwrap();
+        add(&client, &format!("k{key:02}"), key).await;
     }
     client
         .entity::<Account>("a")
@@ -581,20 +534,7 @@ async fn client_entity_management() {
             .is_none()
     );
     // The forwarded signal is a message of its own, applied soon after.
-    let mut k06 = 0;
-    for _ in 0..1000 {
-        k06 = client
-            .entity_state::<Counter>("k06")
-            .await
-            .unwrap()
-            .unwrap()
-            .value;
-        if k06 != 6 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    assert_eq!(k06, 11);
+    value_becomes(&client, "k06", 11, "its 6 and the 5 moved to it").await;
 
     client
         .delete_entity(&EntityId::new("Counter", "k07").unwrap())
@@ -655,25 +595,16 @@ async fn lock_with_timeout(ctx: OrchestrationContext, key: String) -> Result<boo
     Ok(false)
 }
 
-async fn value_becomes(client: &Client, key: &str, expected: i64) -> i64 {
-    let mut value = i64::MIN;
-    for _ in 0..2500 {
-        value = client
-            .entity_state::<Counter>(key)
-            .await
-            .unwrap()
-            .map_or(0, |counter| counter.value);
-        if value == expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    value
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_lock_requests_do_not_keep_the_lock() {
-    let runtime = runtime(|b| b.register(abandon_lock_request).register(lock_with_timeout)).await;
+    // The waiter's timeout is a durable timer: it comes due when the test moves the clock.
+    let clock = Clock::manual(UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let runtime = runtime(|b| {
+        b.clock(clock.clone())
+            .register(abandon_lock_request)
+            .register(lock_with_timeout)
+    })
+    .await;
     let client = runtime.client();
 
     // Dropped before the grant: released as soon as the grant arrives.
@@ -681,46 +612,32 @@ async fn abandoned_lock_requests_do_not_keep_the_lock() {
         .start(abandon_lock_request, "free".to_owned())
         .await
         .unwrap();
-    client
-        .entity::<Counter>("free")
-        .signal()
-        .add(1)
-        .await
-        .unwrap();
-    assert_eq!(
-        value_becomes(&client, "free", 1).await,
-        1,
-        "the entity stayed locked"
-    );
+    add(&client, "free", 1).await;
+    value_becomes(&client, "free", 1, "the entity stayed locked").await;
 
     // Lost a select while queued behind another holder: once that holder lets go, the
     // late grant is released and others get through.
-    let holder = client
-        .start(hold_until_event, "contended".to_owned())
-        .await
-        .unwrap();
-    assert_eq!(value_becomes(&client, "contended", 1000).await, 1000);
+    let holder = start_holder(&client, "contended").await;
     let waiter = client
         .start(lock_with_timeout, "contended".to_owned())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await; // past the waiter's timeout
+    // Its first turn, committed when `start` returned, asked for the lock and set its
+    // timer; past the timeout it drops the request, still queued behind the holder.
+    clock.advance(Duration::from_secs(1));
+    eventually("the waiter's timeout to fire", async || {
+        history_kinds(&client, waiter.id())
+            .await
+            .contains(&"TimerFired")
+    })
+    .await;
     client
         .raise_event(holder.id(), "release", ())
         .await
         .unwrap();
     assert_eq!(holder.wait(WAIT).await.unwrap(), 1000);
-    client
-        .entity::<Counter>("contended")
-        .signal()
-        .add(1)
-        .await
-        .unwrap();
-    assert_eq!(
-        value_becomes(&client, "contended", 1001).await,
-        1001,
-        "the late grant kept the lock"
-    );
+    add(&client, "contended", 1).await;
+    value_becomes(&client, "contended", 1001, "the late grant kept the lock").await;
 
     for handle in [dropped.id().to_owned(), waiter.id().to_owned()] {
         client.raise_event(&handle, "finish", ()).await.unwrap();
@@ -733,17 +650,18 @@ async fn abandoned_lock_requests_do_not_keep_the_lock() {
 async fn terminating_an_orchestration_waiting_for_a_lock_leaves_nothing_locked() {
     let runtime = runtime(|b| b).await;
     let client = runtime.client();
-    let holder = client
-        .start(hold_until_event, "queue".to_owned())
-        .await
-        .unwrap();
-    assert_eq!(value_becomes(&client, "queue", 1000).await, 1000);
-    // Queued behind the holder: its request is waiting at the entity.
+    let holder = start_holder(&client, "queue").await;
+    // Queued behind the holder: its first turn, committed when `start` returned, sent the
+    // request, which reaches the entity before anything sent after it.
     let queued = client
         .start(hold_until_event, "queue".to_owned())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        history_kinds(&client, queued.id())
+            .await
+            .contains(&"LocksRequested")
+    );
     client
         .terminate(queued.id(), "changed my mind")
         .await
@@ -754,17 +672,8 @@ async fn terminating_an_orchestration_waiting_for_a_lock_leaves_nothing_locked()
         .unwrap();
     holder.wait(WAIT).await.unwrap();
     // The request is granted to an execution that has ended, and released at once.
-    client
-        .entity::<Counter>("queue")
-        .signal()
-        .add(1)
-        .await
-        .unwrap();
-    assert_eq!(
-        value_becomes(&client, "queue", 1001).await,
-        1001,
-        "the entity stayed locked"
-    );
+    add(&client, "queue", 1).await;
+    value_becomes(&client, "queue", 1001, "the entity stayed locked").await;
     runtime.shutdown().await;
 }
 
@@ -801,13 +710,8 @@ async fn calls_and_locks_on_an_unregistered_entity_fail_instead_of_hanging() {
         "EntityOperationFailed|Some(NotRegistered)|true"
     );
     // What the failed chain had locked is free again.
-    client
-        .entity::<Counter>("A-first")
-        .signal()
-        .add(3)
-        .await
-        .unwrap();
-    assert_eq!(value_becomes(&client, "A-first", 3).await, 3);
+    add(&client, "A-first", 3).await;
+    value_becomes(&client, "A-first", 3, "the failed chain kept its lock").await;
     runtime.shutdown().await;
 }
 

@@ -10,7 +10,9 @@
 use durable::client::StartOptions;
 use durable::prelude::*;
 use durable::store::{Durability, EntityId, FjallStore, InboxKey, Store};
-use durable_testkit::{SideEffectLog, spawn_test_child, wait_until};
+use durable_testkit::{
+    SideEffectLog, block_on, child_env, expect_success, kill_when, spawn_test_child,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -158,20 +160,11 @@ fn expected_balances() -> Vec<i64> {
 /// starts what is missing, sends a few more signals and waits for everything.
 #[test]
 fn entity_crash_child() {
-    let (Ok(dir), Ok(log), Ok(run)) = (
-        std::env::var(DIR_VAR),
-        std::env::var(LOG_VAR),
-        std::env::var(RUN_VAR),
-    ) else {
+    let Some([dir, log, run]) = child_env([DIR_VAR, LOG_VAR, RUN_VAR]) else {
         return; // only meaningful as a child process
     };
     let log = SideEffectLog::new(log);
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    tokio.block_on(async move {
+    block_on(async move {
         let runtime = Runtime::builder()
             .store_path(&dir)
             .max_entity_queue(16)
@@ -261,10 +254,8 @@ fn sigkill_mid_run_applies_every_acknowledged_signal_exactly_once() {
         ]
     };
 
-    let mut first = spawn_test_child("entity_crash_child", &env("1"));
-    let progressed = wait_until(Duration::from_secs(60), || log.lines().len() >= 2_000);
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    let first = spawn_test_child("entity_crash_child", &env("1"));
+    let progressed = kill_when(first, || log.lines().len() >= 2_000);
     assert!(progressed, "the first run made no progress before the kill");
     let acknowledged_before_kill = acknowledged(&log);
     let transfers_before_kill = {
@@ -284,15 +275,10 @@ fn sigkill_mid_run_applies_every_acknowledged_signal_exactly_once() {
         "the kill came after every signal: the test proves nothing"
     );
 
-    let mut second = spawn_test_child("entity_crash_child", &env("2"));
-    let exited = wait_until(Duration::from_secs(120), || {
-        second.try_wait().unwrap().is_some()
-    });
-    if !exited {
-        second.kill().unwrap();
-    }
-    assert!(exited, "the second run did not finish");
-    assert!(second.wait().unwrap().success(), "the second run failed");
+    expect_success(
+        spawn_test_child("entity_crash_child", &env("2")),
+        "the second run",
+    );
 
     let store = open(&store_dir);
     let acknowledged = acknowledged(&log);

@@ -4,9 +4,12 @@
 //! again.
 
 use durable::prelude::*;
+use durable_testkit::poll_once;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
 
 const INSTANCES: u64 = 100;
 const STEPS: u64 = 5;
@@ -22,9 +25,23 @@ fn record_run(ctx: &ActivityContext) {
         .or_default() += 1;
 }
 
+/// The third steps of the chains wait here until the test has begun the shutdown: so the
+/// shutdown always comes in the middle of the work, with activities running.
+static THIRD_STEPS: Semaphore = Semaphore::const_new(0);
+/// Third steps that reached the gate, and the signal that all of them did.
+static AT_THIRD_STEP: AtomicU64 = AtomicU64::new(0);
+static ALL_AT_THIRD_STEP: Notify = Notify::const_new();
+
 #[activity]
 async fn step(ctx: ActivityContext, x: u64) -> Result<u64, Error> {
     record_run(&ctx);
+    // Chain `i` starts at `i * 100`: its third step's input ends in 2.
+    if x % 100 == 2 {
+        if AT_THIRD_STEP.fetch_add(1, Ordering::SeqCst) + 1 == INSTANCES {
+            ALL_AT_THIRD_STEP.notify_one();
+        }
+        let _permit = THIRD_STEPS.acquire().await?;
+    }
     tokio::time::sleep(Duration::from_millis(2 + x % 9)).await;
     Ok(x + 1)
 }
@@ -38,12 +55,17 @@ async fn chain(ctx: OrchestrationContext, start: u64) -> Result<u64, Error> {
     Ok(x)
 }
 
-/// Longer than the shutdown timeout of the test that uses it.
+/// Opened only after the shutdown of the test that uses `slow`: `slow` outlives it.
+static SLOW_GATE: Semaphore = Semaphore::const_new(0);
+static SLOW_STARTED: Notify = Notify::const_new();
+
+/// Runs until the test opens its gate; returns its input.
 #[activity]
-async fn slow(ctx: ActivityContext, millis: u64) -> Result<u64, Error> {
+async fn slow(ctx: ActivityContext, input: u64) -> Result<u64, Error> {
     record_run(&ctx);
-    tokio::time::sleep(Duration::from_millis(millis)).await;
-    Ok(millis)
+    SLOW_STARTED.notify_one();
+    let _permit = SLOW_GATE.acquire().await?;
+    Ok(input)
 }
 
 #[orchestrator]
@@ -75,14 +97,23 @@ async fn a_graceful_restart_under_load_loses_and_repeats_nothing() {
         client.start_with_id(chain, &id, i * 100).await.unwrap();
         ids.push(id);
     }
-    // Shut down in the middle of the work.
+    // Shut down in the middle of the work: every chain has done two steps and waits in
+    // its third. The shutdown stops taking work first; then the third steps may finish,
+    // and it must wait for them and commit their results.
     let total = INSTANCES * STEPS;
-    while runtime.metrics().activities_completed < total / 3 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    ALL_AT_THIRD_STEP.notified().await;
     let done_before = runtime.metrics().activities_completed;
-    runtime.shutdown().await;
-    let runs_before: u32 = RUNS.lock().unwrap().values().sum();
+    let mut shutdown = Box::pin(runtime.shutdown());
+    assert!(poll_once(&mut shutdown).await.is_pending());
+    THIRD_STEPS.add_permits(INSTANCES as usize);
+    shutdown.await;
+    let runs_before: u32 = RUNS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(key, _)| key.starts_with("chain-"))
+        .map(|(_, runs)| runs)
+        .sum();
     assert!(
         u64::from(runs_before) < total,
         "the shutdown came after all the work: {runs_before} runs"
@@ -124,16 +155,18 @@ async fn an_activity_outliving_the_shutdown_timeout_runs_again_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = open(dir.path(), Duration::from_millis(50)).await;
     let client = runtime.client();
+    let started = SLOW_STARTED.notified();
     client
         .start_with_id(call_slow, "slow-1", 500)
         .await
         .unwrap();
-    while runtime.metrics().activities_started == 0 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    started.await;
     // Shutdown gives up on it after 50 ms: its result is not committed.
     runtime.shutdown().await;
 
+    // Open: the run abandoned by the shutdown ends into a stopped runtime, the run after
+    // the restart completes.
+    SLOW_GATE.add_permits(2);
     let runtime = open(dir.path(), Duration::from_secs(10)).await;
     let status = runtime
         .client()

@@ -4,6 +4,7 @@
 
 use durable::client::Error as ClientError;
 use durable::prelude::*;
+use durable_store::HistoryEvent;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -116,6 +117,21 @@ async fn runtime() -> Runtime {
         .unwrap()
 }
 
+/// The current history of `instance`.
+async fn history(client: &Client, id: &durable_store::InstanceId) -> Vec<HistoryEvent> {
+    let status = client.status_with_history(id).await.unwrap().unwrap();
+    status.history.unwrap()
+}
+
+/// Asserts that `instance` never scheduled an activity.
+async fn scheduled_nothing(client: &Client, id: &durable_store::InstanceId) {
+    let history = history(client, id).await;
+    assert!(
+        !history.iter().any(|event| event.kind() == "TaskScheduled"),
+        "{history:?}"
+    );
+}
+
 async fn failure_of(client: &Client, id: &durable_store::InstanceId) -> durable_store::Failure {
     let status = client.wait_for_completion(id, WAIT).await.unwrap();
     assert_eq!(status.runtime_status, RuntimeStatus::Failed, "{status:?}");
@@ -190,17 +206,7 @@ async fn an_oversized_output_or_activity_input_fails_the_instance() {
     assert_eq!(failure.kind, ErrorKind::LimitExceeded, "{failure}");
     assert!(failure.message.contains("activity `echo`"), "{failure}");
     // The refused turn scheduled nothing: the activity never ran.
-    let history = client
-        .status_with_history(big_input.id())
-        .await
-        .unwrap()
-        .unwrap()
-        .history
-        .unwrap();
-    assert!(
-        !history.iter().any(|event| event.kind() == "TaskScheduled"),
-        "{history:?}"
-    );
+    scheduled_nothing(&client, big_input.id()).await;
     runtime.shutdown().await;
 }
 
@@ -235,11 +241,15 @@ async fn too_many_actions_in_one_turn_fail_the_instance() {
         failure.message.contains("max_actions_per_turn"),
         "{failure}"
     );
+    // None of the refused turn's activities run: none was scheduled, and after a later
+    // instance's activity has run, only that one has started.
+    scheduled_nothing(&client, over.id()).await;
     let started_before = runtime.metrics().activities_started;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let later = client.start(fan_out, 1).await.unwrap();
+    assert_eq!(later.wait(WAIT).await.unwrap(), 1);
     assert_eq!(
         runtime.metrics().activities_started,
-        started_before,
+        started_before + 1,
         "none of the refused turn's activities run"
     );
     runtime.shutdown().await;
@@ -270,14 +280,7 @@ async fn a_long_history_is_warned_about_once() {
     assert_eq!(runtime.metrics().long_histories, 0);
     let long = client.start(long_chain, 60).await.unwrap();
     assert_eq!(long.wait(WAIT).await.unwrap(), 60);
-    let events = client
-        .status_with_history(long.id())
-        .await
-        .unwrap()
-        .unwrap()
-        .history
-        .unwrap()
-        .len();
+    let events = history(&client, long.id()).await.len();
     assert!(events > 100, "{events} events");
     assert_eq!(runtime.metrics().long_histories, 1);
     runtime.shutdown().await;

@@ -6,6 +6,7 @@ use durable::client::Error as ClientError;
 use durable::prelude::*;
 use durable::store::{MemoryStore, Store};
 use durable::{InstanceQuery, RuntimeBuilder};
+use durable_testkit::{eventually, poll_once};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,8 +83,13 @@ async fn retry_exhausted(ctx: OrchestrationContext, _input: ()) -> Result<(), Er
 }
 
 /// Counts down by continuing as new; returns how many executions ran, counted in its input.
+/// The first execution waits for a "go" event, so that a test can read its id before the
+/// instance moves on.
 #[orchestrator]
 async fn countdown(ctx: OrchestrationContext, (left, done): (u64, u64)) -> Result<u64, Error> {
+    if done == 0 {
+        ctx.wait_for_event::<()>("go").await?;
+    }
     if left == 0 {
         return Ok(done + 1);
     }
@@ -153,18 +159,6 @@ async fn status_history(client: &Client, id: &str) -> Vec<durable::store::Histor
         .unwrap()
         .history
         .unwrap()
-}
-
-/// Waits (without blocking the tokio thread) until `condition` holds, for up to 10 s.
-async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::time::Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    condition()
 }
 
 fn builder() -> RuntimeBuilder {
@@ -264,14 +258,7 @@ async fn retry_succeeds_on_the_third_attempt() {
         .unwrap();
     assert_eq!(instance.wait(WAIT).await.unwrap(), 3);
     assert_eq!(FLAKY_ATTEMPTS.lock().unwrap()["third-time-lucky"], 3);
-    let history = runtime
-        .client()
-        .status_with_history(instance.id())
-        .await
-        .unwrap()
-        .unwrap()
-        .history
-        .unwrap();
+    let history = status_history(&runtime.client(), instance.id().as_str()).await;
     let timers = history
         .iter()
         .filter(|e| matches!(e, durable::store::HistoryEvent::TimerFired { .. }))
@@ -299,7 +286,11 @@ async fn continue_as_new_a_hundred_times() {
         .start_with_id(countdown, "eternal", (100, 0))
         .await
         .unwrap();
-    let first = instance.status().await.unwrap().execution;
+    // The first execution waits for "go": its id cannot have moved on yet.
+    let first = instance.status().await.unwrap();
+    assert_eq!(first.input.decode::<(u64, u64)>().unwrap(), (100, 0));
+    let first = first.execution;
+    client.raise_event("eternal", "go", ()).await.unwrap();
     assert_eq!(
         instance.wait(WAIT).await.unwrap(),
         101,
@@ -310,9 +301,12 @@ async fn continue_as_new_a_hundred_times() {
         .await
         .unwrap()
         .unwrap();
+    // Execution ids are unique in the store and increasing (not numbered per instance):
+    // each of the 100 continuations took a new one.
     assert!(
         status.execution.0 >= first.0 + 100,
-        "each execution has a new id"
+        "each execution has a new id: the first {first:?}, the last {:?}",
+        status.execution
     );
     assert_eq!(status.input.decode::<(u64, u64)>().unwrap(), (0, 100));
     let history = status.history.unwrap();
@@ -608,8 +602,10 @@ async fn terminate_stops_an_instance_that_continues_as_new_in_a_tight_loop() {
     let client = runtime.client();
     let instance = client.start_with_id(spin, "spinner", 0).await.unwrap();
     // Let it spin through some executions, then stop it wherever it is.
-    let spun = eventually(|| runtime.metrics().instances_ended > 20).await;
-    assert!(spun, "the instance did not continue as new");
+    eventually("the instance to continue as new 20 times", async || {
+        runtime.metrics().instances_ended > 20
+    })
+    .await;
     client.terminate("spinner", "stop spinning").await.unwrap();
     let status = client.wait_for_completion("spinner", WAIT).await.unwrap();
     assert_eq!(status.runtime_status, RuntimeStatus::Terminated);
@@ -655,15 +651,14 @@ async fn an_activity_scheduled_in_the_last_turn_still_runs_once() {
         .await
         .unwrap();
     assert_eq!(instance.wait(WAIT).await.unwrap(), "done");
-    let settled = eventually(|| {
-        FIRE_AND_FORGET_RUNS.load(Ordering::SeqCst) == 1
-            && store.scan_activities(None, 10).unwrap().is_empty()
-    })
+    eventually(
+        "the activity to run once and its work item to be deleted",
+        async || {
+            FIRE_AND_FORGET_RUNS.load(Ordering::SeqCst) == 1
+                && store.scan_activities(None, 10).unwrap().is_empty()
+        },
+    )
     .await;
-    assert!(
-        settled,
-        "the activity did not run, or its work item was left behind"
-    );
     runtime.shutdown().await;
     assert_eq!(FIRE_AND_FORGET_RUNS.load(Ordering::SeqCst), 1);
 }
@@ -703,13 +698,7 @@ async fn tokio_reached_through_a_helper_fails_the_instance_with_advice() {
     );
     assert!(failure.message.contains("ctx.sleep"), "{}", failure.message);
     // The history says the same.
-    let history = client
-        .status_with_history(instance.id())
-        .await
-        .unwrap()
-        .unwrap()
-        .history
-        .unwrap();
+    let history = status_history(&client, instance.id().as_str()).await;
     assert!(matches!(
         history.last(),
         Some(durable::store::HistoryEvent::ExecutionFailed { failure }) if failure.message.contains("ctx.sleep")
@@ -772,7 +761,9 @@ async fn a_purged_and_restarted_id_never_receives_results_of_its_old_executions(
     // The old activity finishes first, while the new execution waits on its own task 0;
     // its result is dropped (its work item deleted) and never reaches the new execution.
     STALE_GATE.add_permits(1);
-    let stale_gone = eventually(|| {
+    // A purge leaves activity work items alone: this one goes only once its result came
+    // back and was dropped.
+    eventually("the stale activity's result to be dropped", async || {
         store
             .scan_activities(None, 10)
             .unwrap()
@@ -780,7 +771,6 @@ async fn a_purged_and_restarted_id_never_receives_results_of_its_old_executions(
             .all(|item| item.execution != old_execution)
     })
     .await;
-    assert!(stale_gone, "the stale activity never finished");
     FRESH_GATE.add_permits(1);
     assert_eq!(second.wait(WAIT).await.unwrap(), "fresh");
     runtime.shutdown().await;
@@ -802,12 +792,13 @@ async fn waiters_are_released_by_shutdown() {
         .start_with_id(sleeper, "long-nap", 3600)
         .await
         .unwrap();
-    let waiter = tokio::spawn({
+    let mut waiter = Box::pin({
         let client = client.clone();
         async move { client.wait_for_completion("long-nap", Duration::MAX).await }
     });
-    // Make sure the waiter is waiting, then stop the runtime under it.
-    tokio::task::yield_now().await;
+    // Its first poll registers it as a waiter; then the runtime stops under it.
+    assert!(poll_once(&mut waiter).await.is_pending());
+    let waiter = tokio::spawn(waiter);
     runtime.shutdown().await;
     let outcome = tokio::time::timeout(WAIT, waiter)
         .await

@@ -4,6 +4,7 @@
 
 use durable::client::Error as ClientError;
 use durable::prelude::*;
+use durable_testkit::poll_once;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
@@ -11,13 +12,17 @@ use tokio::sync::{Notify, Semaphore};
 const WAIT: Duration = Duration::from_secs(60);
 
 static STEPS: AtomicU64 = AtomicU64::new(0);
+/// Whether step 1000 stops halfway: set for the run that is restarted there.
+static STOP_HALFWAY: AtomicBool = AtomicBool::new(false);
 static HALFWAY: Notify = Notify::const_new();
+static HALFWAY_GATE: Semaphore = Semaphore::const_new(0);
 
 #[activity]
 async fn step(_ctx: ActivityContext, x: u64) -> Result<u64, Error> {
-    if STEPS.fetch_add(1, Ordering::SeqCst) + 1 == 1000 {
-        // Wakes only a test already waiting: the first run passes step 1000 unobserved.
-        HALFWAY.notify_waiters();
+    if STEPS.fetch_add(1, Ordering::SeqCst) + 1 == 1000 && STOP_HALFWAY.load(Ordering::SeqCst) {
+        // Holds the run at step 1000 until the test has begun the shutdown.
+        HALFWAY.notify_one();
+        let _permit = HALFWAY_GATE.acquire().await?;
     }
     Ok(x + 1)
 }
@@ -51,16 +56,21 @@ async fn two_thousand_steps_hot_replay_nothing_and_survive_a_restart() {
     assert_eq!(metrics.replays, 0, "{metrics:?}");
     assert!(metrics.turns >= 2001, "{metrics:?}");
 
-    // Restarted halfway: one replay, then the run finishes.
+    // Restarted halfway: one replay, then the run finishes. Step 1000 waits until the
+    // shutdown has begun (it then takes no more work), so the restart comes halfway on
+    // any machine; the shutdown lets that step finish and commits it.
     STEPS.store(0, Ordering::SeqCst);
-    let halfway = HALFWAY.notified();
+    STOP_HALFWAY.store(true, Ordering::SeqCst);
     let instance = runtime
         .client()
         .start_with_id(long_chain, "restarted", 2000)
         .await
         .unwrap();
-    halfway.await;
-    runtime.shutdown().await;
+    HALFWAY.notified().await;
+    let mut shutdown = Box::pin(runtime.shutdown());
+    assert!(poll_once(&mut shutdown).await.is_pending());
+    HALFWAY_GATE.add_permits(1);
+    shutdown.await;
     let before_restart = STEPS.load(Ordering::SeqCst);
     assert!(before_restart < 2000, "the run finished before the restart");
 

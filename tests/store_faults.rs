@@ -5,10 +5,12 @@
 //! acknowledged start must be there and finish with the right output, with nothing half
 //! written. Also: a read-only store directory at open is a clear, typed error.
 
+use durable::Clock;
 use durable::client::Error as ClientError;
 use durable::prelude::*;
 use durable::store::{Durability, FjallStore, InstanceQuery, Store};
 use durable_store::faults::{Fault, Faults, FaultyStore, Read};
+use durable_testkit::poll_once;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +41,16 @@ async fn nap(ctx: OrchestrationContext, millis: u64) -> Result<u64, Error> {
 }
 
 async fn start_over(store: Arc<dyn Store>) -> Result<Runtime, durable::runtime::Error> {
+    start_with_clock(store, Clock::system()).await
+}
+
+async fn start_with_clock(
+    store: Arc<dyn Store>,
+    clock: Clock,
+) -> Result<Runtime, durable::runtime::Error> {
     Runtime::builder()
         .store(store)
+        .clock(clock)
         .register(add_one)
         .register(chain)
         .register(approval)
@@ -177,13 +187,13 @@ async fn one_failed_commit(fault: Fault, applied: bool) -> ClientError {
         assert!(matches!(error, ClientError::Poisoned), "{error:?}");
         assert!(error.to_string().contains("restart the process"), "{error}");
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Not even the shutdown, which flushes what the shards hold, commits again.
+    runtime.shutdown().await;
     assert_eq!(
         faults.writes(),
         writes,
         "the runtime committed after a failed commit"
     );
-    runtime.shutdown().await;
 
     // A restart over the same directory, without faults.
     let store = fjall(dir.path());
@@ -236,22 +246,28 @@ async fn a_full_disk_at_commit_is_a_clear_error_and_leaves_nothing() {
     );
 }
 
-/// A client waiting for an instance whose completing commit fails.
+/// A client waiting (up to `wait`) for an instance whose completing commit fails; what
+/// it heard, within [`WAIT`].
 async fn waiting_through_a_failed_commit(wait: Duration) -> Result<InstanceStatus, ClientError> {
     let dir = tempfile::tempdir().unwrap();
     let (store, faults) = faulty(dir.path(), 2);
     let runtime = start_over(store).await.unwrap();
     let client = runtime.client();
     client.start_with_id(approval, "w", 1).await.unwrap();
-    let waiter = {
+    let mut waiter = Box::pin({
         let client = client.clone();
-        tokio::spawn(async move { client.wait_for_completion("w", wait).await })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+        async move { client.wait_for_completion("w", wait).await }
+    });
+    // Its first poll registers it as a waiter, before the commit fails.
+    assert!(poll_once(&mut waiter).await.is_pending());
+    let waiter = tokio::spawn(waiter);
     faults.add(Fault::commit());
     // This event completes the orchestration, in a commit that fails.
     assert!(client.raise_event("w", "approve", 1u64).await.is_err());
-    let waited = waiter.await.unwrap();
+    let waited = tokio::time::timeout(WAIT, waiter)
+        .await
+        .expect("the waiter heard nothing of the failed commit")
+        .unwrap();
     runtime.shutdown().await;
 
     // It did not complete: after a restart it still waits, and then completes.
@@ -282,10 +298,10 @@ async fn a_wait_never_reports_a_completion_that_did_not_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_hears_poisoned_as_soon_as_a_commit_fails() {
-    let started = std::time::Instant::now();
-    let waited = waiting_through_a_failed_commit(Duration::from_secs(5)).await;
+    // A wait of an hour ends within WAIT, with `Poisoned`: it was woken by the failure,
+    // not by its timeout.
+    let waited = waiting_through_a_failed_commit(Duration::from_secs(3600)).await;
     assert!(matches!(waited, Err(ClientError::Poisoned)), "{waited:?}");
-    assert!(started.elapsed() < Duration::from_secs(4));
 }
 
 /// Three approvals waiting, in a store in `dir`, after a clean shutdown.
@@ -372,9 +388,12 @@ async fn a_failed_timer_read_is_retried() {
     let (store, faults) = faulty(dir.path(), 5);
     // The timer service's first read of the store fails; it tries again a second later.
     faults.add(Fault::read(Read::ScanTimers));
-    let runtime = start_over(store).await.unwrap();
+    let clock = Clock::manual(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let runtime = start_with_clock(store, clock.clone()).await.unwrap();
     let client = runtime.client();
+    // Its timer is stored when `start` returns, and due once the clock moves.
     let napping = client.start_with_id(nap, "nap", 10).await.unwrap();
+    clock.advance(Duration::from_secs(1));
     assert_eq!(napping.wait(WAIT).await.unwrap(), 10);
     assert_eq!(faults.injected(), 1);
     runtime.shutdown().await;

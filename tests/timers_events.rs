@@ -5,6 +5,7 @@ use durable::client::Error as ClientError;
 use durable::prelude::*;
 use durable::store::{HistoryEvent, MemoryStore, Store};
 use durable::{Clock, Either, InstanceId};
+use durable_testkit::eventually;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -167,23 +168,9 @@ impl Harness {
 
     /// Waits until the instance has stored its timer (it is then waiting on it).
     async fn until_waiting_on_timer(&self, instance: &str) {
-        assert!(
-            eventually(|| self.timers_of(instance) == 1).await,
-            "{instance} never waited"
-        );
+        let what = format!("{instance} to wait on its timer");
+        eventually(&what, async || self.timers_of(instance) == 1).await;
     }
-}
-
-/// Waits (without blocking tokio) until `condition` holds, for up to 10 s.
-async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tokio::time::Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    condition()
 }
 
 fn count(history: &[HistoryEvent], kind: &str) -> usize {
@@ -338,10 +325,10 @@ async fn events_and_timer_firings_wait_while_suspended_and_run_in_order_after_re
     h.client.suspend("napping", "hold").await.unwrap();
     h.clock.advance(HOUR);
     let id = InstanceId::new("napping").unwrap();
-    assert!(
-        eventually(|| h.store.inbox(&id).unwrap().len() == 1).await,
-        "firing not stored"
-    );
+    eventually("the firing to be stored", async || {
+        h.store.inbox(&id).unwrap().len() == 1
+    })
+    .await;
     assert_eq!(h.timers_of("napping"), 0);
     assert_eq!(
         h.client
@@ -404,16 +391,18 @@ async fn a_scheduled_start_waits_for_its_time() {
             ..
         }
     ));
+    // An hour on, it has not started: a probe timer due in that hour fires, and behind it
+    // the start (due at two hours) is still pending, its timer stored.
+    let probe = h.client.start(nap, 60).await.unwrap();
     h.clock.advance(HOUR);
-    let error = h
-        .client
-        .wait_for_completion(&id, Duration::from_millis(50))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(error, ClientError::Timeout { .. }),
+    assert_eq!(probe.wait(WAIT).await.unwrap(), 60);
+    let status = instance.status().await.unwrap();
+    assert_eq!(
+        status.runtime_status,
+        RuntimeStatus::Pending,
         "started too early"
     );
+    assert_eq!(h.timers_of(&id), 1, "the start timer went early");
     h.clock.advance(HOUR);
     assert_eq!(instance.wait(WAIT).await.unwrap(), vec!["early bird"]);
 
@@ -436,16 +425,14 @@ async fn custom_status_is_visible() {
         .start_with_id(status_reporter, "reporter", ())
         .await
         .unwrap();
-    assert!(
-        eventually(|| {
-            h.store
-                .instance(&InstanceId::new("reporter").unwrap())
-                .unwrap()
-                .and_then(|record| record.custom_status)
-                .is_some()
-        })
-        .await
-    );
+    eventually("the custom status to be stored", async || {
+        h.store
+            .instance(&InstanceId::new("reporter").unwrap())
+            .unwrap()
+            .and_then(|record| record.custom_status)
+            .is_some()
+    })
+    .await;
     let status = instance.status().await.unwrap();
     assert_eq!(
         status.custom_status_as::<serde_json::Value>().unwrap(),
@@ -481,7 +468,10 @@ async fn ten_thousand_concurrent_timers_each_fire_exactly_once() {
     for task in tasks {
         task.await.unwrap();
     }
-    assert!(eventually(|| h.store.scan_timers(None, 20_000).unwrap().len() == 10_000).await);
+    eventually("every instance to store its timer", async || {
+        h.store.scan_timers(None, 20_000).unwrap().len() == 10_000
+    })
+    .await;
     h.clock.advance(HOUR);
     for n in 0..10_000u64 {
         let status = h
@@ -580,7 +570,10 @@ async fn timers_due_together_fire_whatever_their_ids_when_most_wait_on_disk() {
     for id in ids {
         h.client.start_with_id(nap, id, 3600).await.unwrap();
     }
-    assert!(eventually(|| h.store.scan_timers(None, 100).unwrap().len() == ids.len()).await);
+    eventually("every instance to store its timer", async || {
+        h.store.scan_timers(None, 100).unwrap().len() == ids.len()
+    })
+    .await;
     h.clock.advance(2 * HOUR);
     for id in ids {
         let status = h.client.wait_for_completion(id, WAIT).await.unwrap();
