@@ -361,8 +361,8 @@ impl Engine {
         let failing_lock = self
             .state
             .borrow()
-            .slot(id)
-            .is_some_and(|slot| is_lock(&slot.kind) && !slot.completed && !slot.cancelled);
+            .task(id)
+            .is_some_and(|task| is_lock(&task.kind) && !task.completed && !task.cancelled);
         if failing_lock {
             self.state.borrow_mut().release_locks(id);
         }

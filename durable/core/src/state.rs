@@ -59,7 +59,7 @@ impl TaskKind {
 
 /// One durable task of the execution.
 #[derive(Debug)]
-pub(crate) struct TaskSlot {
+pub(crate) struct TaskState {
     pub(crate) kind: TaskKind,
     /// The outcome, once its completion event has been applied; taken by the future.
     pub(crate) outcome: Option<Result<Json, Failure>>,
@@ -83,7 +83,7 @@ pub(crate) struct State {
     pub(crate) now: Timestamp,
     pub(crate) replaying: bool,
     /// Tasks indexed by their `TaskId`.
-    pub(crate) tasks: Vec<TaskSlot>,
+    pub(crate) tasks: Vec<TaskState>,
     /// Actions the code produced since the engine last took them.
     pub(crate) produced: VecDeque<Action>,
     pub(crate) completions: u64,
@@ -134,7 +134,7 @@ impl State {
 
     fn new_task(&mut self, kind: TaskKind) -> TaskId {
         let id = TaskId(self.tasks.len() as u64);
-        self.tasks.push(TaskSlot {
+        self.tasks.push(TaskState {
             kind,
             outcome: None,
             completed: false,
@@ -148,8 +148,8 @@ impl State {
     /// Records a signal: a task that is complete as soon as it is sent.
     pub(crate) fn signal(&mut self, action: impl FnOnce(TaskId) -> Action) -> TaskId {
         let id = self.schedule(TaskKind::Signal, action);
-        if let Some(slot) = self.slot_mut(id) {
-            slot.completed = true;
+        if let Some(task) = self.task_mut(id) {
+            task.completed = true;
         }
         id
     }
@@ -159,10 +159,10 @@ impl State {
         if self.ended || !self.released_locks.insert(id) {
             return;
         }
-        if let Some(TaskSlot {
+        if let Some(TaskState {
             kind: TaskKind::Lock { entities },
             ..
-        }) = self.slot(id)
+        }) = self.task(id)
         {
             let entities = entities.clone();
             self.produced
@@ -175,15 +175,15 @@ impl State {
     pub(crate) fn critical_section(&self) -> (bool, BTreeSet<EntityId>) {
         let mut in_force = false;
         let mut held = BTreeSet::new();
-        for (index, slot) in self.tasks.iter().enumerate() {
-            let TaskKind::Lock { entities } = &slot.kind else {
+        for (index, task) in self.tasks.iter().enumerate() {
+            let TaskKind::Lock { entities } = &task.kind else {
                 continue;
             };
-            if slot.cancelled || self.released_locks.contains(&TaskId(index as u64)) {
+            if task.cancelled || self.released_locks.contains(&TaskId(index as u64)) {
                 continue;
             }
             in_force = true;
-            if slot.completed {
+            if task.completed {
                 held.extend(entities.iter().cloned());
             }
         }
@@ -193,13 +193,13 @@ impl State {
     /// A grant for a lock request the code dropped before it came: marks it granted and
     /// releases it at once. Returns whether `id` was such a request.
     pub(crate) fn grant_abandoned_lock(&mut self, id: TaskId) -> bool {
-        let Some(slot) = self.slot_mut(id) else {
+        let Some(task) = self.task_mut(id) else {
             return false;
         };
-        if !matches!(slot.kind, TaskKind::Lock { .. }) || !slot.cancelled || slot.completed {
+        if !matches!(task.kind, TaskKind::Lock { .. }) || !task.cancelled || task.completed {
             return false;
         }
-        slot.completed = true;
+        task.completed = true;
         self.release_locks(id);
         true
     }
@@ -211,7 +211,7 @@ impl State {
         self.tasks
             .iter()
             .enumerate()
-            .filter_map(|(index, slot)| match &slot.kind {
+            .filter_map(|(index, task)| match &task.kind {
                 TaskKind::Lock { entities } => {
                     let id = TaskId(index as u64);
                     (!self.released_locks.contains(&id)).then(|| (id, entities.clone()))
@@ -266,29 +266,29 @@ impl State {
     /// to the next wait — events are never lost.
     pub(crate) fn abandon(&mut self, id: TaskId) {
         let ended = self.ended;
-        let Some(slot) = self.slot_mut(id) else {
+        let Some(task) = self.task_mut(id) else {
             return;
         };
-        match slot.kind.clone() {
-            TaskKind::Timer { fire_at } if !slot.completed && !slot.cancelled && !ended => {
-                slot.cancelled = true;
+        match task.kind.clone() {
+            TaskKind::Timer { fire_at } if !task.completed && !task.cancelled && !ended => {
+                task.cancelled = true;
                 self.produced.push_back(Action::CancelTimer { id, fire_at });
             }
             // A lock request dropped before its grant: the grant is released when it comes
             // (`grant_abandoned_lock`). A grant that never became a guard: released now.
             TaskKind::Lock { .. } if !ended => {
-                if !slot.completed {
-                    slot.cancelled = true;
-                } else if slot.outcome.is_some() {
+                if !task.completed {
+                    task.cancelled = true;
+                } else if task.outcome.is_some() {
                     self.release_locks(id);
                 }
             }
             TaskKind::Event { name } => {
-                if !slot.completed {
+                if !task.completed {
                     if let Some(waiters) = self.event_waiters.get_mut(&name) {
                         waiters.retain(|waiter| *waiter != id);
                     }
-                } else if let Some(Ok(payload)) = slot.outcome.take() {
+                } else if let Some(Ok(payload)) = task.outcome.take() {
                     self.events.entry(name).or_default().push_front(payload);
                 }
             }
@@ -298,10 +298,10 @@ impl State {
 
     /// Replaces the due time of timer `id` with the one history recorded.
     pub(crate) fn record_fire_at(&mut self, id: TaskId, recorded: Timestamp) {
-        if let Some(TaskSlot {
+        if let Some(TaskState {
             kind: TaskKind::Timer { fire_at },
             ..
-        }) = self.slot_mut(id)
+        }) = self.task_mut(id)
         {
             *fire_at = recorded;
         }
@@ -329,13 +329,13 @@ impl State {
             .collect()
     }
 
-    pub(crate) fn slot(&self, id: TaskId) -> Option<&TaskSlot> {
+    pub(crate) fn task(&self, id: TaskId) -> Option<&TaskState> {
         usize::try_from(id.0)
             .ok()
             .and_then(|index| self.tasks.get(index))
     }
 
-    pub(crate) fn slot_mut(&mut self, id: TaskId) -> Option<&mut TaskSlot> {
+    pub(crate) fn task_mut(&mut self, id: TaskId) -> Option<&mut TaskState> {
         usize::try_from(id.0)
             .ok()
             .and_then(|index| self.tasks.get_mut(index))
@@ -350,22 +350,22 @@ impl State {
         outcome: Result<Json, Failure>,
     ) -> Result<Option<Waker>, &'static str> {
         let order = self.completions;
-        let Some(slot) = self.slot_mut(id) else {
+        let Some(task) = self.task_mut(id) else {
             return Err("no such task");
         };
-        if !expected(&slot.kind) {
+        if !expected(&task.kind) {
             return Err("the task is of another kind");
         }
-        if slot.completed {
+        if task.completed {
             return Err("the task already completed");
         }
-        if slot.cancelled {
+        if task.cancelled {
             return Err("the orchestrator cancelled the task");
         }
-        slot.completed = true;
-        slot.outcome = Some(outcome);
-        slot.completion_order = order;
-        let waker = slot.waker.take();
+        task.completed = true;
+        task.outcome = Some(outcome);
+        task.completion_order = order;
+        let waker = task.waker.take();
         self.completions += 1;
         Ok(waker)
     }
@@ -375,7 +375,7 @@ impl State {
         self.tasks
             .iter()
             .enumerate()
-            .filter(|(_, slot)| !slot.completed && !slot.cancelled)
-            .map(|(index, slot)| (TaskId(index as u64), &slot.kind))
+            .filter(|(_, task)| !task.completed && !task.cancelled)
+            .map(|(index, task)| (TaskId(index as u64), &task.kind))
     }
 }

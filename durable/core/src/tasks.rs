@@ -69,8 +69,8 @@ impl<T> DurableTask<T> {
             TaskStatus::Invalid(_) => return Some(0),
         };
         let state = self.state.borrow();
-        let slot = state.slot(id)?;
-        slot.completed.then_some(slot.completion_order)
+        let task = state.task(id)?;
+        task.completed.then_some(task.completion_order)
     }
 }
 
@@ -99,22 +99,22 @@ impl<T: DeserializeOwned> Future for DurableTask<T> {
             }
         };
         let mut state = this.state.borrow_mut();
-        let Some(slot) = state.slot_mut(id) else {
+        let Some(task) = state.task_mut(id) else {
             return Poll::Ready(Err(Error::new(
                 ErrorKind::Internal,
                 format!("task {id} does not exist in this execution"),
             )));
         };
-        match slot.outcome.take() {
+        match task.outcome.take() {
             Some(outcome) => {
-                let kind = slot.kind.clone();
+                let kind = task.kind.clone();
                 drop(state);
                 Poll::Ready(resolve(&kind, outcome))
             }
             None => {
-                match &mut slot.waker {
+                match &mut task.waker {
                     Some(waker) => waker.clone_from(cx.waker()),
-                    None => slot.waker = Some(cx.waker().clone()),
+                    None => task.waker = Some(cx.waker().clone()),
                 }
                 Poll::Pending
             }

@@ -16,7 +16,7 @@ use super::writes::{Env, Next, Step, Writes};
 use crate::client::new_instance_id;
 use crate::registry::{EntityEntry, ErasedEntity};
 use crate::runtime::handle::Rejection;
-use durable_core::{EntityContext, panic_message};
+use durable_core::{EntityContext, Limits, panic_message};
 use durable_types::{
     EntityCaller, EntityId, EntityMessage, EntityRecord, Failure, FailureKind, HistoryEvent,
     InstanceId, Json, Message, Timestamp,
@@ -241,7 +241,7 @@ impl Round<'_> {
         let ctx = EntityContext::new(self.work.id.clone(), self.work.now);
         let limits = self.env.config.limits;
         let executed = with_state(self.hot, self.work, |state| {
-            execute(state, &ctx, &operation, &argument, limits.max_payload_bytes)
+            execute(state, &ctx, &operation, &argument, &limits)
         });
         let result = match executed {
             Ok(executed) => self.settle(executed, &ctx),
@@ -355,7 +355,7 @@ fn execute(
     ctx: &EntityContext,
     operation: &str,
     argument: &Json,
-    max_payload_bytes: usize,
+    limits: &Limits,
 ) -> Executed {
     let mutating = !state.is_read_only(operation);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -373,15 +373,14 @@ fn execute(
     };
     let saved = (outcome.is_ok() && mutating).then(|| {
         let json = state.save().map_err(durable_core::Error::into_failure)?;
-        let bytes = json.len();
-        if bytes > max_payload_bytes {
-            return Err(Failure::new(
-                FailureKind::LimitExceeded,
-                format!(
-                    "operation `{operation}` would make the entity's state {bytes} bytes, above the limit of {max_payload_bytes} bytes (max_payload_bytes); the state is unchanged — split it over several entities or keep large data elsewhere"
-                ),
-            ));
-        }
+        let what = || format!("state operation `{operation}` would leave");
+        limits.check_payload(json.len(), what).map_err(|too_large| {
+            let mut failure = too_large.into_failure();
+            failure.message.push_str(
+                "; the state is unchanged (split it over several entities, or keep large data elsewhere)",
+            );
+            failure
+        })?;
         Ok(json)
     });
     Executed {
