@@ -738,7 +738,8 @@ pub struct EntityRecord {
     pub last_modified: Timestamp,
 }
 
-/// A filter for [`crate::Store::list_instances`]; every field that is set must match.
+/// A filter for the instances a store lists (`Store::list_instances` of `durable-store`);
+/// every field that is set must match.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InstanceQuery {
     /// Statuses to include; `None` for all.

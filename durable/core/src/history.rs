@@ -69,6 +69,24 @@ enum Progress {
 
 /// What a history says about its execution. Build it with [`Ledger::from_history`], keep
 /// it current with [`Ledger::record`].
+///
+/// ```
+/// use durable_core::{Action, Ledger, Outstanding};
+/// use durable_types::{HistoryEvent, Json, TaskId, Timestamp};
+///
+/// // A worker elsewhere saw the start and asked for an activity.
+/// let mut ledger = Ledger::new();
+/// let start = HistoryEvent::ExecutionStarted { name: "chain".into(), input: Json::null(), parent: None };
+/// let schedule = Action::ScheduleActivity { id: TaskId(0), name: "charge".into(), input: Json::null() };
+/// let turn = ledger.turn(Timestamp(1_000), vec![start], vec![schedule], None);
+/// assert_eq!(turn.events.len(), 3); // OrchestratorStarted, ExecutionStarted, TaskScheduled
+/// assert_eq!(ledger.outstanding(), vec![Outstanding::Activity(TaskId(0))]);
+///
+/// // A second result for the same task does not apply.
+/// let done = HistoryEvent::TaskCompleted { id: TaskId(0), output: Json::null() };
+/// ledger.record(&done);
+/// assert_eq!(ledger.applies(&done), Err("the task already completed"));
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct Ledger {
     tasks: BTreeMap<TaskId, (Kind, Progress)>,

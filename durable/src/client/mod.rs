@@ -1,7 +1,7 @@
 //! [`Client`]: start, query, wait for, terminate, list and purge orchestration instances,
 //! and signal and read entities.
 //!
-//! A client reaches what runs the instances through one narrow [`Backend`]: commands that
+//! A client reaches what runs the instances through one narrow `Backend`: commands that
 //! change an instance are answered once their effects are durable (a start with the
 //! instance's first turn); reads go to the store. The client checks what it can before it
 //! sends (ids, payload sizes, registered names) so that a bad request gets its error at

@@ -7,7 +7,7 @@ use durable_types::{
 use serde::de::DeserializeOwned;
 use std::time::SystemTime;
 
-/// The state of an instance, as [`Client::status`] reads it.
+/// The state of an instance, as [`Client::status`](super::Client::status) reads it.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct InstanceStatus {
@@ -77,7 +77,7 @@ impl InstanceStatus {
     }
 }
 
-/// An entity, as [`Client::list_entities`] reads it.
+/// An entity, as [`Client::list_entities`](super::Client::list_entities) reads it.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct EntityStatus {
@@ -102,22 +102,22 @@ impl EntityStatus {
     }
 }
 
-/// One page of [`Client::list_entities`].
+/// One page of [`Client::list_entities`](super::Client::list_entities).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct EntityPage {
     /// The entities, in id order.
     pub entities: Vec<EntityStatus>,
-    /// Pass this to [`Client::list_entities`] for the next page; `None` on the last page.
+    /// Pass this to [`Client::list_entities`](super::Client::list_entities) for the next page; `None` on the last page.
     pub continuation: Option<String>,
 }
 
-/// One page of [`Client::list`].
+/// One page of [`Client::list`](super::Client::list).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct InstancePage {
     /// The instances, in id order.
     pub instances: Vec<InstanceStatus>,
-    /// Pass this to [`Client::list`] for the next page; `None` on the last page.
+    /// Pass this to [`Client::list`](super::Client::list) for the next page; `None` on the last page.
     pub continuation: Option<String>,
 }
