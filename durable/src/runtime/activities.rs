@@ -65,7 +65,7 @@ pub(crate) async fn run_backlog(
 /// Runs `item` holding `permit`, and sends its result to the instance's shard.
 fn start(shared: &Arc<Shared>, item: ActivityWorkItem, permit: OwnedSemaphorePermit) {
     let entry = shared.registry.activity(&item.name);
-    let shard = shared.shard_sender(&item.instance);
+    let mailbox = shared.mailbox(&item.instance).clone();
     let metrics = Arc::clone(&shared.metrics);
     let running = shared.running_activities.start();
     let limits = shared.config.limits;
@@ -84,10 +84,11 @@ fn start(shared: &Arc<Shared>, item: ActivityWorkItem, permit: OwnedSemaphorePer
             )),
         };
         Metrics::add(&metrics.activities_completed, 1);
-        // A closed shard means the runtime stopped; the result is not committed and the
-        // activity runs again after the next start.
-        let _ = shard.send(ShardMsg::ActivityDone { key, outcome });
+        // The slot goes first: the result waits for room in the shard's mailbox without
+        // holding up other activities. (Once the runtime stopped, the result is not
+        // committed and the activity runs again after the next start.)
         drop(permit);
+        mailbox.post(ShardMsg::ActivityDone { key, outcome }).await;
     });
 }
 

@@ -90,18 +90,12 @@ impl RuntimeHandle {
 
 impl Backend for RuntimeHandle {
     fn submit(&self, command: Command) -> BoxFuture<'static, Result<(), Error>> {
-        let shared = self.running();
+        let target = command.target();
+        // The mailbox only: a client waiting for its answer keeps no runtime alive.
+        let mailbox = self.running().map(|shared| shared.mailbox(&target).clone());
         Box::pin(async move {
-            let shared = shared?;
-            // A place among the commands in flight, held until the answer comes.
-            let Ok(_place) = Arc::clone(&shared.commands).acquire_owned().await else {
-                return Err(Error::ShuttingDown);
-            };
             let (reply, answer) = oneshot::channel();
-            let target = command.target();
-            let shard = shared.shard_of(&target);
-            shared.send_to_shard(shard, ShardMsg::Command { command, reply });
-            drop(shared);
+            mailbox?.post(ShardMsg::Command { command, reply }).await;
             match answer.await {
                 Ok(reply) => reply.map_err(|rejection| rejection.into_error(target)),
                 // The shard stopped before answering: the runtime is shutting down.

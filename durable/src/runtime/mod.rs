@@ -399,9 +399,9 @@ impl Watchers {
 /// How many commit requests may wait for the writer before a shard waits for it.
 const WRITER_QUEUE_MAX: usize = 64;
 
-/// How many client commands may wait for their answer at once; beyond it a client waits
-/// for a free place (backpressure) instead of queueing without bound.
-const COMMANDS_IN_FLIGHT_MAX: usize = 65_536;
+/// How many messages from clients, activities, timers and start-up may wait in one
+/// shard's mailbox; beyond it they wait for room (see `shard::Mailbox`).
+const SHARD_MAILBOX_MAX: usize = 16_384;
 
 const RUNNING: u8 = 0;
 const STOPPING: u8 = 1;
@@ -417,17 +417,13 @@ pub(crate) struct Shared {
     /// The writer's queue: bounded, so a shard waits when the writer is that many commit
     /// requests behind (the writer itself never waits on a shard).
     pub(crate) writer: mpsc::SyncSender<WriterMsg>,
-    shards: Vec<mpsc::Sender<ShardMsg>>,
+    shards: Vec<shard::Mailbox>,
     pub(crate) timers: TimerHandle,
     pub(crate) tokio: tokio::runtime::Handle,
     pub(crate) activity_slots: Arc<Semaphore>,
     /// Activities waiting for a slot (see `activities::spawn`).
     pub(crate) activity_backlog:
         tokio::sync::mpsc::UnboundedSender<durable_types::ActivityWorkItem>,
-    /// Client commands sent and not yet answered, at most `COMMANDS_IN_FLIGHT_MAX`: what
-    /// bounds the shards' queues from outside (everything else they receive stems from work
-    /// already committed).
-    pub(crate) commands: Arc<Semaphore>,
     pub(crate) running_activities: Arc<TaskCounter>,
     pub(crate) watchers: Watchers,
     pub(crate) ids: ids::Ids,
@@ -448,15 +444,14 @@ impl Shared {
         (hasher.finish() % self.shards.len() as u64) as usize
     }
 
-    pub(crate) fn send_to_shard(&self, shard: usize, message: ShardMsg) {
-        if let Some(sender) = self.shards.get(shard) {
-            // A closed shard means the runtime stopped; durable inputs come back at restart.
-            let _ = sender.send(message);
-        }
+    /// The mailbox of the shard that runs `instance`.
+    pub(crate) fn mailbox(&self, instance: &InstanceId) -> &shard::Mailbox {
+        &self.shards[self.shard_of(instance)]
     }
 
-    pub(crate) fn shard_sender(&self, instance: &InstanceId) -> mpsc::Sender<ShardMsg> {
-        self.shards[self.shard_of(instance)].clone()
+    /// The mailbox of shard `index`.
+    pub(crate) fn mailbox_at(&self, index: usize) -> Option<&shard::Mailbox> {
+        self.shards.get(index)
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -545,7 +540,7 @@ impl Runtime {
         };
         let (writer, writer_queue) = mpsc::sync_channel(WRITER_QUEUE_MAX);
         let (shards, shard_queues): (Vec<_>, Vec<_>) = (0..config.orchestration_threads)
-            .map(|_| mpsc::channel())
+            .map(|_| shard::Mailbox::new(SHARD_MAILBOX_MAX))
             .unzip();
         let (timers, armed) = TimerHandle::new();
         let (activity_backlog, backlog) = tokio::sync::mpsc::unbounded_channel();
@@ -555,7 +550,6 @@ impl Runtime {
             clock,
             activity_slots: Arc::new(Semaphore::new(config.max_concurrent_activities)),
             activity_backlog,
-            commands: Arc::new(Semaphore::new(COMMANDS_IN_FLIGHT_MAX)),
             config,
             metrics: Arc::new(Metrics::default()),
             writer,
@@ -576,7 +570,7 @@ impl Runtime {
         runtime.start_threads(&shared, writer_queue, shard_queues)?;
         runtime.timer_task = Some(tokio.spawn(timers::run(Arc::clone(&shared), armed)));
         tokio.spawn(activities::run_backlog(Arc::downgrade(&shared), backlog));
-        recovery.resume(&shared);
+        recovery.resume(&shared).await;
         Ok(runtime)
     }
 
@@ -585,7 +579,7 @@ impl Runtime {
         &mut self,
         shared: &Arc<Shared>,
         writer_queue: mpsc::Receiver<WriterMsg>,
-        shard_queues: Vec<mpsc::Receiver<ShardMsg>>,
+        shard_queues: Vec<mpsc::Receiver<shard::Envelope>>,
     ) -> Result<(), Error> {
         let writer_shared = Arc::clone(shared);
         self.threads.push(
@@ -637,7 +631,7 @@ impl Runtime {
         }
         shared.activity_slots.close();
         for shard in &shared.shards {
-            let _ = shard.send(ShardMsg::Stop);
+            shard.post_now(ShardMsg::Stop);
         }
         let threads = std::mem::take(&mut self.threads);
         let writer = Arc::clone(&shared);
@@ -648,6 +642,10 @@ impl Runtime {
             let writer_thread = threads.next();
             for thread in threads {
                 let _ = thread.join();
+            }
+            // Nothing takes from the shards' mailboxes any more: release whoever waits.
+            for shard in &writer.shards {
+                shard.close();
             }
             let _ = writer.writer.send(WriterMsg::Stop);
             drop(writer);
@@ -669,7 +667,8 @@ impl Drop for Runtime {
                 task.abort();
             }
             for shard in &shared.shards {
-                let _ = shard.send(ShardMsg::Stop);
+                shard.post_now(ShardMsg::Stop);
+                shard.close();
             }
             // The writer's queue is bounded: when it is full, a thread of its own waits to
             // hand over the stop, so that dropping a runtime never blocks.

@@ -133,10 +133,10 @@ fn read_activities(store: &dyn Store) -> Result<(Vec<ActivityWorkItem>, Damaged)
 impl Recovery {
     /// Takes up what was found: messages to their shards, activities to run (or to fail),
     /// damage reported to what it belonged to.
-    pub(crate) fn resume(self, shared: &Arc<Shared>) {
+    pub(crate) async fn resume(self, shared: &Arc<Shared>) {
         for (key, message) in self.inbox {
-            let shard = shared.shard_of(&message.target);
-            shared.send_to_shard(shard, ShardMsg::Inbox { key, message });
+            let mailbox = shared.mailbox(&message.target);
+            mailbox.post(ShardMsg::Inbox { key, message }).await;
         }
         let max_restarts = shared.config.max_activity_restarts;
         for item in self.activities {
@@ -153,7 +153,7 @@ impl Recovery {
                 "activity `{}` was found unfinished by {} start-ups of the runtime in a row (max_activity_restarts = {max_restarts}); it may be crashing the process, so it is not run again",
                 item.name, item.restarts
             );
-            fail_activity(shared, item.key(), reason);
+            fail_activity(shared, item.key(), reason).await;
         }
         for (key, error) in self.damaged_messages {
             tracing::error!(
@@ -163,7 +163,7 @@ impl Recovery {
             let reason = format!(
                 "a message stored for this instance is damaged and cannot be delivered, so it cannot go on correctly (restore the store from a backup to recover it): {error}"
             );
-            fail_instance(shared, key.instance, reason);
+            fail_instance(shared, key.instance, reason).await;
         }
         for (key, error) in self.damaged_activities {
             tracing::error!(
@@ -173,22 +173,22 @@ impl Recovery {
             let reason = format!(
                 "the stored work item of this activity is damaged and cannot be run: {error}"
             );
-            fail_activity(shared, key, reason);
+            fail_activity(shared, key, reason).await;
         }
     }
 }
 
 /// Fails an activity without running it: its orchestration gets the failure as the
 /// activity's result.
-fn fail_activity(shared: &Shared, key: ActivityKey, reason: String) {
+async fn fail_activity(shared: &Shared, key: ActivityKey, reason: String) {
     let outcome = Err(Failure::new(FailureKind::Internal, reason));
-    let shard = shared.shard_of(&key.instance);
-    shared.send_to_shard(shard, ShardMsg::ActivityDone { key, outcome });
+    let mailbox = shared.mailbox(&key.instance);
+    mailbox.post(ShardMsg::ActivityDone { key, outcome }).await;
 }
 
 /// Fails an orchestration's execution, from what is stored, without running its code.
-fn fail_instance(shared: &Shared, instance: InstanceId, reason: String) {
+async fn fail_instance(shared: &Shared, instance: InstanceId, reason: String) {
     let failure = Failure::new(FailureKind::Internal, reason);
-    let shard = shared.shard_of(&instance);
-    shared.send_to_shard(shard, ShardMsg::Damaged { instance, failure });
+    let mailbox = shared.mailbox(&instance);
+    mailbox.post(ShardMsg::Damaged { instance, failure }).await;
 }

@@ -110,7 +110,7 @@ impl TimerService {
                         Some(due) => clock.sleep_until(due).await,
                         None => std::future::pending().await,
                     }
-                } => self.fire_due(),
+                } => self.fire_due().await,
             }
         }
     }
@@ -135,7 +135,7 @@ impl TimerService {
         }
     }
 
-    fn fire_due(&mut self) {
+    async fn fire_due(&mut self) {
         let now = self.shared.clock.timestamp();
         while let Some(first) = self.in_memory.first() {
             if first.fire_at > now {
@@ -145,9 +145,8 @@ impl TimerService {
                 break;
             };
             Metrics::add(&self.shared.metrics.timers_fired, 1);
-            let shard = self.shared.shard_of(&key.instance);
-            self.shared
-                .send_to_shard(shard, ShardMsg::TimerFired { key });
+            let mailbox = self.shared.mailbox(&key.instance);
+            mailbox.post(ShardMsg::TimerFired { key }).await;
         }
     }
 

@@ -147,8 +147,8 @@ fn perform(shared: &Arc<Shared>, dispatch: Dispatch) {
         Dispatch::Timer(timer) => shared.timers.arm(timer),
         Dispatch::CancelTimer(key) => shared.timers.disarm(key),
         Dispatch::Deliver(key, message) => {
-            let shard = shared.shard_of(&message.target);
-            shared.send_to_shard(shard, ShardMsg::Inbox { key, message });
+            let mailbox = shared.mailbox(&message.target);
+            mailbox.post_now(ShardMsg::Inbox { key, message });
         }
         Dispatch::Reply(reply) => {
             let _ = reply.send(Ok(()));
@@ -157,7 +157,9 @@ fn perform(shared: &Arc<Shared>, dispatch: Dispatch) {
             let _ = reply.send(Err(error));
         }
         Dispatch::Committed { shard, instances } => {
-            shared.send_to_shard(shard, ShardMsg::Committed { instances });
+            if let Some(mailbox) = shared.mailbox_at(shard) {
+                mailbox.post_now(ShardMsg::Committed { instances });
+            }
         }
         Dispatch::Ended(instance) => shared.watchers.notify(&instance),
     }

@@ -17,6 +17,7 @@
 
 mod entity;
 mod input;
+mod mailbox;
 mod orchestration;
 mod purge;
 mod routing;
@@ -27,6 +28,8 @@ mod writes;
 
 #[cfg(test)]
 mod tests;
+
+pub(crate) use mailbox::{Envelope, Mailbox};
 
 use super::Shared;
 use super::handle::{Rejection, ReplySender};
@@ -97,7 +100,7 @@ pub(crate) struct Shard {
 }
 
 /// The shard thread's loop.
-pub(crate) fn run(index: usize, shared: Arc<Shared>, inbox: Receiver<ShardMsg>) {
+pub(crate) fn run(index: usize, shared: Arc<Shared>, inbox: Receiver<Envelope>) {
     let mut shard = Shard {
         index,
         shared,
@@ -123,10 +126,10 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>, inbox: Receiver<ShardMsg>) 
         for instance in std::mem::take(&mut shard.retry) {
             shard.queue(instance);
         }
-        let mut stop = first.is_some_and(|message| shard.accept(message));
+        let mut stop = first.is_some_and(|envelope| shard.accept(envelope.message));
         for _ in 1..MAX_MESSAGES_PER_ROUND {
             match inbox.try_recv() {
-                Ok(message) => stop |= shard.accept(message),
+                Ok(envelope) => stop |= shard.accept(envelope.message),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
