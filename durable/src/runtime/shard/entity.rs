@@ -320,11 +320,8 @@ impl Round<'_> {
                 input,
                 parent: None,
             };
-            let body = Message::Event {
-                execution: None,
-                event,
-            };
-            self.writes.send(self.env.ids, new_instance_id(), body);
+            self.writes
+                .send_event(self.env.ids, new_instance_id(), None, event);
         }
         if effects.delete {
             self.delete_state();
@@ -433,11 +430,7 @@ fn answer(caller: EntityCaller, result: Result<Json, Failure>, env: &Env, writes
             failure,
         },
     };
-    let body = Message::Event {
-        execution: Some(caller.execution),
-        event,
-    };
-    writes.send(env.ids, caller.instance, body);
+    writes.send_event(env.ids, caller.instance, Some(caller.execution), event);
 }
 
 /// Writes the entity's record if the round changed it: its state (serialized once per
@@ -491,11 +484,7 @@ fn pass_lock_on(
                 id: holder.task,
                 entities,
             };
-            let body = Message::Event {
-                execution: Some(holder.execution),
-                event,
-            };
-            writes.send(env.ids, holder.instance, body);
+            writes.send_event(env.ids, holder.instance, Some(holder.execution), event);
         }
     }
 }

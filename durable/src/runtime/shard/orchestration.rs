@@ -13,8 +13,8 @@ use crate::runtime::handle::Rejection;
 use crate::runtime::metrics::Metrics;
 use durable_core::Engine;
 use durable_types::{
-    EntityCaller, Failure, FailureKind, HistoryEvent, InstanceId, InstanceRecord, Json, Message,
-    ParentRef, RuntimeStatus, TimerPurpose, TimerRecord,
+    EntityCaller, Failure, FailureKind, HistoryEvent, InstanceId, InstanceRecord, Json, ParentRef,
+    RuntimeStatus, TimerPurpose, TimerRecord,
 };
 
 /// Runs one step of orchestration `instance` over the inputs it has received.
@@ -532,11 +532,7 @@ fn refuse_with(
             id: parent.task,
             failure,
         };
-        let body = Message::Event {
-            execution: Some(parent.execution),
-            event,
-        };
-        writes.send(env.ids, parent.instance, body);
+        writes.send_event(env.ids, parent.instance, Some(parent.execution), event);
     }
 }
 

@@ -384,11 +384,7 @@ fn start_sub_orchestration(
         input,
         parent: Some(parent),
     };
-    let body = Message::Event {
-        execution: None,
-        event,
-    };
-    writes.send(env.ids, child, body);
+    writes.send_event(env.ids, child, None, event);
 }
 
 fn schedule_activity(
@@ -466,11 +462,7 @@ fn acquire_locks(holder: EntityCaller, entities: Vec<EntityId>, env: &Env, write
                 id: holder.task,
                 entities,
             };
-            let body = Message::Event {
-                execution: Some(holder.execution),
-                event,
-            };
-            writes.send(env.ids, holder.instance, body);
+            writes.send_event(env.ids, holder.instance, Some(holder.execution), event);
         }
     }
 }
@@ -536,11 +528,7 @@ fn continue_as_new(record: &mut InstanceRecord, input: Json, env: &Env, writes: 
         input,
         parent: record.parent.clone(),
     };
-    let body = Message::Event {
-        execution: Some(record.execution),
-        event,
-    };
-    writes.send(env.ids, instance, body);
+    writes.send_event(env.ids, instance, Some(record.execution), event);
 }
 
 /// Tells a sub-orchestration's parent how it ended.
@@ -555,11 +543,7 @@ fn tell_parent(parent: ParentRef, result: Result<Json, Failure>, env: &Env, writ
             failure,
         },
     };
-    let body = Message::Event {
-        execution: Some(parent.execution),
-        event,
-    };
-    writes.send(env.ids, parent.instance, body);
+    writes.send_event(env.ids, parent.instance, Some(parent.execution), event);
 }
 
 /// Hands the external events the ended execution did not read to the next one: no event
@@ -576,11 +560,7 @@ fn carry_over(
     };
     for event in unprocessed {
         if matches!(event, HistoryEvent::EventRaised { .. }) {
-            let body = Message::Event {
-                execution: Some(record.execution),
-                event,
-            };
-            writes.send(env.ids, instance.clone(), body);
+            writes.send_event(env.ids, instance.clone(), Some(record.execution), event);
         }
     }
 }

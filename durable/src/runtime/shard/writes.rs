@@ -11,7 +11,7 @@ use super::super::writer::Dispatch;
 use super::input::Source;
 use crate::registry::Registry;
 use durable_store::{Store, WriteBatch};
-use durable_types::{ExecutionId, InstanceId, Message, Timestamp};
+use durable_types::{ExecutionId, HistoryEvent, InstanceId, Message, Timestamp};
 
 /// What a step reads.
 pub(crate) struct Env<'a> {
@@ -62,6 +62,18 @@ impl Writes {
         let message = durable_types::InboxMessage { target, body };
         self.batch.put_inbox(key.clone(), message.clone());
         self.after.push(Dispatch::Deliver(key, message));
+    }
+
+    /// Stores `event` for an orchestration in this commit and delivers it after;
+    /// `execution` is the one it is for (`None`: whichever is current).
+    pub(crate) fn send_event(
+        &mut self,
+        ids: &Ids,
+        target: InstanceId,
+        execution: Option<ExecutionId>,
+        event: HistoryEvent,
+    ) {
+        self.send(ids, target, Message::Event { execution, event });
     }
 
     /// Consumes an input: deletes what stored it, or answers the client that sent it.
