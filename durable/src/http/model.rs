@@ -109,9 +109,8 @@ pub(crate) struct HistoryEventBody {
     name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     operation: Option<String>,
-    /// `Some(None)` is shown as `null`: an orchestration that is not a sub-orchestration.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parent: Option<Option<ParentBody>>,
+    #[serde(skip_serializing_if = "ParentField::is_not_shown")]
+    parent: ParentField,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,6 +134,34 @@ impl HistoryEntityId {
         HistoryEntityId {
             key: entity.key().to_owned(),
             name: entity.name().to_owned(),
+        }
+    }
+}
+
+/// The `parent` field of a history event: shown on `ExecutionStarted` only, as `null` for
+/// an orchestration that is not a sub-orchestration.
+#[derive(Default)]
+enum ParentField {
+    /// Not shown (any other event).
+    #[default]
+    NotShown,
+    /// Shown as `null`.
+    NoParent,
+    /// The parent.
+    Parent(ParentBody),
+}
+
+impl ParentField {
+    fn is_not_shown(&self) -> bool {
+        matches!(self, ParentField::NotShown)
+    }
+}
+
+impl Serialize for ParentField {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ParentField::NotShown | ParentField::NoParent => serializer.serialize_none(),
+            ParentField::Parent(parent) => parent.serialize(serializer),
         }
     }
 }
@@ -354,7 +381,7 @@ impl Draft {
             instance: None,
             name: None,
             operation: None,
-            parent: None,
+            parent: ParentField::NotShown,
             reason: None,
             result: None,
             scheduled_time: None,
@@ -423,11 +450,14 @@ impl Draft {
     }
 
     fn parent(mut self, parent: &Option<ParentRef>) -> Draft {
-        self.body.parent = Some(parent.as_ref().map(|parent| ParentBody {
-            execution: parent.execution.0,
-            instance: parent.instance.to_string(),
-            task: parent.task.0,
-        }));
+        self.body.parent = match parent {
+            Some(parent) => ParentField::Parent(ParentBody {
+                execution: parent.execution.0,
+                instance: parent.instance.to_string(),
+                task: parent.task.0,
+            }),
+            None => ParentField::NoParent,
+        };
         self
     }
 
