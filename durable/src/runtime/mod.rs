@@ -82,6 +82,11 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     pub(crate) max_turn_attempts: u32,
     pub(crate) max_activity_restarts: u32,
+    /// How many commit requests may wait for the writer before a shard waits for it.
+    pub(crate) writer_queue: usize,
+    /// How many messages from clients, activities, timers and start-up may wait in one
+    /// shard's mailbox; beyond it they wait for room (see `shard::Mailbox`).
+    pub(crate) shard_mailbox: usize,
 }
 
 impl Default for Config {
@@ -96,6 +101,8 @@ impl Default for Config {
             limits: Limits::default(),
             max_turn_attempts: 3,
             max_activity_restarts: 10,
+            writer_queue: 64,
+            shard_mailbox: 16_384,
         }
     }
 }
@@ -396,13 +403,6 @@ impl Watchers {
     }
 }
 
-/// How many commit requests may wait for the writer before a shard waits for it.
-const WRITER_QUEUE_MAX: usize = 64;
-
-/// How many messages from clients, activities, timers and start-up may wait in one
-/// shard's mailbox; beyond it they wait for room (see `shard::Mailbox`).
-const SHARD_MAILBOX_MAX: usize = 16_384;
-
 const RUNNING: u8 = 0;
 const STOPPING: u8 = 1;
 const POISONED: u8 = 2;
@@ -538,9 +538,9 @@ impl Runtime {
                 .await
                 .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))??
         };
-        let (writer, writer_queue) = mpsc::sync_channel(WRITER_QUEUE_MAX);
+        let (writer, writer_queue) = mpsc::sync_channel(config.writer_queue);
         let (shards, shard_queues): (Vec<_>, Vec<_>) = (0..config.orchestration_threads)
-            .map(|_| shard::Mailbox::new(SHARD_MAILBOX_MAX))
+            .map(|_| shard::Mailbox::new(config.shard_mailbox))
             .unzip();
         let (timers, armed) = TimerHandle::new();
         let (activity_backlog, backlog) = tokio::sync::mpsc::unbounded_channel();
@@ -679,5 +679,102 @@ impl Drop for Runtime {
                     .spawn(move || writer.send(stop));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use crate::prelude::*;
+    use std::time::Duration;
+
+    #[activity]
+    async fn double(_ctx: ActivityContext, x: u64) -> Result<u64, Error> {
+        Ok(2 * x)
+    }
+
+    #[orchestrator]
+    async fn fan(ctx: OrchestrationContext, n: u64) -> Result<u64, Error> {
+        let tasks: Vec<_> = (0..n).map(|i| ctx.call_activity(double, i)).collect();
+        let sum: u64 = ctx.join_all(tasks).await?.into_iter().sum();
+        ctx.sleep(Duration::from_millis(1)).await?;
+        Ok(sum)
+    }
+
+    #[derive(Default, serde::Serialize, serde::Deserialize)]
+    struct Tally {
+        count: u64,
+    }
+
+    #[entity]
+    impl Tally {
+        fn add(&mut self, n: u64) {
+            self.count += n;
+        }
+    }
+
+    /// With room for two messages per shard and one commit request at the writer, every
+    /// producer waits most of the time: fan-outs, entity signals and timers still all
+    /// arrive, nothing deadlocks, nothing is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tiny_queues_slow_producers_down_and_lose_nothing() {
+        let mut builder = Runtime::builder()
+            .in_memory()
+            .orchestration_threads(2)
+            .register(fan)
+            .register(double)
+            .register_entity::<Tally>();
+        builder.config.shard_mailbox = 2;
+        builder.config.writer_queue = 1;
+        let runtime = builder.start().await.unwrap();
+        let client = runtime.client();
+        let mut fans = Vec::new();
+        for i in 0..8 {
+            fans.push(
+                client
+                    .start_with_id(fan, format!("fan-{i}"), 300)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let signals: Vec<_> = (0..4)
+            .map(|sender| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    for _ in 0..250 {
+                        let tally = client.entity::<Tally>(format!("t-{sender}"));
+                        tally.signal().add(1).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for signal in signals {
+            signal.await.unwrap();
+        }
+        for handle in fans {
+            assert_eq!(
+                handle.wait(Duration::from_secs(120)).await.unwrap(),
+                300 * 299
+            );
+        }
+        for sender in 0..4 {
+            let key = format!("t-{sender}");
+            let counted = async || {
+                client
+                    .entity_state::<Tally>(&key)
+                    .await
+                    .unwrap()
+                    .map(|t| t.count)
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            while counted().await != Some(250) {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "signals to {key} were lost"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
+        runtime.shutdown().await;
     }
 }
