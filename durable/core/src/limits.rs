@@ -114,35 +114,34 @@ pub fn check_turn(
             ),
         ));
     }
-    let payloads = turn
-        .actions
-        .iter()
-        .filter_map(|action| match action {
-            Action::ScheduleActivity { name, input, .. } => {
-                Some((input, format!("input of activity `{name}`")))
-            }
-            Action::StartSubOrchestration { name, input, .. } => {
-                Some((input, format!("input of sub-orchestration `{name}`")))
-            }
-            Action::CallEntity {
-                operation, input, ..
-            }
-            | Action::SignalEntity {
-                operation, input, ..
-            } => Some((input, format!("input of entity operation `{operation}`"))),
-            _ => None,
-        })
-        .chain(turn.outcome.iter().filter_map(|outcome| match outcome {
-            Outcome::Completed(output) => Some((output, "orchestration's output".to_owned())),
-            Outcome::ContinuedAsNew(input) => {
-                Some((input, "input given to continue_as_new".to_owned()))
-            }
-            Outcome::Failed(_) | Outcome::Terminated(_) => None,
-        }))
-        .chain(custom_status.map(|status| (status, "custom status".to_owned())));
-    for (payload, what) in payloads {
+    // What each payload is called is only written out for the one over the limit.
+    let actions = turn.actions.iter().filter_map(|action| match action {
+        Action::ScheduleActivity { name, input, .. } => Some((input, "activity", name)),
+        Action::StartSubOrchestration { name, input, .. } => {
+            Some((input, "sub-orchestration", name))
+        }
+        Action::CallEntity {
+            operation, input, ..
+        }
+        | Action::SignalEntity {
+            operation, input, ..
+        } => Some((input, "entity operation", operation)),
+        _ => None,
+    });
+    for (input, kind, name) in actions {
         limits
-            .check_payload(payload.len(), || what)
+            .check_payload(input.len(), || format!("input of {kind} `{name}`"))
+            .map_err(PayloadTooLarge::into_failure)?;
+    }
+    let ending = turn.outcome.iter().filter_map(|outcome| match outcome {
+        Outcome::Completed(output) => Some((output, "orchestration's output")),
+        Outcome::ContinuedAsNew(input) => Some((input, "input given to continue_as_new")),
+        Outcome::Failed(_) | Outcome::Terminated(_) => None,
+    });
+    let status = custom_status.map(|status| (status, "custom status"));
+    for (payload, what) in ending.chain(status) {
+        limits
+            .check_payload(payload.len(), || what.to_owned())
             .map_err(PayloadTooLarge::into_failure)?;
     }
     Ok(())

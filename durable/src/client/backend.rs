@@ -71,26 +71,32 @@ impl Command {
         }
     }
 
-    /// The JSON payload it carries and what to call it in an error, if it carries one.
-    pub(crate) fn payload(&self) -> Option<(&Json, String)> {
+    /// The JSON payload it carries, if it carries one.
+    pub(crate) fn payload(&self) -> Option<&Json> {
         match self {
-            Command::Start { name, input, .. } => {
-                Some((input, format!("input of orchestrator `{name}`")))
-            }
-            Command::RaiseEvent { name, input, .. } => {
-                Some((input, format!("data of event `{name}`")))
-            }
-            Command::SignalEntity {
-                operation, input, ..
-            } => Some((input, format!("input of entity operation `{operation}`"))),
+            Command::Start { input, .. }
+            | Command::RaiseEvent { input, .. }
+            | Command::SignalEntity { input, .. } => Some(input),
             _ => None,
+        }
+    }
+
+    /// What to call its payload in an error: "input of orchestrator `x`".
+    pub(crate) fn payload_name(&self) -> String {
+        match self {
+            Command::Start { name, .. } => format!("input of orchestrator `{name}`"),
+            Command::RaiseEvent { name, .. } => format!("data of event `{name}`"),
+            Command::SignalEntity { operation, .. } => {
+                format!("input of entity operation `{operation}`")
+            }
+            _ => "payload".to_owned(),
         }
     }
 }
 
-/// What a [`Client`](super::Client) needs from whatever runs its instances. Every method
-/// fails with [`Error::ShuttingDown`] or [`Error::Poisoned`] once the backend has stopped
-/// taking work.
+/// What a [`Client`](super::Client) needs from whatever runs its instances. The methods
+/// that reach it fail with [`Error::ShuttingDown`] or [`Error::Poisoned`] once it has
+/// stopped taking work.
 pub(crate) trait Backend: Send + Sync {
     /// Performs `command`; the future resolves once its effects are durable, or with why
     /// it was refused.
@@ -102,11 +108,12 @@ pub(crate) trait Backend: Send + Sync {
     /// A registration for the end of `instance`.
     fn watch(&self, instance: &InstanceId) -> Result<EndWatch, Error>;
 
-    /// The functions that can be started, by name.
-    fn registry(&self) -> Result<Arc<Registry>, Error>;
+    /// The functions that can be started, by name, when this side knows them (`None`: the
+    /// side that runs the instances checks names itself).
+    fn registry(&self) -> Option<&Registry>;
 
     /// The limits commands are held to.
-    fn limits(&self) -> Result<Limits, Error>;
+    fn limits(&self) -> Limits;
 }
 
 /// A registration for an instance's end: [`EndWatch::notified`] wakes when the instance

@@ -68,11 +68,27 @@ impl From<durable_store::Error> for Rejection {
 /// runtime that shut down and then answer [`Error::ShuttingDown`].
 pub(crate) struct RuntimeHandle {
     shared: Weak<Shared>,
+    /// The runtime's registry and limits, which never change while it runs: kept here so
+    /// that checking a command costs no trip to the runtime.
+    registry: Arc<Registry>,
+    limits: Limits,
 }
 
 impl RuntimeHandle {
-    pub(crate) fn new(shared: Weak<Shared>) -> RuntimeHandle {
-        RuntimeHandle { shared }
+    /// The handle of the runtime `shared` (of none, for a runtime that has stopped).
+    pub(crate) fn new(shared: Option<&Arc<Shared>>) -> RuntimeHandle {
+        match shared {
+            Some(shared) => RuntimeHandle {
+                shared: Arc::downgrade(shared),
+                registry: Arc::clone(&shared.registry),
+                limits: shared.config.limits,
+            },
+            None => RuntimeHandle {
+                shared: Weak::new(),
+                registry: Arc::new(Registry::new()),
+                limits: Limits::default(),
+            },
+        }
     }
 
     /// The runtime, while it takes work.
@@ -120,11 +136,11 @@ impl Backend for RuntimeHandle {
         }))
     }
 
-    fn registry(&self) -> Result<Arc<Registry>, Error> {
-        Ok(Arc::clone(&self.running()?.registry))
+    fn registry(&self) -> Option<&Registry> {
+        Some(&self.registry)
     }
 
-    fn limits(&self) -> Result<Limits, Error> {
-        Ok(self.running()?.config.limits)
+    fn limits(&self) -> Limits {
+        self.limits
     }
 }

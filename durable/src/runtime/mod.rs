@@ -502,11 +502,7 @@ impl Runtime {
     /// and stop working (with [`client::Error::ShuttingDown`](crate::client::Error)) once
     /// the runtime shuts down.
     pub fn client(&self) -> Client {
-        let shared = self
-            .shared
-            .as_ref()
-            .map_or_else(std::sync::Weak::new, Arc::downgrade);
-        Client::new(Arc::new(RuntimeHandle::new(shared)))
+        Client::new(Arc::new(RuntimeHandle::new(self.shared.as_ref())))
     }
 
     /// The runtime's counters.
