@@ -16,6 +16,7 @@ mod handle;
 mod ids;
 pub(crate) mod metrics;
 mod recovery;
+mod room;
 mod scan;
 pub(crate) mod shard;
 pub(crate) mod timers;
@@ -41,7 +42,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use timers::TimerHandle;
 use tokio::sync::{Notify, Semaphore};
-use writer::WriterMsg;
 
 /// Why the runtime could not start.
 #[derive(Debug, thiserror::Error)]
@@ -416,7 +416,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     /// The writer's queue: bounded, so a shard waits when the writer is that many commit
     /// requests behind (the writer itself never waits on a shard).
-    pub(crate) writer: mpsc::SyncSender<WriterMsg>,
+    pub(crate) writer: writer::Queue,
     shards: Vec<shard::Mailbox>,
     pub(crate) timers: TimerHandle,
     pub(crate) tokio: tokio::runtime::Handle,
@@ -534,7 +534,7 @@ impl Runtime {
                 .await
                 .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))??
         };
-        let (writer, writer_queue) = mpsc::sync_channel(config.writer_queue);
+        let (writer, writer_queue) = writer::Queue::new(config.writer_queue);
         let (shards, shard_queues): (Vec<_>, Vec<_>) = (0..config.orchestration_threads)
             .map(|_| shard::Mailbox::new(config.shard_mailbox))
             .unzip();
@@ -574,7 +574,7 @@ impl Runtime {
     fn start_threads(
         &mut self,
         shared: &Arc<Shared>,
-        writer_queue: mpsc::Receiver<WriterMsg>,
+        writer_queue: writer::Inbox,
         shard_queues: Vec<mpsc::Receiver<shard::Envelope>>,
     ) -> Result<(), Error> {
         let writer_shared = Arc::clone(shared);
@@ -643,7 +643,7 @@ impl Runtime {
             for shard in &writer.shards {
                 shard.close();
             }
-            let _ = writer.writer.send(WriterMsg::Stop);
+            writer.writer.stop();
             drop(writer);
             if let Some(thread) = writer_thread {
                 let _ = thread.join();
@@ -666,14 +666,7 @@ impl Drop for Runtime {
                 shard.post_now(ShardMsg::Stop);
                 shard.close();
             }
-            // The writer's queue is bounded: when it is full, a thread of its own waits to
-            // hand over the stop, so that dropping a runtime never blocks.
-            if let Err(mpsc::TrySendError::Full(stop)) = shared.writer.try_send(WriterMsg::Stop) {
-                let writer = shared.writer.clone();
-                let _ = std::thread::Builder::new()
-                    .name("durable-writer-stop".into())
-                    .spawn(move || writer.send(stop));
-            }
+            shared.writer.stop();
         }
     }
 }

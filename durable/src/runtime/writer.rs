@@ -11,13 +11,14 @@ use super::Shared;
 use super::activities;
 use super::handle::{Rejection, ReplySender};
 use super::metrics::Metrics;
+use super::room::{Place, Room};
 use super::shard::ShardMsg;
 use durable_store::WriteBatch;
 use durable_types::{
     ActivityWorkItem, ExecutionId, InboxKey, InboxMessage, InstanceId, TimerKey, TimerRecord,
 };
 use std::sync::Arc;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{self, Receiver, Sender};
 
 /// Bounds how much one commit carries, so one commit's latency stays bounded under load.
 const MAX_OPS_PER_COMMIT: usize = 200_000;
@@ -60,12 +61,84 @@ pub(crate) enum WriterMsg {
     Stop,
 }
 
+/// The writer's queue: commit requests on their way to the writer, at most a `Room`'s
+/// worth waiting. A shard that finds it full waits; the writer never waits on a shard.
+#[derive(Clone)]
+pub(crate) struct Queue {
+    sender: Sender<Queued>,
+    room: Arc<Room>,
+}
+
+/// A message in the writer's queue, holding its place until the writer takes it.
+pub(crate) struct Queued {
+    message: WriterMsg,
+    _place: Option<Place>,
+}
+
+/// The writer's end of its queue. When the writer is gone, shards waiting for room are
+/// released.
+pub(crate) struct Inbox {
+    receiver: Receiver<Queued>,
+    room: Arc<Room>,
+}
+
+impl Queue {
+    /// A queue with room for `capacity` commit requests.
+    pub(crate) fn new(capacity: usize) -> (Queue, Inbox) {
+        let (sender, receiver) = mpsc::channel();
+        let room = Room::new(capacity);
+        let inbox = Inbox {
+            receiver,
+            room: Arc::clone(&room),
+        };
+        (Queue { sender, room }, inbox)
+    }
+
+    /// Sends a commit request, waiting while the queue is full. `false` when the writer
+    /// has stopped.
+    pub(crate) fn commit(&self, request: CommitRequest) -> bool {
+        let Some(place) = self.room.take_blocking() else {
+            return false;
+        };
+        let queued = Queued {
+            message: WriterMsg::Commit(request),
+            _place: Some(place),
+        };
+        self.sender.send(queued).is_ok()
+    }
+
+    /// Tells the writer to commit what it has and exit; never waits.
+    pub(crate) fn stop(&self) {
+        let queued = Queued {
+            message: WriterMsg::Stop,
+            _place: None,
+        };
+        let _ = self.sender.send(queued);
+    }
+}
+
+impl Inbox {
+    fn recv(&self) -> Option<WriterMsg> {
+        self.receiver.recv().ok().map(|queued| queued.message)
+    }
+
+    fn try_recv(&self) -> Option<WriterMsg> {
+        self.receiver.try_recv().ok().map(|queued| queued.message)
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.room.close();
+    }
+}
+
 /// The writer thread's loop. Returns when told to stop or when every sender is gone.
-pub(crate) fn run(shared: Arc<Shared>, inbox: Receiver<WriterMsg>) {
+pub(crate) fn run(shared: Arc<Shared>, inbox: Inbox) {
     let mut stopping = false;
     let mut floor = shared.initial_execution_floor;
     while !stopping {
-        let Ok(first) = inbox.recv() else {
+        let Some(first) = inbox.recv() else {
             return;
         };
         let mut requests = Vec::new();
@@ -83,7 +156,7 @@ pub(crate) fn run(shared: Arc<Shared>, inbox: Receiver<WriterMsg>) {
                 break;
             }
             // Empty or disconnected: commit what we have.
-            next = inbox.try_recv().ok();
+            next = inbox.try_recv();
         }
         if !requests.is_empty() {
             commit(&shared, requests, &mut floor);

@@ -1,4 +1,5 @@
-//! [`Mailbox`]: how messages reach a shard. It is bounded for everything but the writer:
+//! [`Mailbox`]: how messages reach a shard. It is bounded (a [`Room`]) for everything but
+//! the writer:
 //! clients, activities, the timer service and start-up wait for room
 //! ([`Mailbox::post`]); the writer never waits ([`Mailbox::post_now`]) — what it sends
 //! (deliveries, commit acknowledgements) stems from commits, which the writer's own
@@ -6,80 +7,15 @@
 //! never wait for each other.
 
 use super::ShardMsg;
-use std::pin::pin;
+use crate::runtime::room::{Place, Room};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use tokio::sync::Notify;
 
 /// A message in a shard's mailbox, holding its place until the shard takes it.
 pub(crate) struct Envelope {
     pub(crate) message: ShardMsg,
     /// `None` for what the writer (or a stop) sent: it takes no room.
     _place: Option<Place>,
-}
-
-/// The room of a mailbox: how many places are taken, out of how many. Taking a place is
-/// one compare-and-swap and giving it back one subtraction; only a producer that finds the
-/// mailbox full waits, woken when a place frees.
-struct Room {
-    taken: AtomicUsize,
-    capacity: usize,
-    freed: Notify,
-    closed: AtomicBool,
-}
-
-impl Room {
-    fn try_take(&self) -> bool {
-        let mut taken = self.taken.load(Ordering::Acquire);
-        while taken < self.capacity {
-            match self.taken.compare_exchange_weak(
-                taken,
-                taken + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(now) => taken = now,
-            }
-        }
-        false
-    }
-
-    /// Takes a place, waiting for one while the mailbox is full; `false` once closed.
-    async fn take(&self) -> bool {
-        loop {
-            if self.closed.load(Ordering::Acquire) {
-                return false;
-            }
-            if self.try_take() {
-                return true;
-            }
-            let mut freed = pin!(self.freed.notified());
-            freed.as_mut().enable();
-            // A place freed (or the room closed) between the check and the registration
-            // woke nobody: look again before waiting.
-            if self.closed.load(Ordering::Acquire) {
-                return false;
-            }
-            if self.try_take() {
-                return true;
-            }
-            freed.await;
-        }
-    }
-}
-
-/// A place taken in a mailbox, given back when the shard drops the envelope.
-struct Place(Arc<Room>);
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        // Only the step from full frees a place someone may be waiting for.
-        if self.0.taken.fetch_sub(1, Ordering::AcqRel) == self.0.capacity {
-            self.0.freed.notify_waiters();
-        }
-    }
 }
 
 /// The sending side of a shard's mailbox. Cheap to clone.
@@ -93,24 +29,19 @@ impl Mailbox {
     /// A mailbox with room for `capacity` messages from producers that wait.
     pub(crate) fn new(capacity: usize) -> (Mailbox, Receiver<Envelope>) {
         let (sender, receiver) = mpsc::channel();
-        let room = Arc::new(Room {
-            taken: AtomicUsize::new(0),
-            capacity,
-            freed: Notify::new(),
-            closed: AtomicBool::new(false),
-        });
+        let room = Room::new(capacity);
         (Mailbox { sender, room }, receiver)
     }
 
     /// Sends `message`, waiting for room first. Once the runtime has stopped, the message
     /// is dropped: what it carries is durable, or was never acknowledged.
     pub(crate) async fn post(&self, message: ShardMsg) {
-        if !self.room.take().await {
+        let Some(place) = self.room.take().await else {
             return;
-        }
+        };
         let envelope = Envelope {
             message,
-            _place: Some(Place(Arc::clone(&self.room))),
+            _place: Some(place),
         };
         // A closed shard means the runtime stopped; durable inputs come back at restart.
         let _ = self.sender.send(envelope);
@@ -127,8 +58,7 @@ impl Mailbox {
 
     /// Releases every producer waiting for room, for good: the shard has stopped.
     pub(crate) fn close(&self) {
-        self.room.closed.store(true, Ordering::Release);
-        self.room.freed.notify_waiters();
+        self.room.close();
     }
 }
 
@@ -195,7 +125,7 @@ mod tests {
             let mut most_taken = 0;
             while received < PRODUCERS * EACH {
                 let envelope = inbox.recv().unwrap();
-                most_taken = most_taken.max(room.taken.load(Ordering::Acquire));
+                most_taken = most_taken.max(room.taken());
                 drop(envelope);
                 received += 1;
             }
@@ -223,6 +153,6 @@ mod tests {
         let (received, most_taken) = consumer.join().unwrap();
         assert_eq!(received, PRODUCERS * EACH);
         assert!(most_taken <= ROOM, "{most_taken} places taken of {ROOM}");
-        assert_eq!(mailbox.room.taken.load(Ordering::Acquire), 0);
+        assert_eq!(mailbox.room.taken(), 0);
     }
 }

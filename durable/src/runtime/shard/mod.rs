@@ -34,7 +34,7 @@ pub(crate) use mailbox::{Envelope, Mailbox};
 use super::Shared;
 use super::handle::{Rejection, ReplySender};
 use super::metrics::Metrics;
-use super::writer::{CommitRequest, Dispatch, WriterMsg};
+use super::writer::{CommitRequest, Dispatch};
 use crate::client::Command;
 use durable_core::panic_message;
 use durable_types::{
@@ -424,7 +424,7 @@ impl Shard {
             after: round.after,
             execution_floor: round.execution_floor,
         };
-        if self.shared.writer.send(WriterMsg::Commit(request)).is_err() {
+        if !self.shared.writer.commit(request) {
             tracing::error!("the writer has stopped; a round of turns was not committed");
         }
     }
