@@ -164,7 +164,10 @@ mod tests {
         );
         drop(first);
         taken.recv().unwrap();
-        assert!(waiter.join().unwrap(), "the place given back went to the waiter");
+        assert!(
+            waiter.join().unwrap(),
+            "the place given back went to the waiter"
+        );
         assert_eq!(room.taken(), 0, "and came back when the waiter dropped it");
 
         let _held = room.take_blocking().unwrap();
@@ -173,6 +176,9 @@ mod tests {
             std::thread::spawn(move || room.take_blocking().is_none())
         };
         room.close();
-        assert!(waiter.join().unwrap(), "closing releases a waiting thread empty-handed");
+        assert!(
+            waiter.join().unwrap(),
+            "closing releases a waiting thread empty-handed"
+        );
     }
 }
