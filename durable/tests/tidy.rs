@@ -167,6 +167,9 @@ impl<'ast> Visit<'ast> for References<'_> {
         syn::visit::visit_path(self, path);
     }
 
+    // `pub(super)` and `pub(in crate::…)` say who may look, not what this file uses.
+    fn visit_visibility(&mut self, _: &'ast syn::Visibility) {}
+
     fn visit_item_mod(&mut self, item: &'ast syn::ItemMod) {
         let was = self.in_tests;
         self.in_tests |= is_cfg_test(&item.attrs);
@@ -301,8 +304,13 @@ fn import_graph() -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     edges
 }
 
+/// The one folder whose files may import each other in a circle: the runtime's message
+/// loop (the runtime starts the shards, the writer and the services, and they answer
+/// through its handle).
+const CIRCLE_ALLOWED_IN: &str = "runtime";
+
 #[test]
-fn no_import_circle_crosses_a_folder() {
+fn no_import_circle_outside_the_runtime_loop() {
     let edges = import_graph();
     assert!(
         edges.len() > 20,
@@ -314,14 +322,14 @@ fn no_import_circle_crosses_a_folder() {
         "the graph is missing edges"
     );
     let files = modules();
-    let crossing: Vec<String> = circles(&edges)
+    let unwanted: Vec<String> = circles(&edges)
         .into_iter()
         .filter(|circle| {
             let folders: BTreeSet<String> = circle
                 .iter()
                 .map(|module| folder_of(&files[module]))
                 .collect();
-            folders.len() > 1
+            folders.len() > 1 || !folders.contains(CIRCLE_ALLOWED_IN)
         })
         .map(|circle| {
             circle
@@ -332,9 +340,10 @@ fn no_import_circle_crosses_a_folder() {
         })
         .collect();
     assert!(
-        crossing.is_empty(),
-        "import circles that cross folders of durable/src:\n{}",
-        crossing.join("\n")
+        unwanted.is_empty(),
+        "import circles across folders of durable/src, or inside a folder other than \
+         {CIRCLE_ALLOWED_IN}/ (move what both sides need into a file of its own):\n{}",
+        unwanted.join("\n")
     );
 }
 

@@ -5,7 +5,7 @@
 //! database. The client knows nothing else of the runtime, and the runtime depends on the
 //! client, not the reverse.
 
-use super::Error;
+use super::error::Error;
 use crate::registry::Registry;
 use durable_core::{BoxFuture, Limits};
 use durable_store::Store;

@@ -1,8 +1,12 @@
 //! Entities from a client: [`EntityClient`], the typed signals `#[entity]` generates for
 //! clients (`client.entity::<Counter>("k").signal().add(1).await`), and [`ClientEntity`],
-//! a client's handle on one entity, for its signals and its state.
+//! a client's handle on one entity, for its signals and its state; and the [`Client`]'s
+//! operations on entities.
 
-use super::{Client, Error};
+use super::backend::Command;
+use super::error::Error;
+use super::instances::{Client, decode_entity_continuation, encode_hex};
+use super::status::{EntityPage, EntityStatus};
 use durable_core::Entity;
 use durable_types::{EntityId, InvalidInstanceId, Json};
 use serde::Serialize;
@@ -73,5 +77,162 @@ impl<E: Entity + EntityClient> ClientEntity<E> {
     pub async fn state(&self) -> Result<Option<E>, Error> {
         let id = self.id.clone()?;
         self.client.entity_state_of::<E>(&id).await
+    }
+}
+
+impl Client {
+    /// Entity `E` with `key`: `.signal()` for its typed operations, `.state()` for its state.
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Default, Serialize, Deserialize)]
+    /// # struct Counter { value: i64 }
+    /// # #[entity]
+    /// # impl Counter {
+    /// #     fn add(&mut self, amount: i64) { self.value += amount; }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder().in_memory().register_entity::<Counter>().start().await?;
+    /// let client = runtime.client();
+    /// client.entity::<Counter>("visits").signal().add(2).await?;
+    /// let state = client.entity::<Counter>("visits").state().await?;
+    /// assert_eq!(state.map(|counter| counter.value), Some(2));
+    /// # runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn entity<E: Entity + EntityClient>(&self, key: impl AsRef<str>) -> ClientEntity<E> {
+        ClientEntity::new(self.clone(), key.as_ref())
+    }
+
+    /// The state of entity `E` with `key`, or `None` if it has none (never signalled, or
+    /// deleted). A client signal that returned has been applied, unless the entity was
+    /// locked or had a backlog beyond `max_entity_queue`: then it is stored and applied
+    /// in order soon after.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInstanceId`] for an invalid key, [`Error::OutputDecode`] if the stored
+    /// state does not decode as `E`, store errors.
+    pub async fn entity_state<E: Entity>(&self, key: impl AsRef<str>) -> Result<Option<E>, Error> {
+        let id = EntityId::new(E::NAME, key.as_ref())?;
+        self.entity_state_of(&id).await
+    }
+
+    pub(crate) async fn entity_state_of<E: Entity>(
+        &self,
+        id: &EntityId,
+    ) -> Result<Option<E>, Error> {
+        let lookup = id.clone();
+        let record = self.read(move |store| store.entity(&lookup)).await?;
+        let Some(state) = record.and_then(|record| record.state) else {
+            return Ok(None);
+        };
+        state
+            .decode()
+            .map(Some)
+            .map_err(|error| Error::OutputDecode {
+                instance: id.instance_id(),
+                message: error.to_string(),
+            })
+    }
+
+    /// Signals `operation` of `entity` with a JSON input: the untyped form, for HTTP handlers
+    /// and tools. Returns once the signal is stored; it will run exactly once.
+    ///
+    /// # Errors
+    /// [`Error::NotRegistered`] for an unknown entity type, store errors.
+    pub async fn signal_entity(
+        &self,
+        entity: &EntityId,
+        operation: &str,
+        input: Json,
+    ) -> Result<(), Error> {
+        let command = Command::SignalEntity {
+            entity: entity.clone(),
+            operation: operation.to_owned(),
+            input,
+        };
+        self.submit(command).await
+    }
+
+    /// Deletes an entity's state (its next operation starts from `Default`). The deletion
+    /// runs in order with the entity's operations: after those already sent.
+    ///
+    /// # Errors
+    /// [`Error::NotRegistered`] for an unknown entity type, store errors.
+    pub async fn delete_entity(&self, entity: &EntityId) -> Result<(), Error> {
+        let command = Command::DeleteEntity {
+            entity: entity.clone(),
+        };
+        self.submit(command).await
+    }
+
+    /// An entity's stored record: its state, lock and last change; `None` if it has none.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn entity_status(&self, entity: &EntityId) -> Result<Option<EntityStatus>, Error> {
+        let lookup = entity.clone();
+        let record = self.read(move |store| store.entity(&lookup)).await?;
+        Ok(record.map(EntityStatus::from_record))
+    }
+
+    /// One page of entities, of type `name` or of every type, in id order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidContinuation`], store errors.
+    pub async fn list_entities(
+        &self,
+        name: Option<&str>,
+        page_size: usize,
+        continuation: Option<&str>,
+    ) -> Result<EntityPage, Error> {
+        let after = continuation.map(decode_entity_continuation).transpose()?;
+        let page_size = page_size.max(1);
+        let name = name.map(str::to_owned);
+        let mut records = self
+            .read(move |store| {
+                store.list_entities(name.as_deref(), after.as_ref(), page_size.saturating_add(1))
+            })
+            .await?;
+        let more = records.len() > page_size;
+        records.truncate(page_size);
+        let continuation = match records.last() {
+            Some(last) if more => Some(encode_hex(&last.id.to_string())),
+            _ => None,
+        };
+        Ok(EntityPage {
+            entities: records.into_iter().map(EntityStatus::from_record).collect(),
+            continuation,
+        })
+    }
+
+    /// Deletes the records of entities that have no state and are not locked — leftovers
+    /// that take room and do nothing — and returns how many went. An entity that is
+    /// signalled again starts afresh.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn purge_empty_entities(&self) -> Result<u64, Error> {
+        let mut purged = 0;
+        let mut after: Option<EntityId> = None;
+        loop {
+            let from = after.clone();
+            let page = self
+                .read(move |store| store.list_entities(None, from.as_ref(), 500))
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(purged);
+            };
+            after = Some(last.id.clone());
+            for record in page {
+                if record.state.is_none() && record.lock.is_none() {
+                    self.delete_entity(&record.id).await?;
+                    purged += 1;
+                }
+            }
+        }
     }
 }

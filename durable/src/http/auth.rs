@@ -1,7 +1,7 @@
 //! The key check in front of every route but the OpenAPI document: a bearer token, an
 //! `x-functions-key` header or a `code=` query parameter, compared in constant time.
 
-use super::Api;
+use super::shared::Api;
 use super::wire::Problem;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

@@ -3,9 +3,9 @@
 //! and where those URLs start: a configured public base, the request's host, or the
 //! server's address.
 
-use super::Api;
 use super::auth::code_param;
 use super::model::CheckStatusBody;
+use super::shared::{Api, BASE_PATH};
 use super::wire::{encode, json_response};
 use crate::client::Client;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -14,7 +14,7 @@ use durable_types::InstanceId;
 
 /// The `202 Accepted` answer with the management URLs of `instance_id`, for routes of your
 /// own that start orchestrations with the client (Durable Functions'
-/// `CreateCheckStatusResponse`). The URLs are paths under [`BASE_PATH`](super::BASE_PATH);
+/// `CreateCheckStatusResponse`). The URLs are paths under [`BASE_PATH`](BASE_PATH);
 /// make them absolute with [`CheckStatusResponse::for_request`] (the host the request was
 /// sent to), [`CheckStatusResponse::base_url`], or, for the API served by
 /// [`serve`](super::serve), [`Server::check_status_response`](super::Server::check_status_response).
@@ -39,7 +39,7 @@ pub fn create_check_status_response(
     _client: &Client,
     instance_id: &InstanceId,
 ) -> CheckStatusResponse {
-    CheckStatusResponse::new(instance_id.clone(), super::BASE_PATH.to_owned(), None)
+    CheckStatusResponse::new(instance_id.clone(), BASE_PATH.to_owned(), None)
 }
 
 /// The `202 Accepted` answer with an instance's management URLs (Durable Functions'
@@ -74,7 +74,7 @@ impl CheckStatusResponse {
 
     /// Makes the URLs absolute for the host `headers` say the request was sent to (its
     /// `Host`, and `X-Forwarded-Proto: https` behind a proxy), with the API at
-    /// [`BASE_PATH`](super::BASE_PATH) on that host: what Durable Functions'
+    /// [`BASE_PATH`](BASE_PATH) on that host: what Durable Functions'
     /// `CreateCheckStatusResponse(request, id)` does, for an app that merges
     /// [`router`](super::router) at its root.
     ///
@@ -92,7 +92,7 @@ impl CheckStatusResponse {
     /// ```
     #[must_use]
     pub fn for_request(self, headers: &HeaderMap) -> Self {
-        let base = format!("{}{}", request_origin(headers), super::BASE_PATH);
+        let base = format!("{}{}", request_origin(headers), BASE_PATH);
         self.base_url(base)
     }
 
@@ -143,9 +143,7 @@ impl IntoResponse for CheckStatusResponse {
 /// the request's `Host` (and `X-Forwarded-Proto`), and the path the API is mounted at.
 pub(crate) fn base_url(api: &Api, headers: &HeaderMap, uri: &Uri, suffix_start: &str) -> String {
     let path = uri.path();
-    let mount = path
-        .find(suffix_start)
-        .map_or(super::BASE_PATH, |at| &path[..at]);
+    let mount = path.find(suffix_start).map_or(BASE_PATH, |at| &path[..at]);
     let origin = match &api.options.public_base_url {
         Some(base) => base.clone(),
         None => request_origin(headers),

@@ -2,9 +2,9 @@
 //! is a `400` that says what to send instead), calls the [`Client`], and maps its outcome
 //! to Durable Functions' status codes.
 
-use super::Api;
 use super::check_status::{CheckStatusResponse, base_url, check_status};
 use super::model::{EntityStatusBody, InstanceStatusBody, PurgedBody, history_bodies, raw};
+use super::shared::{Api, OPENAPI_PATH};
 use super::time::parse_time;
 use super::wire::{Problem, encode, json_response, parse_bool, parse_seconds, raw_json_response};
 use crate::client;
@@ -734,7 +734,7 @@ pub(crate) async fn not_found(uri: Uri) -> Response {
         format!(
             "no such endpoint: {}; see {} for the API",
             uri.path(),
-            super::OPENAPI_PATH
+            OPENAPI_PATH
         ),
     )
     .into_response()
@@ -754,7 +754,7 @@ pub(crate) async fn method_not_allowed() -> Response {
         StatusCode::METHOD_NOT_ALLOWED,
         format!(
             "this endpoint does not take that method; see {}",
-            super::OPENAPI_PATH
+            OPENAPI_PATH
         ),
     )
     .into_response()

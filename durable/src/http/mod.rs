@@ -3,7 +3,7 @@
 //! signal and read entities — with Durable Functions' paths, verbs, query parameters,
 //! status codes and JSON field names, under `/runtime/webhooks/durabletask/`.
 //!
-//! It is an adapter over the [`Client`]: serve it on its own with [`serve`], or mount
+//! It is an adapter over the [`Client`](crate::Client): serve it on its own with [`serve`], or mount
 //! [`router`] in your own axum app:
 //!
 //! ```no_run
@@ -45,233 +45,19 @@
 //!   `Timestamp`, `FunctionName`, `Result`, scheduling folded into completions) with this
 //!   runtime's event types (`SubOrchestrationCreated`, `TimerCreated`, ...) and its
 //!   other fields in PascalCase; `Input` is shown too with `showHistoryOutput=true`.
-
 mod auth;
 mod check_status;
 mod handlers;
 mod model;
 mod options;
+mod router;
 mod server;
+mod shared;
 mod time;
 mod wire;
 
-use crate::client::Client;
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::handler::Handler;
-use axum::http::{Method, StatusCode};
-use axum::response::Response;
-use axum::routing::{MethodRouter, get};
-use std::sync::Arc;
-
 pub use check_status::{CheckStatusResponse, create_check_status_response};
-pub use options::{ANONYMOUS_VAR, KEY_VAR, Options};
-pub use server::{Error, Server, serve};
-
-/// Where Durable Functions serves its management API; [`serve`] serves [`router`] here.
-pub const BASE_PATH: &str = "/runtime/webhooks/durabletask";
-
-/// The OpenAPI 3 document of this API, served without a key at [`OPENAPI_PATH`].
-pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// Where the OpenAPI document is served.
-pub const OPENAPI_PATH: &str = "/runtime/webhooks/durabletask/openapi.json";
-
-/// What the handlers share.
-pub(crate) struct Api {
-    pub(crate) client: Client,
-    pub(crate) options: Options,
-}
-
-/// The management API's routes, under [`BASE_PATH`], for `client`: merge it into your
-/// axum app (or serve it with [`serve`]).
-///
-/// With no key in `options` ([`Options::anonymous`]), a warning is logged.
-pub fn router(client: Client, options: Options) -> Router {
-    if options.has_empty_key() {
-        tracing::error!("the HTTP management API key is empty: every request will be refused");
-    } else if options.key.is_none() {
-        tracing::warn!(
-            "the HTTP management API is served WITHOUT a key: anyone who can reach it can start, terminate and purge instances"
-        );
-    }
-    let body_limit = options.max_body_bytes;
-    let api = Arc::new(Api { client, options });
-    let routes = endpoints()
-        .into_iter()
-        .fold(Router::new(), |routes, endpoint| {
-            routes.route(endpoint.path, endpoint.handler)
-        })
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&api),
-            auth::authorize,
-        ))
-        .fallback(handlers::not_found)
-        .method_not_allowed_fallback(handlers::method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(api);
-    Router::new()
-        .nest(BASE_PATH, routes)
-        .route(OPENAPI_PATH, get(openapi))
-}
-
-/// One operation of the API: a method on a path under [`BASE_PATH`]. The router is built
-/// from this list, and a test holds the OpenAPI document to it.
-struct Endpoint {
-    // Read by the test that holds the OpenAPI document to the routes.
-    #[cfg_attr(not(test), expect(dead_code))]
-    method: Method,
-    path: &'static str,
-    handler: MethodRouter<Arc<Api>>,
-}
-
-impl Endpoint {
-    fn get<H: Handler<T, Arc<Api>>, T: 'static>(path: &'static str, handler: H) -> Endpoint {
-        Endpoint::new(Method::GET, path, axum::routing::get(handler))
-    }
-
-    fn post<H: Handler<T, Arc<Api>>, T: 'static>(path: &'static str, handler: H) -> Endpoint {
-        Endpoint::new(Method::POST, path, axum::routing::post(handler))
-    }
-
-    fn delete<H: Handler<T, Arc<Api>>, T: 'static>(path: &'static str, handler: H) -> Endpoint {
-        Endpoint::new(Method::DELETE, path, axum::routing::delete(handler))
-    }
-
-    fn new(method: Method, path: &'static str, handler: MethodRouter<Arc<Api>>) -> Endpoint {
-        Endpoint {
-            method,
-            path,
-            handler,
-        }
-    }
-}
-
-fn endpoints() -> Vec<Endpoint> {
-    use handlers as h;
-    let instance = "/instances/{instanceId}";
-    let entity = "/entities/{entityName}/{entityKey}";
-    vec![
-        Endpoint::post("/orchestrators/{orchestratorName}", h::start_without_id),
-        Endpoint::post(
-            "/orchestrators/{orchestratorName}/{instanceId}",
-            h::start_with_id,
-        ),
-        Endpoint::get("/instances", h::list_instances),
-        Endpoint::delete("/instances", h::purge_where),
-        Endpoint::get(instance, h::status),
-        Endpoint::delete(instance, h::purge),
-        Endpoint::post(
-            "/instances/{instanceId}/raiseEvent/{eventName}",
-            h::raise_event,
-        ),
-        Endpoint::post("/instances/{instanceId}/terminate", h::terminate),
-        Endpoint::post("/instances/{instanceId}/suspend", h::suspend),
-        Endpoint::post("/instances/{instanceId}/resume", h::resume),
-        Endpoint::post("/instances/{instanceId}/restart", h::restart),
-        Endpoint::post("/instances/{instanceId}/rewind", h::rewind),
-        Endpoint::get("/entities", h::list_all_entities),
-        Endpoint::get("/entities/{entityName}", h::list_entities),
-        Endpoint::get(entity, h::entity_state),
-        Endpoint::post(entity, h::signal_entity),
-        Endpoint::delete(entity, h::delete_entity),
-    ]
-}
-
-async fn openapi() -> Response {
-    wire::raw_json_response(StatusCode::OK, OPENAPI)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::prelude::*;
-    use std::collections::BTreeSet;
-    use tower::ServiceExt;
-
-    fn documented_operations() -> BTreeSet<(String, String)> {
-        let document: serde_json::Value =
-            serde_json::from_str(OPENAPI).expect("the OpenAPI document is JSON");
-        assert!(document["openapi"].as_str().unwrap().starts_with("3."));
-        assert_eq!(document["servers"][0]["url"], BASE_PATH);
-        let mut operations = BTreeSet::new();
-        for (path, item) in document["paths"].as_object().unwrap() {
-            for method in item.as_object().unwrap().keys() {
-                operations.insert((method.to_uppercase(), path.clone()));
-            }
-        }
-        operations
-    }
-
-    #[test]
-    fn the_openapi_document_lists_exactly_the_routes() {
-        let mut routed: BTreeSet<(String, String)> = endpoints()
-            .iter()
-            .map(|endpoint| (endpoint.method.to_string(), endpoint.path.to_owned()))
-            .collect();
-        routed.insert(("GET".into(), OPENAPI_PATH[BASE_PATH.len()..].to_owned()));
-        let documented = documented_operations();
-        let undocumented: Vec<_> = routed.difference(&documented).collect();
-        let unrouted: Vec<_> = documented.difference(&routed).collect();
-        assert!(
-            undocumented.is_empty(),
-            "routes missing from openapi.json: {undocumented:?}"
-        );
-        assert!(
-            unrouted.is_empty(),
-            "openapi.json documents routes that do not exist: {unrouted:?}"
-        );
-    }
-
-    #[orchestrator]
-    async fn nothing(_ctx: OrchestrationContext, _input: ()) -> Result<(), crate::Error> {
-        Ok(())
-    }
-
-    /// Each listed endpoint answers its method: a request reaches a handler, not the
-    /// fallbacks (which say "no such endpoint" or "does not take that method").
-    #[tokio::test]
-    async fn every_endpoint_answers_its_method() {
-        let runtime = Runtime::builder()
-            .in_memory()
-            .register(nothing)
-            .start()
-            .await
-            .unwrap();
-        let app = router(runtime.client(), Options::anonymous());
-        for endpoint in endpoints()
-            .iter()
-            .map(|e| (e.method.clone(), e.path))
-            .chain([(Method::GET, &OPENAPI_PATH[BASE_PATH.len()..])])
-        {
-            let (method, path) = endpoint;
-            let path = path
-                .replace("{orchestratorName}", "nothing")
-                .replace("{instanceId}", "some-id")
-                .replace("{eventName}", "Approval")
-                .replace("{entityName}", "Counter")
-                .replace("{entityKey}", "k");
-            let request = axum::http::Request::builder()
-                .method(method.clone())
-                .uri(format!("{BASE_PATH}{path}"))
-                .body(axum::body::Body::empty())
-                .unwrap();
-            let response = app.clone().oneshot(request).await.unwrap();
-            let status = response.status();
-            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-                .await
-                .unwrap();
-            let text = String::from_utf8_lossy(&body);
-            assert_ne!(
-                status,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "{method} {path}: {text}"
-            );
-            assert!(
-                !text.contains("no such endpoint"),
-                "{method} {path}: {text}"
-            );
-        }
-        runtime.shutdown().await;
-    }
-}
+pub use options::{ANONYMOUS_VAR, Error, KEY_VAR, Options};
+pub use router::router;
+pub use server::{Server, serve};
+pub use shared::{BASE_PATH, OPENAPI, OPENAPI_PATH};

@@ -1,7 +1,7 @@
 //! How the management API is served: its key (from the environment or given), the
 //! largest body it accepts, and the public address its URLs start with.
 
-use super::Error;
+use std::net::SocketAddr;
 
 /// The environment variable [`Options::from_env`] reads the key from.
 pub const KEY_VAR: &str = "DURABLE_HTTP_KEY";
@@ -83,4 +83,26 @@ impl Options {
     pub(super) fn has_empty_key(&self) -> bool {
         self.key.as_deref().is_some_and(str::is_empty)
     }
+}
+
+/// The management API cannot be served as configured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No key was configured, and serving without one was not chosen.
+    #[error(
+        "the HTTP management API needs a key: set {KEY_VAR} (or use Options::with_key); to serve it without one, set {ANONYMOUS_VAR}=1 (or Options::anonymous)"
+    )]
+    NoKey,
+    /// The key is empty.
+    #[error("the HTTP management API key is empty; use a long random secret")]
+    EmptyKey,
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }

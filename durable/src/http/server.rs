@@ -2,32 +2,12 @@
 //! current tokio runtime, and hands back the [`Server`] that stops it.
 
 use super::check_status::CheckStatusResponse;
-use super::{ANONYMOUS_VAR, BASE_PATH, KEY_VAR, Options, router};
+use super::options::{Error, Options};
+use super::router::router;
+use super::shared::BASE_PATH;
 use crate::InstanceId;
 use crate::client::Client;
 use std::net::SocketAddr;
-
-/// The management API cannot be served as configured.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// No key was configured, and serving without one was not chosen.
-    #[error(
-        "the HTTP management API needs a key: set {KEY_VAR} (or use Options::with_key); to serve it without one, set {ANONYMOUS_VAR}=1 (or Options::anonymous)"
-    )]
-    NoKey,
-    /// The key is empty.
-    #[error("the HTTP management API key is empty; use a long random secret")]
-    EmptyKey,
-    /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-}
 
 /// Serves the management API of `client`'s runtime on `addr` (e.g. `([127, 0, 0, 1],
 /// 8080)`, or port 0 for any free one) with `options`, until the returned [`Server`] is

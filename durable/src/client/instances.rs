@@ -1,0 +1,698 @@
+//! [`Client`] and what it does to orchestration instances: start, query, wait for,
+//! terminate, list and purge. Its entity operations are in `entity.rs`; both send through
+//! `Client::submit`, which checks a command before it goes to the backend.
+
+use super::backend::{Backend, Command};
+use super::error::Error;
+use super::status::{InstancePage, InstanceStatus};
+use durable_core::Orchestrator;
+use durable_store::Store;
+use durable_types::{
+    EntityId, Failure, FailureKind, InstanceId, InstanceQuery, InstanceRecord, Json, RuntimeStatus,
+    Timestamp,
+};
+use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// A handle on a started instance, typed by the orchestrator's output.
+#[derive(Clone, Debug)]
+pub struct InstanceHandle<O> {
+    client: Client,
+    id: InstanceId,
+    output: PhantomData<fn() -> O>,
+}
+
+impl<O: DeserializeOwned> InstanceHandle<O> {
+    /// The instance id.
+    pub fn id(&self) -> &InstanceId {
+        &self.id
+    }
+
+    /// Waits up to `timeout` for the instance to end and returns its typed output.
+    ///
+    /// # Errors
+    /// [`Error::Failed`] or [`Error::Terminated`] when it did not complete,
+    /// [`Error::Timeout`] when it did not end in time, and the errors of
+    /// [`Client::wait_for_completion`].
+    pub async fn wait(&self, timeout: Duration) -> Result<O, Error> {
+        let status = self.client.wait_for_completion(&self.id, timeout).await?;
+        typed_output(status)
+    }
+
+    /// The instance's current status.
+    ///
+    /// # Errors
+    /// As [`Client::status`].
+    pub async fn status(&self) -> Result<InstanceStatus, Error> {
+        self.client
+            .status(&self.id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                instance: self.id.clone(),
+            })
+    }
+}
+
+fn typed_output<O: DeserializeOwned>(status: InstanceStatus) -> Result<O, Error> {
+    let instance = status.instance_id.clone();
+    match status.runtime_status {
+        RuntimeStatus::Completed => {
+            let output = status.output.unwrap_or_else(Json::null);
+            output.decode().map_err(|error| Error::OutputDecode {
+                instance,
+                message: error.to_string(),
+            })
+        }
+        RuntimeStatus::Terminated => Err(Error::Terminated {
+            instance,
+            reason: status.failure.map(|f| f.message).unwrap_or_default(),
+        }),
+        _ => Err(Error::Failed {
+            instance,
+            failure: status
+                .failure
+                .unwrap_or_else(|| Failure::new(FailureKind::Internal, "failed without a reason")),
+        }),
+    }
+}
+
+/// Starts and manages orchestration instances. Get one from
+/// [`Runtime::client`](crate::Runtime::client); clone it freely.
+///
+/// ```
+/// use durable::prelude::*;
+/// use durable::InstanceQuery;
+/// use std::time::Duration;
+///
+/// #[orchestrator]
+/// async fn nap(ctx: OrchestrationContext, seconds: u64) -> Result<(), Error> {
+///     ctx.sleep(Duration::from_secs(seconds)).await
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = Runtime::builder().in_memory().register(nap).start().await?;
+/// let client = runtime.client();
+/// client.start_with_id(nap, "nap-1", 3600).await?;
+/// let status = client.status("nap-1").await?.expect("it exists");
+/// assert_eq!(status.runtime_status, RuntimeStatus::Running);
+///
+/// client.terminate("nap-1", "wake up").await?;
+/// let status = client.wait_for_completion("nap-1", Duration::from_secs(5)).await?;
+/// assert_eq!(status.runtime_status, RuntimeStatus::Terminated);
+///
+/// let page = client.list(&InstanceQuery::default(), 100, None).await?;
+/// assert_eq!(page.instances.len(), 1);
+/// client.purge("nap-1").await?;
+/// runtime.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client of `backend`.
+    pub(crate) fn new(backend: Arc<dyn Backend>) -> Client {
+        Client { backend }
+    }
+
+    /// Starts orchestrator `O` with `input` under a new instance id.
+    ///
+    /// Returns once the start is durable (the instance's first turn committed with it).
+    ///
+    /// # Errors
+    /// [`Error::NotRegistered`] if `O` is not registered, and store errors.
+    pub async fn start<O: Orchestrator>(
+        &self,
+        orchestrator: O,
+        input: O::Input,
+    ) -> Result<InstanceHandle<O::Output>, Error> {
+        self.start_with(orchestrator, input, StartOptions::new())
+            .await
+    }
+
+    /// Starts orchestrator `O` with `input` under instance id `instance_id`. An id that has
+    /// ended starts a new execution; an id that is still running is
+    /// [`Error::AlreadyExists`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidInstanceId`], [`Error::AlreadyExists`], [`Error::NotRegistered`],
+    /// store errors.
+    pub async fn start_with_id<O: Orchestrator>(
+        &self,
+        orchestrator: O,
+        instance_id: impl AsRef<str>,
+        input: O::Input,
+    ) -> Result<InstanceHandle<O::Output>, Error> {
+        let options = StartOptions::new().instance_id(instance_id.as_ref());
+        self.start_with(orchestrator, input, options).await
+    }
+
+    /// Starts orchestrator `O` with `input` under a new instance id, not before `when`: the
+    /// instance is `Pending` until then (a durable timer starts it, across restarts).
+    ///
+    /// # Errors
+    /// As [`Client::start`].
+    pub async fn start_at<O: Orchestrator>(
+        &self,
+        orchestrator: O,
+        input: O::Input,
+        when: SystemTime,
+    ) -> Result<InstanceHandle<O::Output>, Error> {
+        let options = StartOptions::new().at(when);
+        self.start_with(orchestrator, input, options).await
+    }
+
+    /// Starts orchestrator `O` with `input` and [`StartOptions`]: an instance id, a scheduled
+    /// start.
+    ///
+    /// # Errors
+    /// As [`Client::start_with_id`].
+    pub async fn start_with<O: Orchestrator>(
+        &self,
+        orchestrator: O,
+        input: O::Input,
+        options: StartOptions,
+    ) -> Result<InstanceHandle<O::Output>, Error> {
+        let _ = orchestrator;
+        let id = match options.instance_id {
+            Some(id) => InstanceId::new(id)?,
+            None => new_instance_id(),
+        };
+        let input = Json::encode(&input).map_err(|error| Error::InvalidInput {
+            name: O::NAME.to_owned(),
+            message: error.to_string(),
+        })?;
+        self.submit(Command::Start {
+            instance: id.clone(),
+            name: O::NAME.to_owned(),
+            input,
+            start_at: options.start_at.map(Timestamp::from_system_time),
+        })
+        .await?;
+        Ok(InstanceHandle {
+            client: self.clone(),
+            id,
+            output: PhantomData,
+        })
+    }
+
+    /// Starts an orchestrator by name with a JSON input: the untyped form, for HTTP
+    /// handlers and tools. `instance_id` `None` generates one.
+    ///
+    /// # Errors
+    /// [`Error::NotRegistered`] for an unknown name, [`Error::InvalidInput`] for input that
+    /// is not JSON or not the orchestrator's input type, and the errors of
+    /// [`Client::start_with_id`].
+    pub async fn start_by_name(
+        &self,
+        name: &str,
+        instance_id: Option<&str>,
+        input: &str,
+    ) -> Result<InstanceId, Error> {
+        let check_input = match self.backend.registry() {
+            Some(registry) => Some(registry.orchestrator_input_check(name).ok_or_else(|| {
+                Error::NotRegistered {
+                    name: name.to_owned(),
+                }
+            })?),
+            None => None,
+        };
+        // Measured before it is parsed: a huge body is refused without reading it all.
+        self.backend
+            .limits()
+            .check_payload(input.len(), || format!("input of orchestrator `{name}`"))?;
+        let input = Json::parse(input).map_err(|error| Error::InvalidInput {
+            name: name.to_owned(),
+            message: format!("not valid JSON: {error}"),
+        })?;
+        if let Some(check_input) = check_input {
+            check_input(&input).map_err(|message| Error::InvalidInput {
+                name: name.to_owned(),
+                message,
+            })?;
+        }
+        let id = match instance_id {
+            Some(id) => InstanceId::new(id)?,
+            None => new_instance_id(),
+        };
+        self.submit(Command::Start {
+            instance: id.clone(),
+            name: name.to_owned(),
+            input,
+            start_at: None,
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// Sends external event `name` with `payload` to an instance; its orchestrator receives
+    /// it with `ctx.wait_for_event(name)`. Returns once the event is stored. Events that
+    /// arrive before the orchestrator waits for them are kept, in arrival order.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown instance; [`Error::NotRunning`] for an ended one —
+    /// the event is then discarded.
+    pub async fn raise_event(
+        &self,
+        instance_id: impl AsRef<str>,
+        name: impl Into<String>,
+        payload: impl serde::Serialize,
+    ) -> Result<(), Error> {
+        let instance = InstanceId::new(instance_id)?;
+        let name = name.into();
+        let input = Json::encode(&payload).map_err(|error| Error::InvalidInput {
+            name: format!("event `{name}`"),
+            message: error.to_string(),
+        })?;
+        let command = Command::RaiseEvent {
+            instance: instance.clone(),
+            name,
+            input,
+        };
+        self.submit(command).await
+    }
+
+    /// Suspends a running instance: it keeps receiving and storing events, activity results
+    /// and timer firings, but runs no turn until resumed. Its status reads `Suspended`.
+    /// Suspending a suspended instance does nothing.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::NotRunning`] for an ended instance.
+    pub async fn suspend(
+        &self,
+        instance_id: impl AsRef<str>,
+        reason: impl Into<String>,
+    ) -> Result<(), Error> {
+        let instance = InstanceId::new(instance_id)?;
+        let command = Command::Suspend {
+            instance: instance.clone(),
+            reason: reason.into(),
+        };
+        self.submit(command).await
+    }
+
+    /// Resumes a suspended instance: what arrived meanwhile is processed, in order.
+    /// Resuming an instance that is not suspended does nothing.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::NotRunning`] for an ended instance.
+    pub async fn resume(
+        &self,
+        instance_id: impl AsRef<str>,
+        reason: impl Into<String>,
+    ) -> Result<(), Error> {
+        let instance = InstanceId::new(instance_id)?;
+        let command = Command::Resume {
+            instance: instance.clone(),
+            reason: reason.into(),
+        };
+        self.submit(command).await
+    }
+
+    /// Terminates a running instance: it ends as `Terminated` with `reason`, and its
+    /// pending timers and activities are cancelled.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::NotRunning`] for an ended instance, store errors.
+    pub async fn terminate(
+        &self,
+        instance_id: impl AsRef<str>,
+        reason: impl Into<String>,
+    ) -> Result<(), Error> {
+        let instance = InstanceId::new(instance_id)?;
+        let command = Command::Terminate {
+            instance: instance.clone(),
+            reason: reason.into(),
+        };
+        self.submit(command).await
+    }
+
+    /// Starts an instance's orchestrator again with the input of its current execution:
+    /// under a new generated id when `new_instance_id`, else under the same id (which must
+    /// have ended). Returns the id that runs.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::AlreadyExists`] when reusing the id of an instance
+    /// that is still running; [`Error::NotRegistered`] when its orchestrator is no longer
+    /// registered; store errors.
+    pub async fn restart(
+        &self,
+        instance_id: impl AsRef<str>,
+        new_instance_id: bool,
+    ) -> Result<InstanceId, Error> {
+        let instance = InstanceId::new(instance_id)?;
+        let status = self
+            .status(&instance)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                instance: instance.clone(),
+            })?;
+        let id = if new_instance_id {
+            self::new_instance_id()
+        } else {
+            instance
+        };
+        self.submit(Command::Start {
+            instance: id.clone(),
+            name: status.name,
+            input: status.input,
+            start_at: None,
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// Deletes an ended instance and its history.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::NotEnded`] for a running instance, store errors.
+    pub async fn purge(&self, instance_id: impl AsRef<str>) -> Result<(), Error> {
+        let instance = InstanceId::new(instance_id)?;
+        let command = Command::Purge {
+            instance: instance.clone(),
+        };
+        self.submit(command).await
+    }
+
+    /// Deletes every ended instance that matches `query` (running ones are skipped) and
+    /// returns how many were deleted.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn purge_where(&self, query: &InstanceQuery) -> Result<u64, Error> {
+        let mut query = query.clone();
+        let ended = [
+            RuntimeStatus::Completed,
+            RuntimeStatus::Failed,
+            RuntimeStatus::Terminated,
+        ];
+        query.statuses = Some(match query.statuses.take() {
+            Some(statuses) => statuses.into_iter().filter(|s| ended.contains(s)).collect(),
+            None => ended.to_vec(),
+        });
+        let mut purged = 0;
+        let mut after: Option<InstanceId> = None;
+        loop {
+            let page = self.list_records(&query, after.clone(), 500).await?;
+            let Some(last) = page.last() else {
+                return Ok(purged);
+            };
+            after = Some(last.id.clone());
+            for record in page {
+                match self.purge(&record.id).await {
+                    Ok(()) => purged += 1,
+                    // Purged or restarted meanwhile: not ours to delete any more.
+                    Err(Error::NotFound { .. } | Error::NotEnded { .. }) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+    }
+
+    /// The status of an instance, or `None` if it does not exist.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInstanceId`], store errors.
+    pub async fn status(
+        &self,
+        instance_id: impl AsRef<str>,
+    ) -> Result<Option<InstanceStatus>, Error> {
+        let instance = InstanceId::new(instance_id)?;
+        let record = self.read(move |store| store.instance(&instance)).await?;
+        Ok(record.map(InstanceStatus::from_record))
+    }
+
+    /// The status of an instance with the history of its current execution.
+    ///
+    /// # Errors
+    /// As [`Client::status`].
+    pub async fn status_with_history(
+        &self,
+        instance_id: impl AsRef<str>,
+    ) -> Result<Option<InstanceStatus>, Error> {
+        let instance = InstanceId::new(instance_id)?;
+        let found = self
+            .read(move |store| {
+                let Some(record) = store.instance(&instance)? else {
+                    return Ok(None);
+                };
+                let history = store.history(&instance, record.execution)?;
+                Ok(Some((record, history)))
+            })
+            .await?;
+        Ok(found.map(|(record, history)| {
+            let mut status = InstanceStatus::from_record(record);
+            status.history = Some(history);
+            status
+        }))
+    }
+
+    /// Waits up to `timeout` for an instance to end and returns its final status (which
+    /// may be `Failed` or `Terminated`: that is not an error here).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Timeout`], store errors.
+    pub async fn wait_for_completion(
+        &self,
+        instance_id: impl AsRef<str>,
+        timeout: Duration,
+    ) -> Result<InstanceStatus, Error> {
+        let instance = InstanceId::new(instance_id)?;
+        // `None`: a timeout too long to represent, which means no deadline.
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        loop {
+            let watch = self.backend.watch(&instance)?;
+            let outcome = {
+                let ended = watch.notify().notified();
+                tokio::pin!(ended);
+                ended.as_mut().enable();
+                match self.status(&instance).await {
+                    Err(error) => Some(Err(error)),
+                    Ok(None) => Some(Err(Error::NotFound {
+                        instance: instance.clone(),
+                    })),
+                    Ok(Some(status)) if status.is_ended() => Some(Ok(status)),
+                    Ok(Some(_)) => match deadline {
+                        Some(deadline) => match tokio::time::timeout_at(deadline, ended).await {
+                            Ok(()) => None,
+                            Err(_) => Some(Err(Error::Timeout {
+                                instance: instance.clone(),
+                                timeout,
+                            })),
+                        },
+                        None => {
+                            ended.await;
+                            None
+                        }
+                    },
+                }
+            };
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+        }
+    }
+
+    /// One page of instances matching `query`, in id order: at most `page_size`, starting
+    /// after the page that returned `continuation`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidContinuation`], store errors.
+    pub async fn list(
+        &self,
+        query: &InstanceQuery,
+        page_size: usize,
+        continuation: Option<&str>,
+    ) -> Result<InstancePage, Error> {
+        let after = continuation.map(decode_continuation).transpose()?;
+        let page_size = page_size.max(1);
+        // One more than asked says whether another page exists: no token on the last one.
+        let mut records = self
+            .list_records(query, after, page_size.saturating_add(1))
+            .await?;
+        let more = records.len() > page_size;
+        records.truncate(page_size);
+        let continuation = match records.last() {
+            Some(last) if more => Some(encode_continuation(&last.id)),
+            _ => None,
+        };
+        Ok(InstancePage {
+            instances: records
+                .into_iter()
+                .map(InstanceStatus::from_record)
+                .collect(),
+            continuation,
+        })
+    }
+
+    async fn list_records(
+        &self,
+        query: &InstanceQuery,
+        after: Option<InstanceId>,
+        limit: usize,
+    ) -> Result<Vec<InstanceRecord>, Error> {
+        let query = query.clone();
+        self.read(move |store| store.list_instances(&query, after.as_ref(), limit))
+            .await
+    }
+
+    /// Checks a command and sends it to the backend; returns once its effects are durable.
+    pub(super) async fn submit(&self, command: Command) -> Result<(), Error> {
+        self.check(&command)?;
+        self.backend.submit(command).await
+    }
+
+    /// What can be told before a command is sent: that its instance id is not too long,
+    /// its payload not too large, and the orchestrator or entity type it names registered.
+    fn check(&self, command: &Command) -> Result<(), Error> {
+        let limits = self.backend.limits();
+        if let Command::Start { instance, .. } = command {
+            let len = instance.as_str().len();
+            if len > limits.max_instance_id_len {
+                return Err(Error::InstanceIdTooLong {
+                    id: instance.to_string(),
+                    len,
+                    limit: limits.max_instance_id_len,
+                });
+            }
+        }
+        if let Some(payload) = command.payload() {
+            limits.check_payload(payload.len(), || command.payload_name())?;
+        }
+        let registered = match (command, self.backend.registry()) {
+            (Command::Start { name, .. }, Some(registry)) => registry.has_orchestrator(name),
+            (Command::SignalEntity { entity, .. }, Some(registry)) => {
+                registry.has_entity(entity.name())
+            }
+            _ => true,
+        };
+        if !registered {
+            let name = match command {
+                Command::SignalEntity { entity, .. } => entity.name().to_owned(),
+                Command::Start { name, .. } => name.clone(),
+                _ => String::new(),
+            };
+            return Err(Error::NotRegistered { name });
+        }
+        Ok(())
+    }
+
+    /// Runs a store read on the blocking pool.
+    pub(super) async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&dyn Store) -> Result<T, durable_store::Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let store = self.backend.store()?;
+        tokio::task::spawn_blocking(move || read(&*store))
+            .await
+            .map_err(|_| Error::ShuttingDown)?
+            .map_err(Error::from)
+    }
+}
+
+/// A new instance id, for starts that do not name one: a random UUID, so that ids minted
+/// by many clients and processes never collide.
+pub(crate) fn new_instance_id() -> InstanceId {
+    InstanceId::new(uuid::Uuid::new_v4().simple().to_string())
+        .unwrap_or_else(|error| unreachable!("a UUID is a valid instance id: {error}"))
+}
+
+/// Options of [`Client::start_with`].
+///
+/// ```
+/// use durable::client::StartOptions;
+/// use std::time::{Duration, SystemTime};
+/// let options = StartOptions::new()
+///     .instance_id("nightly-report")
+///     .at(SystemTime::now() + Duration::from_secs(3600));
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct StartOptions {
+    /// The instance id; a new one is generated when `None`.
+    pub instance_id: Option<String>,
+    /// Start not before this time; at once when `None` or past.
+    pub start_at: Option<SystemTime>,
+}
+
+impl StartOptions {
+    /// No options: a generated id, started at once.
+    pub fn new() -> StartOptions {
+        StartOptions::default()
+    }
+
+    /// Uses `id` as the instance id.
+    #[must_use]
+    pub fn instance_id(mut self, id: impl Into<String>) -> StartOptions {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// Starts the instance not before `when`.
+    #[must_use]
+    pub fn at(mut self, when: SystemTime) -> StartOptions {
+        self.start_at = Some(when);
+        self
+    }
+}
+
+fn encode_continuation(id: &InstanceId) -> String {
+    encode_hex(id.as_str())
+}
+
+pub(super) fn encode_hex(text: &str) -> String {
+    text.bytes().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn decode_hex(token: &str) -> Option<String> {
+    let bytes = token.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    let decoded: Option<Vec<u8>> = bytes
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect();
+    String::from_utf8(decoded?).ok()
+}
+
+fn decode_continuation(token: &str) -> Result<InstanceId, Error> {
+    let text = decode_hex(token).ok_or(Error::InvalidContinuation)?;
+    InstanceId::new(text).map_err(|_| Error::InvalidContinuation)
+}
+
+pub(super) fn decode_entity_continuation(token: &str) -> Result<EntityId, Error> {
+    let text = decode_hex(token).ok_or(Error::InvalidContinuation)?;
+    let (name, key) = text
+        .strip_prefix('@')
+        .and_then(|rest| rest.split_once('@'))
+        .ok_or(Error::InvalidContinuation)?;
+    EntityId::new(name, key).map_err(|_| Error::InvalidContinuation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continuation_tokens_roundtrip_and_reject_garbage() {
+        let id = InstanceId::new("order:42-é").unwrap();
+        assert_eq!(decode_continuation(&encode_continuation(&id)).unwrap(), id);
+        for bad in ["zz", "abc", "", "2f"] {
+            assert!(decode_continuation(bad).is_err(), "{bad}");
+        }
+    }
+}
