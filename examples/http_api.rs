@@ -35,7 +35,7 @@ async fn city_reports(
     ctx: OrchestrationContext,
     cities: Vec<String>,
 ) -> Result<Vec<Report>, Error> {
-    ctx.set_custom_status(format!("compiling {} reports", cities.len()));
+    ctx.set_custom_status(format!("compiling {} reports", cities.len()))?;
     let tasks: Vec<_> = cities
         .into_iter()
         .map(|city| ctx.call_activity(compile_report, city))

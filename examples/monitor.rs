@@ -49,7 +49,7 @@ async fn monitor_job(ctx: OrchestrationContext, request: MonitorRequest) -> Resu
             .call_activity(get_job_status, request.job_id.clone())
             .await?;
         polls += 1;
-        ctx.set_custom_status(serde_json::json!({ "lastStatus": status, "polls": polls }));
+        ctx.set_custom_status(serde_json::json!({ "lastStatus": status, "polls": polls }))?;
         if status == "Completed" {
             let message = format!("job {} completed after {polls} polls", request.job_id);
             ctx.call_activity(send_alert, message).await?;

@@ -76,8 +76,11 @@ static RUNS: OnceLock<(SideEffectLog, u32)> = OnceLock::new();
 fn record_run(ctx: &ActivityContext) {
     if let Some((log, generation)) = RUNS.get() {
         log.append(&format!(
-            "{generation}|{}|{}",
+            "{generation}|{}|{}:{}:{}|{}",
             ctx.name(),
+            ctx.instance_id(),
+            ctx.execution_id(),
+            ctx.task_id(),
             ctx.idempotency_key()
         ));
     }
@@ -319,6 +322,7 @@ async fn retrying(ctx: OrchestrationContext, x: u64) -> Result<String, Error> {
         first_interval: Duration::from_millis(5),
         backoff_coefficient: 2.0,
         max_interval: Duration::from_millis(40),
+        ..RetryPolicy::default()
     };
     Ok(match ctx.call_activity_with_retry(flaky, x, policy).await {
         Ok(value) => format!("ok {value}"),
@@ -1047,6 +1051,7 @@ fn verify(plan: &Plan, crash: &Snapshot, reference: &Snapshot, files: &Files) ->
     };
     check_histories(plan, crash, &mut summary);
     check_runs(crash, files, plan.kills, &mut summary);
+    check_retry_keys(files);
     check_events(files, &mut summary);
     summary
 }
@@ -1290,7 +1295,7 @@ fn check_runs(crash: &Snapshot, files: &Files, kills: u32, summary: &mut Summary
 fn activity_runs(log: &SideEffectLog) -> BTreeMap<String, Vec<u32>> {
     let mut runs: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for line in log.lines() {
-        let mut parts = line.splitn(3, '|');
+        let mut parts = line.splitn(4, '|');
         let (Some(generation), Some(_name), Some(key)) = (parts.next(), parts.next(), parts.next())
         else {
             panic!("malformed run line {line:?}");
@@ -1299,6 +1304,33 @@ fn activity_runs(log: &SideEffectLog) -> BTreeMap<String, Vec<u32>> {
         runs.entry(key.to_owned()).or_default().push(generation);
     }
     runs
+}
+
+/// Every attempt of a retried call, in every process that ran one, saw the same
+/// idempotency key: its first attempt's task. (The only retried call of an execution is
+/// `retrying`'s, so all `flaky` runs of one execution are its attempts.)
+fn check_retry_keys(files: &Files) {
+    let mut keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in files.runs.lines() {
+        let parts: Vec<&str> = line.split('|').collect();
+        let [_generation, "flaky", task, key] = parts[..] else {
+            continue;
+        };
+        let execution = task
+            .rsplit_once(':')
+            .map_or(task, |(execution, _)| execution);
+        keys.entry(execution.to_owned())
+            .or_default()
+            .insert(key.to_owned());
+    }
+    assert!(!keys.is_empty(), "no retried call ran");
+    for (execution, keys) in &keys {
+        assert_eq!(
+            keys.len(),
+            1,
+            "the attempts of one retried call in {execution} saw different idempotency keys: {keys:?}"
+        );
+    }
 }
 
 /// The first generation that began with each completion in the store.

@@ -61,7 +61,7 @@ const WAITING: &str = "waiting for approval";
 /// Runs until it receives the `Approval` event (a bool).
 #[orchestrator]
 async fn approval(ctx: OrchestrationContext, request: String) -> Result<String, Error> {
-    ctx.set_custom_status(WAITING);
+    ctx.set_custom_status(WAITING)?;
     let approved: bool = ctx.wait_for_event("Approval").await?;
     let verdict = if approved { "approved" } else { "rejected" };
     Ok(format!("{request}: {verdict}"))

@@ -94,7 +94,7 @@ async fn countdown(ctx: OrchestrationContext, (left, done): (u64, u64)) -> Resul
         return Ok(done + 1);
     }
     ctx.call_activity(add_one, left).await?;
-    ctx.continue_as_new((left - 1, done + 1)).await
+    ctx.continue_as_new(countdown, (left - 1, done + 1)).await
 }
 
 #[activity]
@@ -588,7 +588,7 @@ async fn concurrent_starts_all_complete_exactly_once() {
 #[orchestrator]
 async fn spin(ctx: OrchestrationContext, n: u64) -> Result<u64, Error> {
     // Continues as new at once, forever: only a terminate ends it.
-    ctx.continue_as_new(n + 1).await
+    ctx.continue_as_new(spin, n + 1).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

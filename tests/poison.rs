@@ -135,6 +135,7 @@ async fn retry_forever_ish(ctx: OrchestrationContext, x: u64) -> Result<u64, Err
         first_interval: Duration::from_millis(1),
         backoff_coefficient: 1.0,
         max_interval: Duration::from_millis(1),
+        ..RetryPolicy::default()
     };
     ctx.call_activity_with_retry(always_fails, x, policy).await
 }

@@ -103,9 +103,9 @@ async fn nap_then_collect(ctx: OrchestrationContext) -> Result<Vec<String>, Erro
 
 #[orchestrator]
 async fn status_reporter(ctx: OrchestrationContext) -> Result<(), Error> {
-    ctx.set_custom_status(serde_json::json!({ "stage": "waiting" }));
+    ctx.set_custom_status(serde_json::json!({ "stage": "waiting" }))?;
     ctx.wait_for_event::<()>("go").await?;
-    ctx.set_custom_status(serde_json::json!({ "stage": "done" }));
+    ctx.set_custom_status(serde_json::json!({ "stage": "done" }))?;
     Ok(())
 }
 

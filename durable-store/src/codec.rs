@@ -491,6 +491,7 @@ mod tests {
                 name: "chain".into(),
                 input: Json::encode(&1).unwrap(),
                 parent: None,
+                generation: 1,
             },
             HistoryEvent::TaskFailed {
                 id: TaskId(3),

@@ -125,6 +125,7 @@ fn record(id: &InstanceId, name: &str, status: RuntimeStatus, created: u64) -> I
         history_len: 0,
         parent: None,
         scheduled_start: None,
+        generation: 1,
     }
 }
 
@@ -133,6 +134,7 @@ fn started(name: &str) -> HistoryEvent {
         name: name.to_owned(),
         input: Json::null(),
         parent: None,
+        generation: 1,
     }
 }
 
@@ -144,6 +146,7 @@ fn activity(id: &InstanceId, task: u64) -> ActivityWorkItem {
         name: "work".to_owned(),
         input: Json::encode(&task).unwrap(),
         restarts: 0,
+        retry: None,
     }
 }
 

@@ -13,10 +13,12 @@ use durable_types::{
 use durable_types::{ExecutionId, InstanceId};
 use std::ops::Bound;
 
-/// The version of the on-disk format this build reads and writes. Version 3: inbox
-/// messages carry an event or an entity message (entity messages are no longer history
-/// events), and a timer's key says what it is for (a task or a scheduled start).
-pub const FORMAT_VERSION: u32 = 3;
+/// The version of the on-disk format this build reads and writes. Version 4: an
+/// activity's work item and `TaskScheduled` say which attempt of a retried call it is,
+/// `ExecutionStarted` and the instance record carry the execution's generation, and
+/// history may hold `TaskCancelled`. (Version 3: inbox messages carry an event or an
+/// entity message, and a timer's key says what it is for.)
+pub const FORMAT_VERSION: u32 = 4;
 
 const FORMAT_VERSION_KEY: &[u8] = codec::FORMAT_VERSION_KEY.as_bytes();
 const EXECUTION_FLOOR_KEY: &[u8] = codec::EXECUTION_FLOOR_KEY.as_bytes();

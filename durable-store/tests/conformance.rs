@@ -3,8 +3,8 @@
 
 use durable_store::codec::Space;
 use durable_store::{
-    Durability, Error, ExecutionId, FjallStore, HistoryEvent, InstanceId, Json, KvEngine, KvOp,
-    KvStore, MemoryEngine, MemoryStore, Store, Timestamp, WriteBatch, conformance,
+    Durability, Error, ExecutionId, FORMAT_VERSION, FjallStore, HistoryEvent, InstanceId, Json,
+    KvEngine, KvOp, KvStore, MemoryEngine, MemoryStore, Store, Timestamp, WriteBatch, conformance,
 };
 use std::sync::Arc;
 
@@ -94,33 +94,37 @@ fn other_format_version_is_refused() {
     );
 }
 
-/// A store written by the previous format (version 2: entity messages as history events,
-/// scheduled starts as timers of task `u64::MAX`), checked in: this build refuses it with
-/// a message that says what to do, and leaves it as it was.
+/// Stores written by earlier formats, checked in: version 2 (entity messages as history
+/// events, scheduled starts as timers of task `u64::MAX`) and version 3 (no retry attempts,
+/// generations or cancelled activities). This build refuses each with a message that says
+/// what to do, and leaves it as it was.
 #[test]
-fn a_store_of_the_previous_format_is_refused_with_advice() {
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-2");
+fn a_store_of_a_previous_format_is_refused_with_advice() {
+    for found in [2, 3] {
+        refuses_the_fixture_of_format(found);
+    }
+}
+
+fn refuses_the_fixture_of_format(found: u32) {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/format-{found}"));
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixture, dir.path());
     let before = read_dir_bytes(dir.path());
     let Err(error) = FjallStore::open(dir.path(), Durability::Fsync) else {
-        panic!("opened a store of format 2")
+        panic!("opened a store of format {found}")
     };
     assert!(
         matches!(
             error,
-            Error::IncompatibleFormat {
-                found: 2,
-                expected: 3,
-                ..
-            }
+            Error::IncompatibleFormat { found: f, expected: FORMAT_VERSION, .. } if f == found
         ),
         "{error:?}"
     );
     let message = error.to_string();
     for advice in [
-        "format version 2",
-        "reads version 3",
+        &format!("format version {found}"),
+        &format!("reads version {FORMAT_VERSION}"),
         "let its instances finish",
         "empty directory",
     ] {

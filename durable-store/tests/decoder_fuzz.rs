@@ -83,6 +83,7 @@ fn every_event() -> Vec<HistoryEvent> {
                 execution: ExecutionId(9),
                 task: TaskId(2),
             }),
+            generation: 1,
         },
         HistoryEvent::OrchestratorStarted {
             at: Timestamp(1_700_000_000_000),
@@ -91,6 +92,7 @@ fn every_event() -> Vec<HistoryEvent> {
             id: TaskId(0),
             name: "charge".into(),
             input: json("card"),
+            retry: None,
         },
         HistoryEvent::TaskCompleted {
             id: TaskId(0),
@@ -205,6 +207,7 @@ fn corpus() -> Vec<Vec<u8>> {
             history_len: 300,
             parent: None,
             scheduled_start: Some(Timestamp(7)),
+            generation: 1,
         }));
     }
     corpus.push(codec::encode_value(&InboxMessage {
@@ -227,6 +230,7 @@ fn corpus() -> Vec<Vec<u8>> {
         name: "charge".into(),
         input: json(vec![0u8; 40]),
         restarts: 0,
+        retry: None,
     }));
     corpus.push(codec::encode_value(&TimerRecord {
         fire_at: Timestamp(99),

@@ -242,6 +242,7 @@ fn record(id: &InstanceId, n: u64, status: RuntimeStatus) -> InstanceRecord {
         history_len: n % 5,
         parent: None,
         scheduled_start: None,
+        generation: 1,
     }
 }
 
@@ -288,6 +289,7 @@ fn random_batch(rng: &mut Rng) -> WriteBatch {
                 name: "work".into(),
                 input: Json::encode(&n).unwrap(),
                 restarts: 0,
+                retry: None,
             }),
             8 => batch.delete_activity(durable_store::ActivityKey {
                 instance: id,

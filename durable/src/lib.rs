@@ -53,9 +53,9 @@ pub mod runtime;
 
 pub use client::{Client, InstanceHandle, InstanceStatus};
 pub use durable_core::{
-    Activity, ActivityContext, BoxFuture, ContinueAsNew, DurableTask, Either, Entity,
-    EntityContext, EntityLock, Error, ErrorKind, JoinAll, LocalBoxFuture, OrchestrationContext,
-    Orchestrator, RetryPolicy, Select, SelectAll,
+    Activity, ActivityContext, BoxFuture, Cancellation, Cancelled, ContinueAsNew, DurableTask,
+    Either, Entity, EntityContext, EntityLock, Error, ErrorKind, EventName, ExternalEvent, JoinAll,
+    LocalBoxFuture, OrchestrationContext, Orchestrator, RetryPolicy, Select, SelectAll, Timeout,
 };
 pub use durable_macros::{activity, entity, orchestrator};
 pub use durable_store::{Durability, Store};
@@ -83,7 +83,7 @@ pub mod entity {
 pub mod prelude {
     pub use crate::{
         Activity, ActivityContext, Client, Either, Entity, EntityContext, EntityId, Error,
-        ErrorKind, InstanceStatus, OrchestrationContext, Orchestrator, RetryPolicy, Runtime,
-        RuntimeStatus, activity, entity, orchestrator,
+        ErrorKind, ExternalEvent, InstanceStatus, OrchestrationContext, Orchestrator, RetryPolicy,
+        Runtime, RuntimeStatus, activity, entity, orchestrator,
     };
 }

@@ -18,7 +18,8 @@ pub use ids::{
     Timestamp,
 };
 pub use model::{
-    ActivityKey, ActivityWorkItem, EntityCaller, EntityMessage, EntityRecord, FAILURE_CAUSES_MAX,
-    Failure, FailureKind, HistoryEvent, InboxKey, InboxMessage, InstanceQuery, InstanceRecord,
-    Message, ParentRef, RuntimeStatus, TimerKey, TimerPurpose, TimerRecord, decoding_causes,
+    ActivityKey, ActivityWorkItem, Attempt, EntityCaller, EntityMessage, EntityRecord,
+    FAILURE_CAUSES_MAX, Failure, FailureKind, HistoryEvent, InboxKey, InboxMessage, InstanceQuery,
+    InstanceRecord, Message, ParentRef, RuntimeStatus, TimerKey, TimerPurpose, TimerRecord,
+    decoding_causes,
 };

@@ -25,6 +25,9 @@ pub enum HistoryEvent {
         input: Json,
         /// The orchestration that started this one as a sub-orchestration, if any.
         parent: Option<ParentRef>,
+        /// 1 for the first execution of a start, then one more after each
+        /// `continue_as_new`.
+        generation: u32,
     },
     /// A turn began at this time; `current_utc_datetime` reads it.
     OrchestratorStarted {
@@ -39,6 +42,8 @@ pub enum HistoryEvent {
         name: String,
         /// The activity's input.
         input: Json,
+        /// For a retry: which attempt of which call it is. `None` for a first attempt.
+        retry: Option<Attempt>,
     },
     /// An activity returned a value.
     TaskCompleted {
@@ -189,6 +194,24 @@ pub enum HistoryEvent {
         /// The lock task's sequence number.
         id: TaskId,
     },
+    /// The orchestrator stopped waiting for an activity (it lost a race, timed out, or
+    /// its task was dropped): the activity is told to stop, and its result, if one still
+    /// comes, is discarded.
+    TaskCancelled {
+        /// The task's sequence number.
+        id: TaskId,
+    },
+}
+
+/// Which attempt of one logical activity call a task is. Every attempt of a call made with
+/// `call_activity_with_retry` is a task of its own; they share the first attempt's task,
+/// which is what the activity's idempotency key is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The task of the call's first attempt.
+    pub first: TaskId,
+    /// The attempt's number: 2 for the first retry, and so on.
+    pub number: u32,
 }
 
 impl HistoryEvent {
@@ -220,6 +243,7 @@ impl HistoryEvent {
             HistoryEvent::LocksRequested { .. } => "LocksRequested",
             HistoryEvent::LocksGranted { .. } => "LocksGranted",
             HistoryEvent::LocksReleased { .. } => "LocksReleased",
+            HistoryEvent::TaskCancelled { .. } => "TaskCancelled",
         }
     }
 }
@@ -392,6 +416,9 @@ pub enum FailureKind {
     /// A configured limit was exceeded (a payload's size, the actions of one turn); the
     /// message names the limit and what to do instead.
     LimitExceeded,
+    /// A task did not finish within the time the orchestrator gave it (a timeout of a
+    /// call or of a retry policy); it was cancelled.
+    TimedOut,
 }
 
 /// The lifecycle state of an orchestration instance.
@@ -490,6 +517,8 @@ pub struct InstanceRecord {
     pub history_len: u64,
     /// The parent orchestration, for a sub-orchestration.
     pub parent: Option<ParentRef>,
+    /// 1 for the first execution of a start, then one more after each `continue_as_new`.
+    pub generation: u32,
     /// For an instance started with a scheduled start: when it starts. Its timer is stored
     /// under this due time.
     pub scheduled_start: Option<Timestamp>,
@@ -586,6 +615,8 @@ pub struct ActivityWorkItem {
     pub name: String,
     /// The activity's input.
     pub input: Json,
+    /// For a retry: which attempt of which call it is.
+    pub retry: Option<Attempt>,
     /// How many start-ups in a row found it unfinished (it was running, or waiting to
     /// run, when the process stopped). An activity that crashes the process is failed
     /// once this passes the runtime's `max_activity_restarts`, instead of crashing it
@@ -594,6 +625,27 @@ pub struct ActivityWorkItem {
 }
 
 impl ActivityWorkItem {
+    /// The work item of task `task` of an execution, not yet found unfinished by any
+    /// start-up.
+    pub fn new(
+        instance: InstanceId,
+        execution: ExecutionId,
+        task: TaskId,
+        name: String,
+        input: Json,
+        retry: Option<Attempt>,
+    ) -> ActivityWorkItem {
+        ActivityWorkItem {
+            instance,
+            execution,
+            task,
+            name,
+            input,
+            retry,
+            restarts: 0,
+        }
+    }
+
     /// This work item's key.
     pub fn key(&self) -> ActivityKey {
         ActivityKey {

@@ -3,11 +3,13 @@
 //! deterministic ids, continue as new.
 
 use crate::error::{Error, ErrorKind};
+use crate::events::EventName;
 use crate::function::{Activity, LocalBoxFuture, Orchestrator};
+use crate::retry::{RetryPolicy, call_with_retry};
 use crate::state::{State, TaskKind};
-use crate::tasks::{ContinueAsNew, DurableTask, JoinAll, Select, SelectAll};
+use crate::tasks::{ContinueAsNew, DurableTask, JoinAll, Select, SelectAll, Timeout};
 use crate::turn::Action;
-use durable_types::{EntityId, ExecutionId, InstanceId, Json, Timestamp};
+use durable_types::{Attempt, EntityId, ExecutionId, Failure, InstanceId, Json, Timestamp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
@@ -45,10 +47,31 @@ impl OrchestrationContext {
         self.state.borrow().instance.clone()
     }
 
-    /// The number of the current execution (1, then one more after each
-    /// `continue_as_new`).
+    /// The id of the current execution: a number the store hands out, unique among all
+    /// executions of all instances of the store, growing over time. It is *not* 1, 2, 3…
+    /// per instance (see [`generation`](OrchestrationContext::generation) for that): a new
+    /// execution of one instance gets whatever number comes next store-wide. Unique even
+    /// after an instance is purged and its id used again, which is why the activity
+    /// idempotency key is made of it.
     pub fn execution_id(&self) -> ExecutionId {
         self.state.borrow().execution
+    }
+
+    /// Which execution of this start this is: 1, then one more after each
+    /// `continue_as_new`. (Starting an ended instance's id again begins at 1.)
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// #[orchestrator]
+    /// async fn rollup(ctx: OrchestrationContext, total: u64) -> Result<u64, Error> {
+    ///     if ctx.generation() == 10 {
+    ///         return Ok(total); // ten rounds, each with a fresh history
+    ///     }
+    ///     ctx.continue_as_new(rollup, total + 1).await
+    /// }
+    /// ```
+    pub fn generation(&self) -> u32 {
+        self.state.borrow().generation
     }
 
     /// Whether the code is being replayed from history (true) or runs for the first time
@@ -97,7 +120,7 @@ impl OrchestrationContext {
     ) -> DurableTask<A::Output> {
         let _ = activity;
         match Json::encode(&input) {
-            Ok(input) => self.schedule_activity(A::NAME, input),
+            Ok(input) => self.schedule_activity(A::NAME, input, None),
             Err(error) => self.invalid(Error::new(
                 ErrorKind::Serialization,
                 format!(
@@ -109,7 +132,35 @@ impl OrchestrationContext {
     }
 
     /// Calls activity `A`, retrying failures per `policy` and waiting between attempts on
-    /// durable timers. Resolves to the first success, or to the last attempt's error.
+    /// durable timers. Resolves to the first success, or to the last attempt's error (or,
+    /// past the policy's `timeout`, an error of kind [`ErrorKind::TimedOut`]).
+    ///
+    /// Every attempt of the call sees the same
+    /// [`idempotency_key`](crate::ActivityContext::idempotency_key) and its own
+    /// [`attempt`](crate::ActivityContext::attempt) number. The returned future can be raced
+    /// like any other, with [`select`](OrchestrationContext::select) or
+    /// [`timeout`](OrchestrationContext::timeout).
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// # use std::time::Duration;
+    /// #[activity]
+    /// async fn charge(ctx: ActivityContext, cents: u64) -> Result<String, Error> {
+    ///     // The same key on every attempt: the provider charges once.
+    ///     Ok(format!("charged {cents} as {}", ctx.idempotency_key()))
+    /// }
+    ///
+    /// #[orchestrator]
+    /// async fn checkout(ctx: OrchestrationContext, cents: u64) -> Result<String, Error> {
+    ///     let policy = RetryPolicy {
+    ///         max_attempts: 5,
+    ///         first_interval: Duration::from_secs(2),
+    ///         timeout: Some(Duration::from_secs(60)),
+    ///         ..RetryPolicy::default()
+    ///     };
+    ///     ctx.call_activity_with_retry(charge, cents, policy).await
+    /// }
+    /// ```
     pub fn call_activity_with_retry<A: Activity>(
         &self,
         activity: A,
@@ -129,23 +180,7 @@ impl OrchestrationContext {
                     ),
                 )
             })?;
-            let mut attempt = 1;
-            loop {
-                let result = ctx
-                    .schedule_activity::<A::Output>(A::NAME, input.clone())
-                    .await;
-                match result {
-                    Ok(output) => return Ok(output),
-                    Err(error) if attempt >= policy.max_attempts => return Err(error),
-                    Err(_) => {
-                        let delay = policy.delay_before_retry(attempt);
-                        if !delay.is_zero() {
-                            ctx.sleep(delay).await?;
-                        }
-                        attempt += 1;
-                    }
-                }
-            }
+            call_with_retry(ctx, A::NAME, input, policy).await
         })
     }
 
@@ -215,6 +250,9 @@ impl OrchestrationContext {
     /// If the wait is dropped (it lost a [`select`](OrchestrationContext::select)), it
     /// stops waiting; an event it had already received goes to the next wait of that name.
     ///
+    /// `name` is an [`ExternalEvent`](crate::ExternalEvent), which fixes the payload's type
+    /// on both sides, or a string (then say the type: `wait_for_event::<bool>("Approval")`).
+    ///
     /// ```
     /// # use durable::prelude::*;
     /// # use durable::Either;
@@ -230,34 +268,91 @@ impl OrchestrationContext {
     ///     })
     /// }
     /// ```
-    pub fn wait_for_event<T: DeserializeOwned>(&self, name: impl Into<String>) -> DurableTask<T> {
-        let id = self.state.borrow_mut().wait_for_event(&name.into());
+    pub fn wait_for_event<T: DeserializeOwned>(&self, name: impl EventName<T>) -> DurableTask<T> {
+        let id = self.state.borrow_mut().wait_for_event(name.event_name());
         DurableTask::scheduled(Rc::clone(&self.state), id)
     }
 
-    /// Waits for the first of two durable tasks (activities, timers, events,
-    /// sub-orchestrations), returning which one won and its outcome.
+    /// Waits for the first of two futures, returning which one won and its output. Each
+    /// may be a durable task (an activity, a timer, an event, a sub-orchestration) or any
+    /// orchestration future made of them: a retried call, two steps in sequence, a
+    /// [`join_all`](OrchestrationContext::join_all).
     ///
-    /// The winner is the task whose completion comes first in the history — never a matter
-    /// of polling order — so replay picks the same winner. The loser is dropped: a timer is
-    /// cancelled (it never fires); an activity or sub-orchestration runs on, its result
-    /// ignored.
-    pub fn select<A, B>(&self, left: DurableTask<A>, right: DurableTask<B>) -> Select<A, B>
-    where
-        A: DeserializeOwned,
-        B: DeserializeOwned,
-    {
-        Select::new(left, right)
+    /// The winner is the first to be ready as the history is applied, one event at a time
+    /// — never a matter of wall-clock timing — so replay picks the same winner; if both are
+    /// ready at once, the left one wins. The loser is dropped: its timers are cancelled,
+    /// its activities are told to stop (see
+    /// [`ActivityContext::cancelled`](crate::ActivityContext::cancelled)) and their results
+    /// discarded; a sub-orchestration runs on, its result ignored.
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// # use durable::Either;
+    /// # use std::time::Duration;
+    /// # #[activity]
+    /// # async fn reserve(_ctx: ActivityContext, item: String) -> Result<u64, Error> { Ok(1) }
+    /// # #[activity]
+    /// # async fn pay(_ctx: ActivityContext, reservation: u64) -> Result<(), Error> { Ok(()) }
+    /// #[orchestrator]
+    /// async fn buy(ctx: OrchestrationContext, item: String) -> Result<bool, Error> {
+    ///     // Two steps in sequence, raced as one against a durable timer.
+    ///     let steps = async {
+    ///         let reservation = ctx.call_activity(reserve, item).await?;
+    ///         ctx.call_activity(pay, reservation).await
+    ///     };
+    ///     match ctx.select(steps, ctx.sleep(Duration::from_secs(300))).await {
+    ///         Either::Left(paid) => paid.map(|()| true),
+    ///         Either::Right(_) => Ok(false), // too slow: the step running is cancelled
+    ///     }
+    /// }
+    /// ```
+    pub fn select<A: Future, B: Future>(&self, left: A, right: B) -> Select<A, B> {
+        Select::new(Rc::clone(&self.state), left, right)
     }
 
-    /// Waits for the first of several durable tasks, by history order; resolves to its
-    /// index in `tasks` and its outcome. The others are dropped, as with
-    /// [`select`](OrchestrationContext::select).
-    pub fn select_all<T: DeserializeOwned>(
-        &self,
-        tasks: impl IntoIterator<Item = DurableTask<T>>,
-    ) -> SelectAll<T> {
-        SelectAll::new(tasks.into_iter().collect())
+    /// Waits for the first of several futures; resolves to its index in `futures` and its
+    /// output. The others are dropped, as with [`select`](OrchestrationContext::select);
+    /// among futures ready at once, the lowest index wins.
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// # #[activity]
+    /// # async fn quote(_ctx: ActivityContext, supplier: String) -> Result<u64, Error> { Ok(10) }
+    /// #[orchestrator]
+    /// async fn fastest_quote(ctx: OrchestrationContext, suppliers: Vec<String>) -> Result<u64, Error> {
+    ///     let quotes = suppliers.into_iter().map(|s| ctx.call_activity(quote, s));
+    ///     let (_winner, price) = ctx.select_all(quotes).await;
+    ///     price // the slower suppliers' activities are cancelled
+    /// }
+    /// ```
+    pub fn select_all<F: Future>(&self, futures: impl IntoIterator<Item = F>) -> SelectAll<F> {
+        SelectAll::new(Rc::clone(&self.state), futures.into_iter().collect())
+    }
+
+    /// Races `future` against a durable timer of `after`: its output if it finishes first;
+    /// otherwise an error of kind [`ErrorKind::TimedOut`], and `future` is dropped — an
+    /// activity it waited for is told to stop and its result discarded. The timer is
+    /// created now, so it survives restarts like any other.
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// # use std::time::Duration;
+    /// # #[activity]
+    /// # async fn render(_ctx: ActivityContext, page: u32) -> Result<String, Error> { Ok(String::new()) }
+    /// #[orchestrator]
+    /// async fn report(ctx: OrchestrationContext, page: u32) -> Result<String, Error> {
+    ///     let rendered = ctx.call_activity(render, page);
+    ///     match ctx.timeout(Duration::from_secs(30), rendered).await {
+    ///         Err(error) if error.kind() == ErrorKind::TimedOut => Ok("too slow".to_owned()),
+    ///         other => other,
+    ///     }
+    /// }
+    /// ```
+    pub fn timeout<F, T>(&self, after: Duration, future: F) -> Timeout<F>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
+        Timeout::new(future, self.sleep(after), after)
     }
 
     /// Waits for all `futures`, returning their outputs in the order given, or the first
@@ -282,19 +377,68 @@ impl OrchestrationContext {
     }
 
     /// Ends this execution and starts a new one of the same orchestrator with `input` and
-    /// an empty history: for eternal orchestrations. Return its (never-resolving) future:
-    /// `return ctx.continue_as_new(n + 1).await;`.
-    pub fn continue_as_new<T>(&self, input: impl Serialize) -> ContinueAsNew<T> {
-        // An input that cannot be serialized continues with null; it is the orchestrator's
-        // own type, so this does not happen for derived `Serialize` implementations.
-        let input = Json::encode(&input).unwrap_or_else(|_| Json::null());
-        self.state.borrow_mut().continue_as_new = Some(input);
+    /// an empty history: for eternal orchestrations. Name the orchestrator itself, so that
+    /// the input's type is checked: `return ctx.continue_as_new(counter, n + 1).await;`.
+    /// The returned future never resolves; the execution ends at the end of the turn.
+    /// External events that arrived and were not read are carried over.
+    ///
+    /// Naming another orchestrator than the one running fails the execution (it cannot
+    /// continue as something else); an input that does not serialize fails it too.
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// # use std::time::Duration;
+    /// #[orchestrator]
+    /// async fn poll_inbox(ctx: OrchestrationContext, seen: u64) -> Result<(), Error> {
+    ///     ctx.sleep(Duration::from_secs(60)).await?;
+    ///     ctx.continue_as_new(poll_inbox, seen + 1).await // `"x"` here would not compile
+    /// }
+    /// ```
+    pub fn continue_as_new<O: Orchestrator>(
+        &self,
+        orchestrator: O,
+        input: O::Input,
+    ) -> ContinueAsNew<Result<O::Output, Error>> {
+        let _ = orchestrator;
+        let mut state = self.state.borrow_mut();
+        let next = if state.orchestrator != O::NAME {
+            Err(Failure::new(
+                ErrorKind::Application,
+                format!(
+                    "continue_as_new names orchestrator `{}`, but this instance runs `{}`: an execution continues as the orchestrator it runs",
+                    O::NAME,
+                    state.orchestrator
+                ),
+            ))
+        } else {
+            Json::encode(&input).map_err(|error| {
+                Failure::new(
+                    ErrorKind::Serialization,
+                    format!(
+                        "the input given to continue_as_new cannot be serialized to JSON: {error}"
+                    ),
+                )
+            })
+        };
+        state.continue_as_new = Some(next);
         ContinueAsNew::new()
     }
 
-    /// Sets the instance's custom status, a JSON value visible in its status.
-    pub fn set_custom_status(&self, status: impl Serialize) {
-        self.state.borrow_mut().custom_status = Json::encode(&status).ok();
+    /// Sets the instance's custom status, a JSON value visible in its status (and over
+    /// HTTP as `customStatus`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Serialization`] if `status` cannot be serialized to JSON; the custom
+    /// status is then left as it was.
+    pub fn set_custom_status(&self, status: impl Serialize) -> Result<(), Error> {
+        let status = Json::encode(&status).map_err(|error| {
+            Error::new(
+                ErrorKind::Serialization,
+                format!("the custom status cannot be serialized to JSON: {error}"),
+            )
+        })?;
+        self.state.borrow_mut().custom_status = Some(status);
+        Ok(())
     }
 
     /// Calls `operation` of `entity` with a JSON input and waits for its result: the
@@ -368,7 +512,12 @@ impl OrchestrationContext {
         Rc::clone(&self.state)
     }
 
-    fn schedule_activity<T: DeserializeOwned>(&self, name: &str, input: Json) -> DurableTask<T> {
+    pub(crate) fn schedule_activity<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        input: Json,
+        retry: Option<Attempt>,
+    ) -> DurableTask<T> {
         let kind = TaskKind::Activity {
             name: name.to_owned(),
         };
@@ -379,8 +528,14 @@ impl OrchestrationContext {
                 id,
                 name: name.to_owned(),
                 input,
+                retry,
             });
         DurableTask::scheduled(Rc::clone(&self.state), id)
+    }
+
+    /// The time of the current turn.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.state.borrow().now
     }
 
     fn start_sub_orchestration<O: Orchestrator>(
@@ -444,68 +599,3 @@ impl OrchestrationContext {
 
 /// Namespace of [`OrchestrationContext::new_guid`]'s version-5 UUIDs.
 const GUID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d7e_0c5a_9b0e_4a8e_8f71_2c3a_d1f0_b7e4);
-
-/// How [`OrchestrationContext::call_activity_with_retry`] retries.
-///
-/// The delay before retry `n` (after attempt `n` failed) is
-/// `first_interval * backoff_coefficient^(n-1)`, capped at `max_interval`.
-///
-/// ```
-/// use durable::RetryPolicy;
-/// use std::time::Duration;
-/// let policy = RetryPolicy {
-///     max_attempts: 5,
-///     first_interval: Duration::from_secs(1),
-///     backoff_coefficient: 2.0,
-///     ..RetryPolicy::default()
-/// };
-/// assert_eq!(policy.delay_before_retry(3), Duration::from_secs(4));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included (at least 1).
-    pub max_attempts: u32,
-    /// The delay before the first retry.
-    pub first_interval: Duration,
-    /// The factor by which each delay grows.
-    pub backoff_coefficient: f64,
-    /// The longest delay.
-    pub max_interval: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// Three attempts, one second apart, doubling, at most an hour.
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 3,
-            first_interval: Duration::from_secs(1),
-            backoff_coefficient: 2.0,
-            max_interval: Duration::from_secs(3600),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// A policy of `max_attempts` attempts with `first_interval` before the first retry,
-    /// doubling after that.
-    pub fn new(max_attempts: u32, first_interval: Duration) -> RetryPolicy {
-        RetryPolicy {
-            max_attempts,
-            first_interval,
-            ..RetryPolicy::default()
-        }
-    }
-
-    /// The delay after failed attempt `attempt` (1-based), before the next one.
-    pub fn delay_before_retry(&self, attempt: u32) -> Duration {
-        let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
-        let factor = self.backoff_coefficient.max(0.0).powi(exponent);
-        let seconds = self.first_interval.as_secs_f64() * factor;
-        let max = self.max_interval.as_secs_f64();
-        if seconds.is_finite() && seconds < max {
-            Duration::from_secs_f64(seconds.max(0.0))
-        } else {
-            self.max_interval
-        }
-    }
-}

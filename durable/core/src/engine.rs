@@ -230,8 +230,17 @@ impl Engine {
             self.replayed += 1;
         }
         match &event {
-            HistoryEvent::ExecutionStarted { input, .. } => {
+            HistoryEvent::ExecutionStarted {
+                name,
+                input,
+                generation,
+                ..
+            } => {
                 let input = input.clone();
+                let mut state = self.state.borrow_mut();
+                state.generation = *generation;
+                state.orchestrator.clone_from(name);
+                drop(state);
                 self.record_live(event, pass, turn);
                 self.start(input);
                 self.poll_code(pass, turn);
@@ -247,6 +256,7 @@ impl Engine {
                 Ok(())
             }
             HistoryEvent::TaskScheduled { .. }
+            | HistoryEvent::TaskCancelled { .. }
             | HistoryEvent::TimerCreated { .. }
             | HistoryEvent::TimerCancelled { .. }
             | HistoryEvent::SubOrchestrationCreated { .. }
@@ -428,7 +438,8 @@ impl Engine {
                     format!("the orchestrator panicked: {}", panic_message(&*panic)),
                 ))),
                 (Ok(Poll::Ready(Err(error))), _) => Some(Outcome::Failed(error.into_failure())),
-                (_, Some(input)) => Some(Outcome::ContinuedAsNew(input)),
+                (_, Some(Ok(input))) => Some(Outcome::ContinuedAsNew(input)),
+                (_, Some(Err(failure))) => Some(Outcome::Failed(failure)),
                 (Ok(Poll::Pending), None) => None,
                 (Ok(Poll::Ready(Ok(output))), None) => Some(Outcome::Completed(output)),
             };

@@ -49,10 +49,20 @@ impl Error {
     /// Attaches structured details, readable with [`Error::details`] after the error has
     /// crossed the history (for example, in the orchestrator that called the activity).
     ///
-    /// If `details` cannot be serialized to JSON, the error keeps no details.
+    /// If `details` cannot be serialized to JSON, the error keeps no details and its
+    /// message says why, so the loss shows wherever the error is read.
     #[must_use]
     pub fn with_details(mut self, details: impl Serialize) -> Error {
-        self.failure.details = Json::encode(&details).ok();
+        match Json::encode(&details) {
+            Ok(details) => self.failure.details = Some(details),
+            Err(error) => {
+                self.failure.details = None;
+                self.failure.message = format!(
+                    "{} (its details were dropped: they cannot be serialized to JSON: {error})",
+                    self.failure.message
+                );
+            }
+        }
         self
     }
 
@@ -188,6 +198,21 @@ mod tests {
         assert_eq!(error.cause().unwrap().message(), "disk on fire");
         assert_eq!(error.to_string(), "could not load config: disk on fire");
         assert_eq!(error.root_cause().message(), "disk on fire");
+    }
+
+    #[test]
+    fn details_that_do_not_serialize_are_reported_in_the_message() {
+        // A map with non-string keys has no JSON form.
+        let details: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let error = Error::msg("declined").with_details(details);
+        assert!(error.details::<serde_json::Value>().is_none());
+        assert!(
+            error
+                .message()
+                .starts_with("declined (its details were dropped"),
+            "{}",
+            error.message()
+        );
     }
 
     #[test]

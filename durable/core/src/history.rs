@@ -63,7 +63,7 @@ enum Progress {
     Refused,
     /// Its completion came (for locks: they were released).
     Done,
-    /// The code stopped waiting for it (a cancelled timer).
+    /// The code stopped waiting for it (a cancelled timer or activity).
     Cancelled,
 }
 
@@ -76,8 +76,12 @@ enum Progress {
 ///
 /// // A worker elsewhere saw the start and asked for an activity.
 /// let mut ledger = Ledger::new();
-/// let start = HistoryEvent::ExecutionStarted { name: "chain".into(), input: Json::null(), parent: None };
-/// let schedule = Action::ScheduleActivity { id: TaskId(0), name: "charge".into(), input: Json::null() };
+/// let start = HistoryEvent::ExecutionStarted {
+///     name: "chain".into(), input: Json::null(), parent: None, generation: 1,
+/// };
+/// let schedule = Action::ScheduleActivity {
+///     id: TaskId(0), name: "charge".into(), input: Json::null(), retry: None,
+/// };
 /// let turn = ledger.turn(Timestamp(1_000), vec![start], vec![schedule], None);
 /// assert_eq!(turn.events.len(), 3); // OrchestratorStarted, ExecutionStarted, TaskScheduled
 /// assert_eq!(ledger.outstanding(), vec![Outstanding::Activity(TaskId(0))]);
@@ -137,7 +141,9 @@ impl Ledger {
             }
             HistoryEvent::LocksGranted { id, .. } => self.progress(*id, Progress::Granted),
             HistoryEvent::LocksReleased { id } => self.progress(*id, Progress::Done),
-            HistoryEvent::TimerCancelled { id } => self.progress(*id, Progress::Cancelled),
+            HistoryEvent::TimerCancelled { id } | HistoryEvent::TaskCancelled { id } => {
+                self.progress(*id, Progress::Cancelled);
+            }
             HistoryEvent::EntityFailed { id, .. } if self.is_locks(*id) => {
                 self.progress(*id, Progress::Refused);
             }
@@ -215,6 +221,7 @@ impl Ledger {
             | HistoryEvent::ExecutionTerminated { .. } => return Ok(()),
             HistoryEvent::OrchestratorStarted { .. } => return Err("turn markers are not inputs"),
             HistoryEvent::TaskScheduled { .. }
+            | HistoryEvent::TaskCancelled { .. }
             | HistoryEvent::TimerCreated { .. }
             | HistoryEvent::TimerCancelled { .. }
             | HistoryEvent::SubOrchestrationCreated { .. }

@@ -26,28 +26,32 @@ mod context;
 mod engine;
 mod entity;
 mod error;
+mod events;
 mod function;
 mod history;
 mod limits;
+mod retry;
 mod state;
 mod tasks;
 mod turn;
 
-pub use activity::ActivityContext;
-pub use context::{OrchestrationContext, RetryPolicy};
+pub use activity::{ActivityContext, Cancellation, Cancelled};
+pub use context::OrchestrationContext;
 pub use engine::{Engine, panic_message};
 pub use entity::{
     Effects, Entity, EntityContext, EntityLock, EntityProxy, EntitySignaler, LockTask, SignalRef,
     SignalSink, decode_input, encode_output, unknown_operation,
 };
 pub use error::{Error, ErrorKind};
+pub use events::{EventName, ExternalEvent};
 pub use function::{
     Activity, ActivityFn, BoxFuture, InputCheck, LocalBoxFuture, Orchestrator, OrchestratorFn,
     check_input, run_activity, run_orchestrator,
 };
 pub use history::{Ledger, Outstanding};
 pub use limits::{Limits, PayloadTooLarge, check_turn};
-pub use tasks::{ContinueAsNew, DurableTask, Either, JoinAll, Select, SelectAll};
+pub use retry::RetryPolicy;
+pub use tasks::{ContinueAsNew, DurableTask, Either, JoinAll, Select, SelectAll, Timeout};
 pub use turn::{Action, Outcome, Recording, Turn};
 
 #[cfg(test)]

@@ -164,6 +164,7 @@ mod tests {
             id: TaskId(id),
             name: "work".into(),
             input: Json::parse(input).unwrap(),
+            retry: None,
         }
     }
 

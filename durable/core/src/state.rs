@@ -79,6 +79,11 @@ pub(crate) struct TaskState {
 pub(crate) struct State {
     pub(crate) instance: InstanceId,
     pub(crate) execution: ExecutionId,
+    /// 1 for the first execution of a start, one more after each `continue_as_new`; from
+    /// the `ExecutionStarted` event.
+    pub(crate) generation: u32,
+    /// The registered name of the orchestrator running; from the `ExecutionStarted` event.
+    pub(crate) orchestrator: String,
     /// The time of the current turn, from its `OrchestratorStarted` event.
     pub(crate) now: Timestamp,
     pub(crate) replaying: bool,
@@ -88,14 +93,18 @@ pub(crate) struct State {
     pub(crate) produced: VecDeque<Action>,
     pub(crate) completions: u64,
     pub(crate) guids: u64,
-    /// Set by `continue_as_new`: the input of the next execution.
-    pub(crate) continue_as_new: Option<Json>,
+    /// Set by `continue_as_new`: the input of the next execution, or why there is none
+    /// (the execution then fails).
+    pub(crate) continue_as_new: Option<Result<Json, Failure>>,
     /// External events that arrived with nobody waiting, by name, oldest first.
     pub(crate) events: BTreeMap<String, VecDeque<Json>>,
     /// Event waits not yet satisfied, by name, oldest first.
     pub(crate) event_waiters: BTreeMap<String, VecDeque<TaskId>>,
     /// The execution has ended: dropped tasks no longer produce actions.
     pub(crate) ended: bool,
+    /// Above 0 while a race drops its losers: an activity dropped then is cancelled. (An
+    /// activity task dropped anywhere else was fire-and-forget, and runs on.)
+    pub(crate) cancelling: u32,
     /// Lock tasks whose locks were released.
     pub(crate) released_locks: BTreeSet<TaskId>,
     pub(crate) custom_status: Option<Json>,
@@ -106,6 +115,8 @@ impl State {
         State {
             instance,
             execution,
+            generation: 1,
+            orchestrator: String::new(),
             now: Timestamp::EPOCH,
             replaying: false,
             tasks: Vec::new(),
@@ -116,6 +127,7 @@ impl State {
             events: BTreeMap::new(),
             event_waiters: BTreeMap::new(),
             ended: false,
+            cancelling: 0,
             released_locks: BTreeSet::new(),
             custom_status: None,
         }
@@ -261,11 +273,13 @@ impl State {
         }
     }
 
-    /// The orchestrator dropped task `id`. A pending timer is cancelled; an event wait
+    /// The orchestrator dropped task `id`. A pending timer is cancelled, and so is a
+    /// pending activity that lost a race (the activity is told to stop); an event wait
     /// stops waiting, and an event it received but nobody read goes back to be delivered
     /// to the next wait — events are never lost.
     pub(crate) fn abandon(&mut self, id: TaskId) {
         let ended = self.ended;
+        let race_lost = self.cancelling > 0;
         let Some(task) = self.task_mut(id) else {
             return;
         };
@@ -273,6 +287,12 @@ impl State {
             TaskKind::Timer { fire_at } if !task.completed && !task.cancelled && !ended => {
                 task.cancelled = true;
                 self.produced.push_back(Action::CancelTimer { id, fire_at });
+            }
+            TaskKind::Activity { .. }
+                if race_lost && !task.completed && !task.cancelled && !ended =>
+            {
+                task.cancelled = true;
+                self.produced.push_back(Action::CancelActivity { id });
             }
             // A lock request dropped before its grant: the grant is released when it comes
             // (`grant_abandoned_lock`). A grant that never became a guard: released now.

@@ -1,5 +1,6 @@
 //! The futures an orchestrator awaits: [`DurableTask`] (one activity, timer or
-//! sub-orchestration), [`JoinAll`] and [`ContinueAsNew`].
+//! sub-orchestration), [`JoinAll`], [`Select`], [`SelectAll`], [`Timeout`] and
+//! [`ContinueAsNew`].
 //!
 //! They never block and never read a clock. A `DurableTask` is resolved by the engine when
 //! the completion event is applied, so a task resolves at the same point of every replay.
@@ -15,6 +16,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
 
 /// A durable task: an activity call, a timer or a sub-orchestration. Await it for the
 /// typed result.
@@ -332,105 +334,145 @@ pub enum Either<L, R> {
     Right(R),
 }
 
-/// Waits for the first of two durable tasks. The winner is the task whose completion comes
-/// first in the history, so replay picks the same winner whatever the polling order. The
-/// loser is dropped: a timer is cancelled, an event wait stops waiting (an event it had
-/// received goes to the next wait of that name).
+/// Waits for the first of two futures — durable tasks or any composite of them (a retried
+/// call, two activities in sequence, a sub-orchestration). Created by
+/// [`OrchestrationContext::select`](crate::OrchestrationContext::select).
+///
+/// The engine applies history one event at a time and polls the orchestrator after each
+/// event that woke it, so the first future to be ready is the one whose last needed event
+/// comes first in the history, in a live run and in every replay alike. If both are ready
+/// at the same poll, the left one wins. The loser is dropped at once: its timers are
+/// cancelled, its activities are told to stop, its event waits stop waiting.
 #[must_use = "futures do nothing unless awaited"]
 pub struct Select<A, B> {
-    left: Option<DurableTask<A>>,
-    right: Option<DurableTask<B>>,
+    left: Option<Pin<Box<A>>>,
+    right: Option<Pin<Box<B>>>,
+    state: Rc<RefCell<State>>,
 }
 
 impl<A, B> Select<A, B> {
-    pub(crate) fn new(left: DurableTask<A>, right: DurableTask<B>) -> Select<A, B> {
+    pub(crate) fn new(state: Rc<RefCell<State>>, left: A, right: B) -> Select<A, B> {
         Select {
-            left: Some(left),
-            right: Some(right),
+            left: Some(Box::pin(left)),
+            right: Some(Box::pin(right)),
+            state,
         }
     }
 }
 
+/// Drops a race's losers, cancelling what they wait for: timers (as any dropped timer)
+/// and activities (which a plain drop would leave running, fire-and-forget).
+fn drop_losers<T>(state: &Rc<RefCell<State>>, losers: T) {
+    state.borrow_mut().cancelling += 1;
+    drop(losers);
+    state.borrow_mut().cancelling -= 1;
+}
+
 impl<A, B> Unpin for Select<A, B> {}
 
-impl<A: DeserializeOwned, B: DeserializeOwned> Future for Select<A, B> {
-    type Output = Either<Result<A, Error>, Result<B, Error>>;
+impl<A: Future, B: Future> Future for Select<A, B> {
+    type Output = Either<A::Output, B::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = Pin::into_inner(self);
         let (Some(left), Some(right)) = (this.left.as_mut(), this.right.as_mut()) else {
             return Poll::Pending; // polled after completion
         };
-        let left_first = match (left.completion_order(), right.completion_order()) {
-            (Some(l), Some(r)) => l <= r,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => {
-                // Neither has completed: register interest in both.
-                let _ = Pin::new(left).poll(cx);
-                let _ = Pin::new(right).poll(cx);
-                return Poll::Pending;
-            }
-        };
-        if left_first {
-            let outcome = Pin::new(left).poll(cx);
-            this.right = None; // the loser goes now, so a timer is cancelled in this turn
-            match outcome {
-                Poll::Ready(output) => Poll::Ready(Either::Left(output)),
-                Poll::Pending => Poll::Pending,
-            }
-        } else {
-            let outcome = Pin::new(right).poll(cx);
+        if let Poll::Ready(output) = left.as_mut().poll(cx) {
+            // The loser goes now, so what it waited for is cancelled in this turn.
+            drop_losers(&this.state, this.right.take());
             this.left = None;
-            match outcome {
-                Poll::Ready(output) => Poll::Ready(Either::Right(output)),
-                Poll::Pending => Poll::Pending,
-            }
+            return Poll::Ready(Either::Left(output));
+        }
+        if let Poll::Ready(output) = right.as_mut().poll(cx) {
+            drop_losers(&this.state, this.left.take());
+            this.right = None;
+            return Poll::Ready(Either::Right(output));
+        }
+        Poll::Pending
+    }
+}
+
+/// Waits for the first of several futures; resolves to its index and output. The rule is
+/// [`Select`]'s: the first to be ready wins, the lowest index among those ready at the
+/// same poll; the others are dropped at once.
+#[must_use = "futures do nothing unless awaited"]
+pub struct SelectAll<F> {
+    futures: Vec<Pin<Box<F>>>,
+    state: Rc<RefCell<State>>,
+}
+
+impl<F> SelectAll<F> {
+    pub(crate) fn new(state: Rc<RefCell<State>>, futures: Vec<F>) -> SelectAll<F> {
+        SelectAll {
+            futures: futures.into_iter().map(Box::pin).collect(),
+            state,
         }
     }
 }
 
-/// Waits for the first of several durable tasks, by history order; resolves to its index
-/// and outcome. The others are dropped, as with [`Select`].
-#[must_use = "futures do nothing unless awaited"]
-pub struct SelectAll<T> {
-    tasks: Vec<DurableTask<T>>,
-}
+impl<F> Unpin for SelectAll<F> {}
 
-impl<T> SelectAll<T> {
-    pub(crate) fn new(tasks: Vec<DurableTask<T>>) -> SelectAll<T> {
-        SelectAll { tasks }
-    }
-}
-
-impl<T> Unpin for SelectAll<T> {}
-
-impl<T: DeserializeOwned> Future for SelectAll<T> {
-    type Output = (usize, Result<T, Error>);
+impl<F: Future> Future for SelectAll<F> {
+    type Output = (usize, F::Output);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = Pin::into_inner(self);
         let winner = this
-            .tasks
-            .iter()
+            .futures
+            .iter_mut()
             .enumerate()
-            .filter_map(|(index, task)| task.completion_order().map(|order| (order, index)))
-            .min();
+            .find_map(|(index, future)| match future.as_mut().poll(cx) {
+                Poll::Ready(output) => Some((index, output)),
+                Poll::Pending => None,
+            });
         match winner {
-            Some((_, index)) => {
-                let mut task = this.tasks.swap_remove(index);
-                this.tasks.clear(); // the losers go now
-                match Pin::new(&mut task).poll(cx) {
-                    Poll::Ready(output) => Poll::Ready((index, output)),
-                    Poll::Pending => Poll::Pending,
-                }
+            Some(won) => {
+                drop_losers(&this.state, std::mem::take(&mut this.futures));
+                Poll::Ready(won)
             }
-            None => {
-                for task in &mut this.tasks {
-                    let _ = Pin::new(task).poll(cx);
-                }
-                Poll::Pending
-            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// A future raced against a durable timer. Created by
+/// [`OrchestrationContext::timeout`](crate::OrchestrationContext::timeout): resolves to the
+/// future's output, or — if the timer fires first — to an error of kind
+/// [`ErrorKind::TimedOut`], dropping the future (which cancels what it was waiting for).
+#[must_use = "futures do nothing unless awaited"]
+pub struct Timeout<F> {
+    race: Select<F, DurableTask<()>>,
+    after: Duration,
+}
+
+impl<F> Timeout<F> {
+    pub(crate) fn new(future: F, timer: DurableTask<()>, after: Duration) -> Timeout<F> {
+        Timeout {
+            race: Select::new(Rc::clone(&timer.state), future, timer),
+            after,
+        }
+    }
+}
+
+impl<F> Unpin for Timeout<F> {}
+
+impl<F: Future<Output = Result<T, Error>>, T> Future for Timeout<F> {
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = Pin::into_inner(self);
+        match Pin::new(&mut this.race).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Either::Left(output)) => Poll::Ready(output),
+            Poll::Ready(Either::Right(Err(error))) => Poll::Ready(Err(error)),
+            Poll::Ready(Either::Right(Ok(()))) => Poll::Ready(Err(Error::new(
+                ErrorKind::TimedOut,
+                format!(
+                    "did not finish within {:?}; what it waited for was cancelled",
+                    this.after
+                ),
+            ))),
         }
     }
 }

@@ -3,7 +3,9 @@
 //! Each action has exactly one history event that records it; a [`Recording`] is what the
 //! two have in common, which is what replay compares.
 
-use durable_types::{EntityId, Failure, HistoryEvent, InstanceId, Json, TaskId, Timestamp};
+use durable_types::{
+    Attempt, EntityId, Failure, HistoryEvent, InstanceId, Json, TaskId, Timestamp,
+};
 
 /// What one live turn produced.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -42,6 +44,13 @@ pub enum Action {
         name: String,
         /// The activity's input.
         input: Json,
+        /// For a retry: which attempt of which call it is.
+        retry: Option<Attempt>,
+    },
+    /// Stop waiting for an activity: tell it to stop, and discard its result.
+    CancelActivity {
+        /// The activity's task sequence number.
+        id: TaskId,
     },
     /// Fire a timer at `fire_at`.
     CreateTimer {
@@ -110,11 +119,18 @@ impl Action {
     /// The history event that records this action.
     pub fn to_event(&self) -> HistoryEvent {
         match self {
-            Action::ScheduleActivity { id, name, input } => HistoryEvent::TaskScheduled {
+            Action::ScheduleActivity {
+                id,
+                name,
+                input,
+                retry,
+            } => HistoryEvent::TaskScheduled {
                 id: *id,
                 name: name.clone(),
                 input: input.clone(),
+                retry: *retry,
             },
+            Action::CancelActivity { id } => HistoryEvent::TaskCancelled { id: *id },
             Action::CreateTimer { id, fire_at } => HistoryEvent::TimerCreated {
                 id: *id,
                 fire_at: *fire_at,
@@ -177,6 +193,7 @@ impl Action {
     pub fn recording(&self) -> Recording<'_> {
         match self {
             Action::ScheduleActivity { id, name, .. } => Recording::Activity { id: *id, name },
+            Action::CancelActivity { id } => Recording::ActivityCancellation { id: *id },
             Action::CreateTimer { id, .. } => Recording::Timer { id: *id },
             Action::CancelTimer { id, .. } => Recording::TimerCancellation { id: *id },
             Action::CallEntity {
@@ -222,6 +239,11 @@ pub enum Recording<'a> {
         id: TaskId,
         /// The activity.
         name: &'a str,
+    },
+    /// The cancellation of an activity.
+    ActivityCancellation {
+        /// The activity's task.
+        id: TaskId,
     },
     /// A durable timer.
     Timer {
@@ -277,6 +299,7 @@ impl<'a> Recording<'a> {
     pub fn of(event: &'a HistoryEvent) -> Option<Recording<'a>> {
         Some(match event {
             HistoryEvent::TaskScheduled { id, name, .. } => Recording::Activity { id: *id, name },
+            HistoryEvent::TaskCancelled { id } => Recording::ActivityCancellation { id: *id },
             HistoryEvent::TimerCreated { id, .. } => Recording::Timer { id: *id },
             HistoryEvent::TimerCancelled { id } => Recording::TimerCancellation { id: *id },
             HistoryEvent::EntityCalled {
@@ -316,6 +339,9 @@ impl<'a> Recording<'a> {
     pub fn describe(&self) -> String {
         match self {
             Recording::Activity { id, name } => format!("activity `{name}` as task {id}"),
+            Recording::ActivityCancellation { id } => {
+                format!("the cancellation of activity task {id}")
+            }
             Recording::Timer { id } => format!("a timer as task {id}"),
             Recording::TimerCancellation { id } => format!("the cancellation of timer {id}"),
             Recording::EntityCall {

@@ -5,7 +5,7 @@
 use super::backend::{Backend, Command};
 use super::error::Error;
 use super::status::{InstancePage, InstanceStatus};
-use durable_core::Orchestrator;
+use durable_core::{EventName, Orchestrator};
 use durable_store::Store;
 use durable_types::{
     EntityId, Failure, FailureKind, InstanceId, InstanceQuery, InstanceRecord, Json, RuntimeStatus,
@@ -261,17 +261,20 @@ impl Client {
     /// it with `ctx.wait_for_event(name)`. Returns once the event is stored. Events that
     /// arrive before the orchestrator waits for them are kept, in arrival order.
     ///
+    /// `name` is an [`ExternalEvent`](durable_core::ExternalEvent) — then `payload` must be
+    /// of its declared type — or a string.
+    ///
     /// # Errors
     /// [`Error::NotFound`] for an unknown instance; [`Error::NotRunning`] for an ended one —
     /// the event is then discarded.
-    pub async fn raise_event(
+    pub async fn raise_event<T: serde::Serialize>(
         &self,
         instance_id: impl AsRef<str>,
-        name: impl Into<String>,
-        payload: impl serde::Serialize,
+        name: impl EventName<T>,
+        payload: T,
     ) -> Result<(), Error> {
         let instance = InstanceId::new(instance_id)?;
-        let name = name.into();
+        let name = name.event_name().to_owned();
         let input = Json::encode(&payload).map_err(|error| Error::InvalidInput {
             name: format!("event `{name}`"),
             message: error.to_string(),

@@ -285,6 +285,7 @@ fn shown_as(event: &HistoryEvent) -> Shown {
         E::LocksRequested { .. } => Shown::Event("LocksRequested"),
         E::LocksGranted { .. } => Shown::Event("LocksGranted"),
         E::LocksReleased { .. } => Shown::Event("LocksReleased"),
+        E::TaskCancelled { .. } => Shown::Event("TaskCancelled"),
     }
 }
 
@@ -298,10 +299,14 @@ fn with_fields(draft: Draft, event: &HistoryEvent) -> Draft {
             name,
             input,
             parent,
+            generation: _,
         } => draft.function_name(name).input(input).parent(parent),
-        E::TaskScheduled { id, name, input } => {
-            draft.schedules(id).function_name(name).input(input)
-        }
+        E::TaskScheduled {
+            id,
+            name,
+            input,
+            retry: _,
+        } => draft.schedules(id).function_name(name).input(input),
         E::SubOrchestrationCreated {
             id,
             name,
@@ -319,7 +324,10 @@ fn with_fields(draft: Draft, event: &HistoryEvent) -> Draft {
             draft.completes(id).failure(failure)
         }
         E::TimerCreated { id, fire_at } => draft.id(id).fire_at(*fire_at),
-        E::TimerFired { id } | E::TimerCancelled { id } | E::LocksReleased { id } => draft.id(id),
+        E::TimerFired { id }
+        | E::TimerCancelled { id }
+        | E::LocksReleased { id }
+        | E::TaskCancelled { id } => draft.id(id),
         E::EventRaised { name, input } => draft.name(name).input(input),
         E::ExecutionCompleted { output } => draft.result(output),
         E::ExecutionFailed { failure } => draft.failure(failure),
@@ -658,12 +666,14 @@ mod tests {
                     execution: ExecutionId(3),
                     task: TaskId(4),
                 }),
+                generation: 1,
             },
             turn(0),
             E::TaskScheduled {
                 id: TaskId(0),
                 name: "charge".into(),
                 input: json("42"),
+                retry: None,
             },
             E::TimerCreated {
                 id: TaskId(1),
@@ -679,6 +689,7 @@ mod tests {
                 id: TaskId(3),
                 name: "notify".into(),
                 input: json("null"),
+                retry: None,
             },
             E::EntityCalled {
                 id: TaskId(4),
@@ -706,6 +717,7 @@ mod tests {
                 id: TaskId(8),
                 name: "refund".into(),
                 input: json("{}"),
+                retry: None,
             },
             turn(1),
             E::TaskCompleted {
@@ -780,6 +792,7 @@ mod tests {
                 name: "order".into(),
                 input: serde_json::from_str::<Json>(r#""not json""#).unwrap(),
                 parent: None,
+                generation: 1,
             },
             E::SubOrchestrationCreated {
                 id: TaskId(0),

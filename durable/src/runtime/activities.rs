@@ -4,17 +4,25 @@
 //! the orchestrator's next turn — one fsync for "activity done" and "next step scheduled".
 //! If the process dies first, the work item is still in the store and runs again at the
 //! next start: activities run at least once.
+//!
+//! Every run, waiting or running, has a [`Cancellation`] in [`Runs`]. An orchestration
+//! that stops waiting for it (a lost race, a timeout, its end) cancels it: a waiting run
+//! never starts, a running one is told to stop, and its result is not sent. Shutdown
+//! cancels every run too, but a run cancelled by shutdown is only put off: a success is
+//! still committed, anything else is dropped and the activity runs again at the next
+//! start.
 
 use super::Shared;
 use super::metrics::Metrics;
 use super::shard::ShardMsg;
 use crate::registry::ActivityEntry;
-use durable_core::{ActivityContext, Limits, PayloadTooLarge, panic_message};
-use durable_types::{ActivityWorkItem, Failure, FailureKind, Json};
+use durable_core::{ActivityContext, Cancellation, Limits, PayloadTooLarge, panic_message};
+use durable_types::{ActivityKey, ActivityWorkItem, Failure, FailureKind, Json};
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
@@ -27,11 +35,12 @@ pub(crate) fn spawn(shared: &Arc<Shared>, item: ActivityWorkItem) {
         // It stays in the store and runs after the next start.
         return;
     }
+    let cancellation = shared.activity_runs.register(item.key());
     match Arc::clone(&shared.activity_slots).try_acquire_owned() {
-        Ok(permit) => start(shared, item, permit),
+        Ok(permit) => start(shared, item, cancellation, permit),
         Err(TryAcquireError::NoPermits) => {
             // A closed backlog means the runtime stopped; the item is in the store.
-            let _ = shared.activity_backlog.send(item);
+            let _ = shared.activity_backlog.send((item, cancellation));
         }
         // The runtime is shutting down: the activity runs after the next start.
         Err(TryAcquireError::Closed) => {}
@@ -43,9 +52,16 @@ pub(crate) fn spawn(shared: &Arc<Shared>, item: ActivityWorkItem) {
 /// giving out slots.
 pub(crate) async fn run_backlog(
     shared: Weak<Shared>,
-    mut backlog: UnboundedReceiver<ActivityWorkItem>,
+    mut backlog: UnboundedReceiver<(ActivityWorkItem, Cancellation)>,
 ) {
-    while let Some(item) = backlog.recv().await {
+    while let Some((item, cancellation)) = backlog.recv().await {
+        if cancellation.is_cancelled() {
+            // Nobody waits for it any more (or the runtime is stopping): it never starts.
+            if let Some(shared) = shared.upgrade() {
+                shared.activity_runs.forget(&item.key());
+            }
+            continue;
+        }
         let Some(slots) = shared
             .upgrade()
             .map(|shared| Arc::clone(&shared.activity_slots))
@@ -56,25 +72,32 @@ pub(crate) async fn run_backlog(
             return; // shutting down: the rest runs after the next start
         };
         match shared.upgrade() {
-            Some(shared) if !shared.is_stopping() => start(&shared, item, permit),
+            Some(shared) if !shared.is_stopping() => start(&shared, item, cancellation, permit),
             _ => return,
         }
     }
 }
 
-/// Runs `item` holding `permit`, and sends its result to the instance's shard.
-fn start(shared: &Arc<Shared>, item: ActivityWorkItem, permit: OwnedSemaphorePermit) {
+/// Runs `item` holding `permit`, and sends its result to the instance's shard — unless
+/// the run was cancelled meanwhile.
+fn start(
+    shared: &Arc<Shared>,
+    item: ActivityWorkItem,
+    cancellation: Cancellation,
+    permit: OwnedSemaphorePermit,
+) {
     let entry = shared.registry.activity(&item.name);
     let mailbox = shared.mailbox(&item.instance).clone();
     let metrics = Arc::clone(&shared.metrics);
     let running = shared.running_activities.start();
     let limits = shared.config.limits;
+    let runs = Arc::clone(&shared.activity_runs);
     shared.tokio.spawn(async move {
         let _running = running;
         Metrics::add(&metrics.activities_started, 1);
         let key = item.key();
         let outcome = match entry {
-            Some(entry) => run(entry, item, limits).await,
+            Some(entry) => run(entry, item, cancellation, limits).await,
             None => Err(Failure::new(
                 FailureKind::NotRegistered,
                 format!(
@@ -88,7 +111,9 @@ fn start(shared: &Arc<Shared>, item: ActivityWorkItem, permit: OwnedSemaphorePer
         // holding up other activities. (Once the runtime stopped, the result is not
         // committed and the activity runs again after the next start.)
         drop(permit);
-        mailbox.post(ShardMsg::ActivityDone { key, outcome }).await;
+        if runs.finish(&key, outcome.is_ok()) {
+            mailbox.post(ShardMsg::ActivityDone { key, outcome }).await;
+        }
     });
 }
 
@@ -96,9 +121,12 @@ fn start(shared: &Arc<Shared>, item: ActivityWorkItem, permit: OwnedSemaphorePer
 async fn run(
     entry: ActivityEntry,
     item: ActivityWorkItem,
+    cancellation: Cancellation,
     limits: Limits,
 ) -> Result<Json, Failure> {
-    let ctx = ActivityContext::new(item.instance, item.execution, item.task, item.name.clone());
+    let ctx = ActivityContext::new(item.instance, item.execution, item.task, item.name.clone())
+        .with_retry(item.retry)
+        .with_cancellation(cancellation);
     match CatchUnwind((entry.run)(ctx, item.input)).await {
         Ok(Ok(output)) => limits
             .check_payload(output.len(), || {
@@ -127,5 +155,53 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Err(panic) => Poll::Ready(Err(panic_message(&*panic))),
         }
+    }
+}
+
+/// The runs not finished, waiting or running, by key: what a cancellation reaches.
+#[derive(Default)]
+pub(crate) struct Runs {
+    by_key: Mutex<HashMap<ActivityKey, Cancellation>>,
+}
+
+impl Runs {
+    fn register(&self, key: ActivityKey) -> Cancellation {
+        let cancellation = Cancellation::new();
+        self.lock().insert(key, cancellation.clone());
+        cancellation
+    }
+
+    fn forget(&self, key: &ActivityKey) {
+        self.lock().remove(key);
+    }
+
+    /// The run of `key` ended, successfully or not: whether its result is still wanted.
+    /// A run the orchestration cancelled is gone from the map; one cancelled by shutdown
+    /// keeps a success, and drops anything else (likely its reaction to the cancellation)
+    /// so that it runs again at the next start.
+    fn finish(&self, key: &ActivityKey, succeeded: bool) -> bool {
+        match self.lock().remove(key) {
+            None => false,
+            Some(cancellation) => succeeded || !cancellation.is_cancelled(),
+        }
+    }
+
+    /// The orchestration no longer waits for `key`: a waiting run never starts, a running
+    /// one is told to stop, and its result is dropped.
+    pub(crate) fn cancel(&self, key: &ActivityKey) {
+        if let Some(cancellation) = self.lock().remove(key) {
+            cancellation.cancel();
+        }
+    }
+
+    /// The runtime is stopping: every run is told to stop.
+    pub(crate) fn cancel_all(&self) {
+        for cancellation in self.lock().values() {
+            cancellation.cancel();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ActivityKey, Cancellation>> {
+        self.by_key.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -422,8 +422,12 @@ pub(crate) struct Shared {
     pub(crate) tokio: tokio::runtime::Handle,
     pub(crate) activity_slots: Arc<Semaphore>,
     /// Activities waiting for a slot (see `activities::spawn`).
-    pub(crate) activity_backlog:
-        tokio::sync::mpsc::UnboundedSender<durable_types::ActivityWorkItem>,
+    pub(crate) activity_backlog: tokio::sync::mpsc::UnboundedSender<(
+        durable_types::ActivityWorkItem,
+        durable_core::Cancellation,
+    )>,
+    /// Every activity run not finished, to cancel.
+    pub(crate) activity_runs: Arc<activities::Runs>,
     pub(crate) running_activities: Arc<TaskCounter>,
     pub(crate) watchers: Watchers,
     pub(crate) ids: ids::Ids,
@@ -553,6 +557,7 @@ impl Runtime {
             timers,
             tokio: tokio.clone(),
             running_activities: Arc::new(TaskCounter::default()),
+            activity_runs: Arc::default(),
             watchers: Watchers::default(),
             ids: ids::Ids::new(recovery.next_inbox_seq, recovery.execution_floor),
             initial_execution_floor: recovery.execution_floor,
@@ -616,6 +621,9 @@ impl Runtime {
             task.abort();
             let _ = task.await;
         }
+        // Activities that watch their cancellation stop early; they run again after the
+        // next start (a success is still committed).
+        shared.activity_runs.cancel_all();
         if !shared
             .running_activities
             .wait_idle(shared.config.shutdown_timeout)

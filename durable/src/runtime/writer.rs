@@ -15,7 +15,8 @@ use super::room::{Place, Room};
 use super::shard::ShardMsg;
 use durable_store::WriteBatch;
 use durable_types::{
-    ActivityWorkItem, ExecutionId, InboxKey, InboxMessage, InstanceId, TimerKey, TimerRecord,
+    ActivityKey, ActivityWorkItem, ExecutionId, InboxKey, InboxMessage, InstanceId, TimerKey,
+    TimerRecord,
 };
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -31,6 +32,8 @@ pub(crate) enum Dispatch {
     Timer(TimerRecord),
     /// Forget a cancelled timer.
     CancelTimer(TimerKey),
+    /// Tell a running (or waiting) activity the orchestration no longer wants it.
+    CancelActivity(ActivityKey),
     /// Deliver a stored inbox message to its instance.
     Deliver(InboxKey, InboxMessage),
     /// Answer a client.
@@ -219,6 +222,7 @@ fn perform(shared: &Arc<Shared>, dispatch: Dispatch) {
         Dispatch::Activity(item) => activities::spawn(shared, item),
         Dispatch::Timer(timer) => shared.timers.arm(timer),
         Dispatch::CancelTimer(key) => shared.timers.disarm(key),
+        Dispatch::CancelActivity(key) => shared.activity_runs.cancel(&key),
         Dispatch::Deliver(key, message) => {
             let mailbox = shared.mailbox(&message.target);
             mailbox.post_now(ShardMsg::Inbox { key, message });

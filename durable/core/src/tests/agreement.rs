@@ -32,7 +32,7 @@ fn account(key: &str) -> EntityId {
 orchestrator!(Child, u64, u64, |ctx, x| ctx.call_activity(AddOne, x).await);
 
 // Every kind of task: activities in sequence and fanned out, a timer raced against an
-// event, a sub-orchestration, entity calls and signals, a critical section, a retry.
+// event, activities raced against timers, a sub-orchestration, entity calls and signals, a critical section, a retry.
 orchestrator!(Everything, u64, u64, |ctx, x| {
     let a = ctx.call_activity(AddOne, x).await?;
     let fan: Vec<_> = (0..3).map(|i| ctx.call_activity(AddOne, a + i)).collect();
@@ -43,7 +43,22 @@ orchestrator!(Everything, u64, u64, |ctx, x| {
         crate::Either::Left(_) => 0,
         crate::Either::Right(value) => value.unwrap_or(0),
     };
-    let child = ctx.call_sub_orchestrator(Child, sum).await?;
+    // Activities that may lose a race and be cancelled, their results still coming.
+    let raced = ctx.select(
+        ctx.call_activity(AddOne, 1),
+        ctx.sleep(Duration::from_secs(5)),
+    );
+    let raced = match raced.await {
+        crate::Either::Left(value) => value.unwrap_or(0),
+        crate::Either::Right(_) => 0,
+    };
+    let timed = ctx
+        .timeout(Duration::from_secs(5), ctx.call_activity(AddOne, 2))
+        .await
+        .unwrap_or(0);
+    let child = ctx
+        .call_sub_orchestrator(Child, sum + raced + timed)
+        .await?;
     ctx.signal_entity(&account("audit"), "note", json(child));
     let balance: u64 = ctx
         .call_entity(&account("a"), "balance", Json::null())
@@ -92,7 +107,10 @@ fn answer(action: &Action, rng: &mut Rng) -> Option<HistoryEvent> {
             id: *id,
             entities: entities.clone(),
         },
-        Action::CancelTimer { .. } | Action::SignalEntity { .. } | Action::ReleaseLocks { .. } => {
+        Action::CancelTimer { .. }
+        | Action::CancelActivity { .. }
+        | Action::SignalEntity { .. }
+        | Action::ReleaseLocks { .. } => {
             return None;
         }
     })
@@ -344,6 +362,7 @@ fn a_turn_computed_elsewhere_becomes_the_same_history() {
             id: TaskId(0),
             name: "add_one".into(),
             input: json(1),
+            retry: None,
         }],
         None,
     );

@@ -319,6 +319,7 @@ impl Round<'_> {
                 name,
                 input,
                 parent: None,
+                generation: 1,
             };
             self.writes
                 .send_event(self.env.ids, new_instance_id(), None, event);

@@ -211,6 +211,7 @@ impl Shard {
                     name,
                     input,
                     parent,
+                    generation: 1,
                 })
             }
             Command::RaiseEvent { name, input, .. } => {

@@ -307,6 +307,7 @@ fn go_live(orchestration: &mut Orchestration, input: Input, intent: Intent, rout
                 name: record.name.clone(),
                 input: record.input.clone(),
                 parent: record.parent.clone(),
+                generation: record.generation,
             }
         }
         Content::Event { event, .. } => {
@@ -342,6 +343,7 @@ impl Start {
                         name,
                         input,
                         parent,
+                        ..
                     },
                 ..
             } => Start {
@@ -442,6 +444,7 @@ fn new_record(
         last_updated_at: env.now,
         history_len: 0,
         parent: start.parent,
+        generation: 1,
         scheduled_start: None,
     }
 }

@@ -266,6 +266,7 @@ mod tests {
             name: "o".into(),
             input: durable_types::Json::null(),
             parent: None,
+            generation: 1,
         };
         let now = Timestamp(100);
         assert_eq!(

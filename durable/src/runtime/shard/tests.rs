@@ -47,7 +47,7 @@ async fn countdown(ctx: OrchestrationContext, n: u64) -> Result<u64, Error> {
         return Ok(0);
     }
     let _ = ctx.wait_for_event::<()>("tick").await;
-    ctx.continue_as_new(n - 1).await
+    ctx.continue_as_new(countdown, n - 1).await
 }
 
 #[orchestrator]
@@ -201,6 +201,7 @@ fn describe(writes: &Writes) -> Vec<String> {
         Dispatch::Activity(item) => format!("→ run activity {} task {}", item.name, item.task),
         Dispatch::Timer(timer) => format!("→ arm timer {:?}", timer.purpose),
         Dispatch::CancelTimer(key) => format!("→ disarm timer {:?}", key.purpose),
+        Dispatch::CancelActivity(key) => format!("→ cancel activity task {}", key.task),
         Dispatch::Deliver(key, _) => format!("→ deliver #{}", key.seq),
         Dispatch::Reply(_) => "→ reply ok".to_owned(),
         Dispatch::Refuse(_, rejection) => format!("→ refuse {}", describe_rejection(rejection)),
@@ -215,7 +216,9 @@ fn describe_event(event: &HistoryEvent) -> String {
         HistoryEvent::ExecutionStarted { name, input, .. } => {
             format!("ExecutionStarted {name}({input})")
         }
-        HistoryEvent::TaskScheduled { id, name, input } => {
+        HistoryEvent::TaskScheduled {
+            id, name, input, ..
+        } => {
             format!("TaskScheduled {id} {name}({input})")
         }
         HistoryEvent::TaskCompleted { id, output } => format!("TaskCompleted {id} = {output}"),
@@ -294,6 +297,7 @@ fn start(name: &str, input: Json) -> Content {
         name: name.to_owned(),
         input,
         parent: None,
+        generation: 1,
     })
 }
 
@@ -578,6 +582,7 @@ fn continue_as_new_starts_the_next_execution_from_a_stored_message() {
                 name: "countdown".into(),
                 input: json(0),
                 parent: None,
+                generation: 1,
             },
         },
     );
@@ -621,6 +626,7 @@ fn a_sub_orchestration_that_cannot_start_fails_back_to_its_parent() {
                     execution: ExecutionId(1),
                     task: TaskId(0),
                 }),
+                generation: 1,
             },
         },
     );
@@ -650,6 +656,7 @@ fn terminate_ends_the_execution_and_cancels_its_work() {
             "history t-1 #4 ExecutionTerminated (stop)",
             "delete activity task 0 of t-1",
             "instance t-1 Terminated execution 1 events 5",
+            "→ cancel activity task 0",
             "→ ended t-1",
             "→ reply ok",
         ]

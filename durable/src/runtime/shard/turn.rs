@@ -321,19 +321,25 @@ fn write_action(
         task,
     };
     match action {
-        Action::ScheduleActivity { id, name, input } => {
-            schedule_activity(instance, execution, id, name, input, writes);
+        Action::ScheduleActivity {
+            id,
+            name,
+            input,
+            retry,
+        } => {
+            let item = ActivityWorkItem::new(instance.clone(), execution, id, name, input, retry);
+            schedule_activity(item, writes);
         }
-        Action::CreateTimer { id, fire_at } => {
-            let timer = TimerRecord {
+        Action::CancelActivity { id } => cancel_activity(instance, execution, id, writes),
+        Action::CreateTimer { id, fire_at } => create_timer(
+            TimerRecord {
                 fire_at,
                 instance: instance.clone(),
                 execution,
                 purpose: TimerPurpose::Task(id),
-            };
-            writes.batch.put_timer(timer.clone());
-            writes.after.push(Dispatch::Timer(timer));
-        }
+            },
+            writes,
+        ),
         Action::CancelTimer { id, fire_at } => {
             let purpose = TimerPurpose::Task(id);
             cancel_timer(instance, execution, purpose, fire_at, writes);
@@ -383,28 +389,39 @@ fn start_sub_orchestration(
         name,
         input,
         parent: Some(parent),
+        generation: 1,
     };
     writes.send_event(env.ids, child, None, event);
 }
 
-fn schedule_activity(
+/// Stores an activity's work item and, once that is durable, runs it.
+fn schedule_activity(item: ActivityWorkItem, writes: &mut Writes) {
+    writes.batch.put_activity(item.clone());
+    writes.after.push(Dispatch::Activity(item));
+}
+
+/// Stores a timer and, once that is durable, arms it.
+fn create_timer(timer: TimerRecord, writes: &mut Writes) {
+    writes.batch.put_timer(timer.clone());
+    writes.after.push(Dispatch::Timer(timer));
+}
+
+/// Forgets an activity the orchestration no longer waits for: its work item goes (so it
+/// does not run again after a restart) and, once that is durable, a run in progress is
+/// told to stop.
+fn cancel_activity(
     instance: &InstanceId,
     execution: ExecutionId,
     task: TaskId,
-    name: String,
-    input: Json,
     writes: &mut Writes,
 ) {
-    let item = ActivityWorkItem {
+    let key = ActivityKey {
         instance: instance.clone(),
         execution,
         task,
-        name,
-        input,
-        restarts: 0,
     };
-    writes.batch.put_activity(item.clone());
-    writes.after.push(Dispatch::Activity(item));
+    writes.batch.delete_activity(key.clone());
+    writes.after.push(Dispatch::CancelActivity(key));
 }
 
 fn cancel_timer(
@@ -523,10 +540,12 @@ fn continue_as_new(record: &mut InstanceRecord, input: Json, env: &Env, writes: 
     record.history_len = 0;
     record.input = input.clone();
     record.output = None;
+    record.generation = record.generation.saturating_add(1);
     let event = HistoryEvent::ExecutionStarted {
         name: record.name.clone(),
         input,
         parent: record.parent.clone(),
+        generation: record.generation,
     };
     writes.send_event(env.ids, instance, Some(record.execution), event);
 }
@@ -604,11 +623,7 @@ fn cancel(
             };
             release_locks(&holder, &entities, env, writes);
         }
-        Outstanding::Activity(task) => writes.batch.delete_activity(ActivityKey {
-            instance: instance.clone(),
-            execution,
-            task,
-        }),
+        Outstanding::Activity(task) => cancel_activity(instance, execution, task, writes),
         Outstanding::Timer(task, fire_at) => {
             let purpose = TimerPurpose::Task(task);
             cancel_timer(instance, execution, purpose, fire_at, writes);
