@@ -46,15 +46,17 @@ async fn reserve_stock(_ctx: ActivityContext, order: Order) -> Result<Reservatio
     })
 }
 
-/// F2: charge the customer. The idempotency key is the same on every retry of this
-/// task, so a payment provider would charge once even if the activity ran twice.
+/// F2: charge the customer. The idempotency key is the same on every run of this call —
+/// again after a crash, or as the next attempt of a retried call — so a payment provider
+/// charges once even if the activity ran twice.
 #[activity]
 async fn charge_payment(ctx: ActivityContext, reservation: Reservation) -> Result<Receipt, Error> {
     let order = &reservation.order;
     let charged_cents = order.unit_price_cents * u64::from(order.quantity);
     println!(
-        "  charging {charged_cents} cents (idempotency key {})",
-        ctx.idempotency_key()
+        "  charging {charged_cents} cents (idempotency key {}, attempt {})",
+        ctx.idempotency_key(),
+        ctx.attempt()
     );
     Ok(Receipt {
         reservation,
