@@ -1,7 +1,10 @@
 //! Poison work does not loop forever: an orchestration whose turns keep failing inside the
 //! runtime (here: a store whose history reads panic for one instance) is marked `Failed`
 //! with the reason after `max_turn_attempts`, while every other instance keeps running;
-//! an activity that always fails ends its instance once its retry policy is spent.
+//! an activity that always fails ends its instance once its retry policy is spent. An
+//! activity that crashes the process is failed after `max_activity_restarts` abrupt ends;
+//! graceful restarts are not counted, and the activities that ran beside the poison one
+//! are not failed with it.
 
 use durable::prelude::*;
 use durable_store::{
@@ -67,6 +70,9 @@ impl Store for PanickyStore {
         limit: usize,
     ) -> Result<Vec<(InboxKey, InboxMessage)>, StoreError> {
         self.inner.scan_inbox(after, limit)
+    }
+    fn activity(&self, key: &ActivityKey) -> Result<Option<ActivityWorkItem>, StoreError> {
+        self.inner.activity(key)
     }
     fn scan_activities(
         &self,
@@ -353,5 +359,190 @@ async fn an_activity_that_crashes_the_process_is_failed_after_max_restarts() {
     // The runtime itself works on.
     let handle = client.start(chain, 1).await.unwrap();
     assert_eq!(handle.wait(WAIT).await.unwrap(), 6);
+    runtime.shutdown().await;
+}
+
+/// Finishes only once released; until then it waits for its cancellation, as a long job
+/// does when the runtime shuts down.
+#[activity]
+async fn long_job(ctx: ActivityContext, x: u64) -> Result<u64, Error> {
+    LONG_JOB_RUNS.fetch_add(1, Ordering::SeqCst);
+    if LONG_JOB_RELEASED.load(Ordering::SeqCst) {
+        return Ok(x);
+    }
+    ctx.cancelled().await;
+    Err(Error::new(
+        ErrorKind::Application,
+        "stopped before it finished",
+    ))
+}
+
+static LONG_JOB_RUNS: AtomicU64 = AtomicU64::new(0);
+static LONG_JOB_RELEASED: AtomicBool = AtomicBool::new(false);
+
+#[orchestrator]
+async fn call_long_job(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
+    ctx.call_activity(long_job, x).await
+}
+
+#[tokio::test]
+async fn graceful_restarts_are_not_counted_against_a_long_activity() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        Runtime::builder()
+            .store_path(dir.path())
+            .max_activity_restarts(MAX_RESTARTS)
+            .register(long_job)
+            .register(call_long_job)
+            .start()
+    };
+    // A deploy loop: each run starts the job and is shut down while it runs, more times
+    // than the guard allows abrupt ends.
+    for run in 0..(MAX_RESTARTS + 3) {
+        let runs_before = LONG_JOB_RUNS.load(Ordering::SeqCst);
+        let runtime = open().await.unwrap();
+        if run == 0 {
+            runtime
+                .client()
+                .start_with_id(call_long_job, "long", 7)
+                .await
+                .unwrap();
+        }
+        let deadline = Instant::now() + WAIT;
+        while LONG_JOB_RUNS.load(Ordering::SeqCst) == runs_before {
+            assert!(
+                Instant::now() < deadline,
+                "run {run}: the job did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        runtime.shutdown().await;
+    }
+    LONG_JOB_RELEASED.store(true, Ordering::SeqCst);
+    let runtime = open().await.unwrap();
+    let client = runtime.client();
+    let status = client.wait_for_completion("long", WAIT).await.unwrap();
+    assert_eq!(
+        status.runtime_status,
+        RuntimeStatus::Completed,
+        "{:?}",
+        status.failure
+    );
+    assert_eq!(
+        status.output,
+        Some(durable_store::Json::encode(&7u64).unwrap())
+    );
+    runtime.shutdown().await;
+}
+
+/// Sleeps long enough that the crasher, started after it, always kills the process first.
+#[activity]
+async fn neighbour_job(_ctx: ActivityContext, x: u64) -> Result<u64, Error> {
+    NEIGHBOUR_RUNNING.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Ok(x)
+}
+
+static NEIGHBOUR_RUNNING: AtomicBool = AtomicBool::new(false);
+
+#[orchestrator]
+async fn call_neighbour(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
+    ctx.call_activity(neighbour_job, x).await
+}
+
+const NEIGHBOURS_DIR_VAR: &str = "DURABLE_POISON_NEIGHBOURS_DIR";
+
+async fn open_neighbours_store(dir: &str) -> Runtime {
+    Runtime::builder()
+        .store_path(dir)
+        .max_activity_restarts(MAX_RESTARTS)
+        .register(crash_the_process)
+        .register(call_crasher)
+        .register(neighbour_job)
+        .register(call_neighbour)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// The child: starts the neighbour's long job, then (once it runs) the crasher, and waits
+/// for both to end.
+#[test]
+fn neighbours_child() {
+    let Some([dir]) = durable_testkit::child_env([NEIGHBOURS_DIR_VAR]) else {
+        return; // only meaningful as a child process
+    };
+    durable_testkit::block_on(async move {
+        let runtime = open_neighbours_store(&dir).await;
+        let client = runtime.client();
+        if client.status("neighbour").await.unwrap().is_none() {
+            client
+                .start_with_id(call_neighbour, "neighbour", 5)
+                .await
+                .unwrap();
+            while !NEIGHBOUR_RUNNING.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            client
+                .start_with_id(call_crasher, "crasher", 1)
+                .await
+                .unwrap();
+        }
+        for id in ["crasher", "neighbour"] {
+            client
+                .wait_for_completion(id, Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        runtime.shutdown().await;
+    });
+}
+
+#[tokio::test]
+async fn a_poison_activity_does_not_take_its_neighbours_down_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_owned();
+    let mut crashes = 0;
+    let mut clean_exit = false;
+    for _ in 0..(MAX_RESTARTS + 6) {
+        let status = durable_testkit::spawn_test_child(
+            "neighbours_child",
+            &[(NEIGHBOURS_DIR_VAR, path.clone())],
+        )
+        .wait()
+        .unwrap();
+        if status.success() {
+            clean_exit = true;
+            break;
+        }
+        crashes += 1;
+    }
+    assert!(clean_exit, "still crashing after {crashes} runs");
+
+    let runtime = open_neighbours_store(&path).await;
+    let client = runtime.client();
+    let crasher = client.status("crasher").await.unwrap().unwrap();
+    assert_eq!(crasher.runtime_status, RuntimeStatus::Failed);
+    assert!(
+        crasher
+            .failure
+            .unwrap()
+            .to_string()
+            .contains("max_activity_restarts"),
+        "the crasher is failed by the guard"
+    );
+    // It was killed with the crasher twice, then ran isolated, alone, and finished.
+    let neighbour = client.status("neighbour").await.unwrap().unwrap();
+    assert_eq!(
+        neighbour.runtime_status,
+        RuntimeStatus::Completed,
+        "{:?}",
+        neighbour.failure
+    );
+    assert_eq!(
+        neighbour.output,
+        Some(durable_store::Json::encode(&5u64).unwrap())
+    );
+    assert_eq!(crashes, MAX_RESTARTS + 1, "runs that crashed");
     runtime.shutdown().await;
 }

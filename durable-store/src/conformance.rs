@@ -146,6 +146,8 @@ fn activity(id: &InstanceId, task: u64) -> ActivityWorkItem {
         name: "work".to_owned(),
         input: Json::encode(&task).unwrap(),
         restarts: 0,
+        isolated: false,
+        stopped_gracefully: false,
         retry: None,
     }
 }
@@ -336,6 +338,10 @@ fn activity_scan_pages_in_key_order(store: &dyn Store) {
         seen.extend(page);
     }
     assert_eq!(seen, expected);
+    assert_eq!(
+        store.activity(&expected[4].key()).unwrap().as_ref(),
+        Some(&expected[4])
+    );
 
     let mut batch = WriteBatch::new();
     batch.delete_activity(expected[0].key());
@@ -344,6 +350,7 @@ fn activity_scan_pages_in_key_order(store: &dyn Store) {
         store.scan_activities(None, 100).unwrap().len(),
         expected.len() - 1
     );
+    assert_eq!(store.activity(&expected[0].key()).unwrap(), None);
 }
 
 fn timers_scan_earliest_first(store: &dyn Store) {

@@ -59,6 +59,8 @@ pub enum Read {
     InboxPage,
     /// [`Store::scan_inbox`].
     ScanInbox,
+    /// [`Store::activity`].
+    Activity,
     /// [`Store::scan_activities`].
     ScanActivities,
     /// [`Store::scan_timers`].
@@ -508,6 +510,11 @@ impl Store for FaultyStore {
     ) -> Result<Vec<(InboxKey, InboxMessage)>, Error> {
         self.faults
             .read(Read::ScanInbox, || self.inner.scan_inbox(after, limit))
+    }
+
+    fn activity(&self, key: &ActivityKey) -> Result<Option<ActivityWorkItem>, Error> {
+        self.faults
+            .read(Read::Activity, || self.inner.activity(key))
     }
 
     fn scan_activities(

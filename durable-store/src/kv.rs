@@ -381,6 +381,17 @@ impl<E: KvEngine> Store for KvStore<E> {
         Ok(messages)
     }
 
+    fn activity(&self, key: &ActivityKey) -> Result<Option<ActivityWorkItem>, Error> {
+        let key = codec::activity_key(key);
+        let Some(bytes) = self.engine.get(Space::Activities, &key)? else {
+            return Ok(None);
+        };
+        let item: ActivityWorkItem = codec::decode_value(Space::Activities, None, &bytes)
+            .map_err(|error| locate(error, Space::Activities, &key))?;
+        codec::check_activity(&key, &item)?;
+        Ok(Some(item))
+    }
+
     fn scan_activities(
         &self,
         after: Option<&ActivityKey>,

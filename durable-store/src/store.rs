@@ -108,6 +108,12 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(InboxKey, InboxMessage)>, Error>;
 
+    /// Reads one activity work item.
+    ///
+    /// # Errors
+    /// Read errors and undecodable records.
+    fn activity(&self, key: &ActivityKey) -> Result<Option<ActivityWorkItem>, Error>;
+
     /// Reads up to `limit` activity work items after `after`, in key order.
     ///
     /// # Errors

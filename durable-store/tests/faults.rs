@@ -289,6 +289,8 @@ fn random_batch(rng: &mut Rng) -> WriteBatch {
                 name: "work".into(),
                 input: Json::encode(&n).unwrap(),
                 restarts: 0,
+                isolated: false,
+                stopped_gracefully: false,
                 retry: None,
             }),
             8 => batch.delete_activity(durable_store::ActivityKey {

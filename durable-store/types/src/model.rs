@@ -617,11 +617,18 @@ pub struct ActivityWorkItem {
     pub input: Json,
     /// For a retry: which attempt of which call it is.
     pub retry: Option<Attempt>,
-    /// How many start-ups in a row found it unfinished (it was running, or waiting to
-    /// run, when the process stopped). An activity that crashes the process is failed
-    /// once this passes the runtime's `max_activity_restarts`, instead of crashing it
-    /// forever.
+    /// How many times the process ended abruptly (a crash, a kill) while this activity
+    /// may have been running, as counted by the start-ups after. An activity that crashes
+    /// the process is failed once this passes the runtime's `max_activity_restarts`,
+    /// instead of crashing it forever.
     pub restarts: u32,
+    /// Whether it runs in isolation: after it was found unfinished by two start-ups, it
+    /// runs only when no other isolated activity runs, so that a crash is blamed on it
+    /// alone and not on its neighbours.
+    pub isolated: bool,
+    /// Whether the runtime stopped gracefully while it was unfinished: that stop is not
+    /// counted in `restarts`.
+    pub stopped_gracefully: bool,
 }
 
 impl ActivityWorkItem {
@@ -643,6 +650,8 @@ impl ActivityWorkItem {
             input,
             retry,
             restarts: 0,
+            isolated: false,
+            stopped_gracefully: false,
         }
     }
 

@@ -24,8 +24,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
+use tokio::sync::{OwnedSemaphorePermit, TryAcquireError, oneshot};
 
 /// Starts `item` on the tokio runtime if a slot is free; otherwise it joins the backlog,
 /// which the backlog task runs in order as slots free up. A backlog costs its work items,
@@ -37,7 +38,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, item: ActivityWorkItem) {
     }
     let cancellation = shared.activity_runs.register(item.key());
     match Arc::clone(&shared.activity_slots).try_acquire_owned() {
-        Ok(permit) => start(shared, item, cancellation, permit),
+        Ok(permit) => start(shared, item, cancellation, permit, None),
         Err(TryAcquireError::NoPermits) => {
             // A closed backlog means the runtime stopped; the item is in the store.
             let _ = shared.activity_backlog.send((item, cancellation));
@@ -72,9 +73,91 @@ pub(crate) async fn run_backlog(
             return; // shutting down: the rest runs after the next start
         };
         match shared.upgrade() {
-            Some(shared) if !shared.is_stopping() => start(&shared, item, cancellation, permit),
+            Some(shared) if !shared.is_stopping() => {
+                start(&shared, item, cancellation, permit, None);
+            }
             _ => return,
         }
+    }
+}
+
+/// Runs isolated activities (see the poison-activity guard in `recovery`) one at a time,
+/// in the order given, each holding one of the usual slots.
+pub(crate) fn spawn_isolated(shared: &Arc<Shared>, items: Vec<ActivityWorkItem>) {
+    // Registered now, so that an orchestration can cancel one that waits its turn.
+    let queue: Vec<_> = items
+        .into_iter()
+        .map(|item| {
+            let cancellation = shared.activity_runs.register(item.key());
+            (item, cancellation)
+        })
+        .collect();
+    shared
+        .tokio
+        .spawn(run_isolated(Arc::downgrade(shared), queue));
+}
+
+async fn run_isolated(shared: Weak<Shared>, queue: Vec<(ActivityWorkItem, Cancellation)>) {
+    for (item, cancellation) in queue {
+        if cancellation.is_cancelled() {
+            if let Some(shared) = shared.upgrade() {
+                shared.activity_runs.forget(&item.key());
+            }
+            continue;
+        }
+        let Some(slots) = shared
+            .upgrade()
+            .map(|shared| Arc::clone(&shared.activity_slots))
+        else {
+            return;
+        };
+        let Ok(permit) = slots.acquire_owned().await else {
+            return; // shutting down: the rest runs after the next start
+        };
+        let key = item.key();
+        let (ended, run_ended) = oneshot::channel();
+        match shared.upgrade() {
+            Some(shared) if !shared.is_stopping() => {
+                start(&shared, item, cancellation, permit, Some(ended));
+            }
+            _ => return,
+        }
+        // The sender is dropped when the run ends, however it ends.
+        let _ = run_ended.await;
+        until_gone_from_store(&shared, &key).await;
+    }
+}
+
+/// Waits until the work item of a run that ended is gone from the store (its result is
+/// committed), so that a crash in the next isolated run cannot be blamed on this one.
+async fn until_gone_from_store(shared: &Weak<Shared>, key: &ActivityKey) {
+    const POLL: Duration = Duration::from_millis(10);
+    const PATIENCE: Duration = Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.is_stopping() {
+            return;
+        }
+        match shared.store.activity(key) {
+            Ok(None) => return,
+            Ok(Some(_)) if tokio::time::Instant::now() < deadline => {}
+            Ok(Some(_)) => {
+                tracing::warn!(
+                    instance = %key.instance, task = key.task.0,
+                    "the result of an isolated activity is still not committed after {PATIENCE:?}; the next isolated activity starts anyway"
+                );
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(instance = %key.instance, %error, "cannot read an activity's work item");
+                return;
+            }
+        }
+        drop(shared);
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -85,6 +168,7 @@ fn start(
     item: ActivityWorkItem,
     cancellation: Cancellation,
     permit: OwnedSemaphorePermit,
+    ended: Option<oneshot::Sender<()>>,
 ) {
     let entry = shared.registry.activity(&item.name);
     let mailbox = shared.mailbox(&item.instance).clone();
@@ -94,6 +178,7 @@ fn start(
     let runs = Arc::clone(&shared.activity_runs);
     shared.tokio.spawn(async move {
         let _running = running;
+        let _ended = ended;
         Metrics::add(&metrics.activities_started, 1);
         let key = item.key();
         let outcome = match entry {

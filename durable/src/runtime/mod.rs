@@ -274,11 +274,19 @@ impl RuntimeBuilder {
         self
     }
 
-    /// How many start-ups in a row may find an activity unfinished and run it again
-    /// (default 10). Past that the activity fails (its orchestrator gets `Err`, kind
-    /// `Internal`) instead of running: an activity that crashes the process (an abort, a
-    /// segfault, running out of memory) must not crash it at every start forever. Raise it
-    /// if your process restarts often while long activities run.
+    /// How many abrupt ends of the process (a crash, a kill) an activity may be blamed for
+    /// before it fails (its orchestrator gets `Err`, kind `Internal`) instead of running
+    /// again (default 10): an activity that crashes the process (an abort, a segfault,
+    /// running out of memory) must not crash it at every start forever.
+    ///
+    /// The runtime tells as well as it can: a graceful [`Runtime::shutdown`] is never
+    /// counted, and once an activity has been unfinished at two abrupt ends it runs
+    /// isolated from other such activities, so that only the one running when the process
+    /// dies is blamed. What it cannot tell is an activity that happened to be running each
+    /// time something else killed the process — a deploy that does not shut the runtime
+    /// down gracefully, an OOM killer — from one that kills it. Shut down gracefully on
+    /// `SIGTERM`, and raise this if your process is killed often while long activities
+    /// run (`u32::MAX` turns the guard off).
     pub fn max_activity_restarts(mut self, restarts: u32) -> Self {
         self.config.max_activity_restarts = restarts;
         self
@@ -534,7 +542,8 @@ impl Runtime {
     ) -> Result<Runtime, Error> {
         let recovery = {
             let store = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || recovery::recover(&*store))
+            let max_restarts = config.max_activity_restarts;
+            tokio::task::spawn_blocking(move || recovery::recover(&*store, max_restarts))
                 .await
                 .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))??
         };
@@ -639,8 +648,12 @@ impl Runtime {
         }
         let threads = std::mem::take(&mut self.threads);
         let writer = Arc::clone(&shared);
+        // A poisoned runtime writes nothing more, not even this mark.
+        let store = (!shared.is_poisoned()).then(|| Arc::clone(&shared.store));
         drop(shared);
-        // Shards first (they flush their last turns to the writer), then the writer.
+        // Shards first (they flush their last turns to the writer), then the writer; then,
+        // with nothing else writing, what is left unfinished is marked as left by a graceful
+        // stop, which the poison-activity guard does not count.
         let _ = tokio::task::spawn_blocking(move || {
             let mut threads = threads.into_iter();
             let writer_thread = threads.next();
@@ -655,6 +668,13 @@ impl Runtime {
             drop(writer);
             if let Some(thread) = writer_thread {
                 let _ = thread.join();
+            }
+            let marked = store.map_or(Ok(()), |store| recovery::mark_stopped_gracefully(&*store));
+            if let Err(error) = marked {
+                tracing::warn!(
+                    %error,
+                    "could not mark the unfinished activities as left by a graceful stop; the next start counts this stop against them"
+                );
             }
         })
         .await;

@@ -1,9 +1,29 @@
 //! Start-up: what a runtime finds in its store ([`Recovery`]) and how it takes it up again
 //! ([`Recovery::resume`]). Every committed, unconsumed inbox message goes to its shard, in
-//! arrival order; every unfinished activity runs again — unless start-ups keep finding it
-//! unfinished (it may be what crashes the process), then it fails. A record that does not
+//! arrival order; every unfinished activity runs again — unless it keeps being unfinished
+//! when the process dies (it may be what kills it), then it fails. A record that does not
 //! decode is stepped over so it cannot hide the others, and what it belonged to fails,
 //! naming the damage. Timers are read by the timer service itself.
+//!
+//! ## The poison-activity guard
+//! A process that dies leaves no word of why, so the guard counts circumstantial evidence,
+//! in [`ActivityWorkItem::restarts`], without a write while activities run:
+//! - A graceful stop marks what it leaves unfinished ([`mark_stopped_gracefully`]); the
+//!   next start-up does not count it. Only abrupt ends (a crash, a kill) count.
+//! - After an abrupt end, every unfinished activity that may have been running is counted.
+//!   One found unfinished by [`ISOLATE_AFTER`] such start-ups is *isolated*: isolated
+//!   activities run one at a time, in order of fewest counts, while everything else runs
+//!   as usual. Of them, only the one that was running when the process died — the first
+//!   one left in that order — is counted, so a poison activity no longer takes its
+//!   neighbours down with it.
+//! - Past `max_activity_restarts` counts an activity fails instead of running again.
+//!
+//! What it cannot tell: an activity that was running, alone, each time something else
+//! killed the process (a deploy loop that does not stop the runtime gracefully, an OOM
+//! killer aiming at another part of the process) looks exactly like one that kills it.
+//! The first abrupt end of a fresh activity is not counted (nothing was written when it
+//! started), and one that waited for a free slot when the process died counts as if it
+//! ran.
 
 use super::Shared;
 use super::activities;
@@ -35,10 +55,10 @@ pub(crate) struct Recovery {
 }
 
 /// Reads every committed, unconsumed message and activity, counting (durably, before any
-/// runs again) that this start-up found each activity unfinished.
-pub(crate) fn recover(store: &dyn Store) -> Result<Recovery, StoreError> {
+/// runs again) how the process ended against the activities it left unfinished.
+pub(crate) fn recover(store: &dyn Store, max_restarts: u32) -> Result<Recovery, StoreError> {
     let (mut inbox, damaged_messages) = read_inbox(store)?;
-    let (activities, damaged_activities) = read_activities(store)?;
+    let (activities, damaged_activities) = read_activities(store, max_restarts)?;
     let next_inbox_seq = inbox
         .iter()
         .map(|(key, _)| key.seq)
@@ -92,9 +112,12 @@ fn read_inbox(store: &dyn Store) -> Result<(Messages, Vec<(InboxKey, String)>), 
 
 type Damaged = Vec<(ActivityKey, StoreError)>;
 
-/// Every stored activity work item with its restart count raised (and stored), and the
-/// keys of those that do not decode.
-fn read_activities(store: &dyn Store) -> Result<(Vec<ActivityWorkItem>, Damaged), StoreError> {
+/// Every stored activity work item, taken stock of (see [`take_stock`]) and stored so
+/// before any runs again, and the keys of those that do not decode.
+fn read_activities(
+    store: &dyn Store,
+    max_restarts: u32,
+) -> Result<(Vec<ActivityWorkItem>, Damaged), StoreError> {
     let (mut activities, mut damaged) = (Vec::new(), Vec::new());
     let mut after = None;
     loop {
@@ -113,19 +136,80 @@ fn read_activities(store: &dyn Store) -> Result<(Vec<ActivityWorkItem>, Damaged)
         )?;
         let full = page.is_full(PAGE);
         after = page.last;
-        // This start-up found them unfinished: count it, durably, before any runs again.
-        let mut counted = WriteBatch::new();
-        for mut item in page.records {
-            item.restarts = item.restarts.saturating_add(1);
-            counted.put_activity(item.clone());
-            activities.push(item);
-        }
-        if !counted.is_empty() {
-            store.commit(&counted)?;
-        }
+        activities.extend(page.records);
         damaged.extend(page.damaged);
         if !full {
-            return Ok((activities, damaged));
+            break;
+        }
+    }
+    let changed = take_stock(&mut activities, max_restarts);
+    for chunk in changed.chunks(PAGE) {
+        let mut batch = WriteBatch::new();
+        for &index in chunk {
+            batch.put_activity(activities[index].clone());
+        }
+        store.commit(&batch)?;
+    }
+    Ok((activities, damaged))
+}
+
+/// How many start-ups after an abrupt end must find an activity unfinished before it runs
+/// isolated.
+pub(crate) const ISOLATE_AFTER: u32 = 2;
+
+/// Counts, in `items` (the unfinished activities, in key order), the end of the process
+/// that this start-up follows, as the module's guard describes; returns the indices of
+/// the items it changed.
+fn take_stock(items: &mut [ActivityWorkItem], max_restarts: u32) -> Vec<usize> {
+    // The isolated activity that was running when the process died: the first of the
+    // order they run in (fewest counts, then key), as nothing changed the counts since.
+    // (One past the limit did not run: it was failed.)
+    let running_isolated = items
+        .iter()
+        .enumerate()
+        .filter(|(_, item)| {
+            item.isolated && !item.stopped_gracefully && item.restarts <= max_restarts
+        })
+        .min_by_key(|(index, item)| (item.restarts, *index))
+        .map(|(index, _)| index);
+    let mut changed = Vec::new();
+    for (index, item) in items.iter_mut().enumerate() {
+        let before = (item.restarts, item.isolated, item.stopped_gracefully);
+        if item.stopped_gracefully {
+            item.stopped_gracefully = false;
+        } else if !item.isolated || running_isolated == Some(index) {
+            item.restarts = item.restarts.saturating_add(1);
+        }
+        if item.restarts >= ISOLATE_AFTER {
+            item.isolated = true;
+        }
+        if before != (item.restarts, item.isolated, item.stopped_gracefully) {
+            changed.push(index);
+        }
+    }
+    changed
+}
+
+/// Marks every unfinished activity as left by a graceful stop, so that the next start-up
+/// does not count the stop against it. Called once nothing else writes to the store.
+pub(crate) fn mark_stopped_gracefully(store: &dyn Store) -> Result<(), StoreError> {
+    let mut after: Option<ActivityKey> = None;
+    loop {
+        let page = store.scan_activities(after.as_ref(), PAGE)?;
+        let full = page.len() == PAGE;
+        after = page.last().map(ActivityWorkItem::key);
+        let mut batch = WriteBatch::new();
+        for mut item in page {
+            if !item.stopped_gracefully {
+                item.stopped_gracefully = true;
+                batch.put_activity(item);
+            }
+        }
+        if !batch.is_empty() {
+            store.commit(&batch)?;
+        }
+        if !full {
+            return Ok(());
         }
     }
 }
@@ -139,21 +223,34 @@ impl Recovery {
             mailbox.post(ShardMsg::Inbox { key, message }).await;
         }
         let max_restarts = shared.config.max_activity_restarts;
+        let mut isolated = Vec::new();
         for item in self.activities {
-            if item.restarts <= max_restarts {
+            if item.restarts > max_restarts {
+                tracing::error!(
+                    instance = %item.instance, activity = %item.name, restarts = item.restarts,
+                    "the process ended abruptly {} times while this activity may have been running; it fails instead of running again",
+                    item.restarts
+                );
+                let reason = format!(
+                    "activity `{}` was running, or may have been, when the process ended abruptly {} times (max_activity_restarts = {max_restarts}); it may be what crashes the process, so it is not run again",
+                    item.name, item.restarts
+                );
+                fail_activity(shared, item.key(), reason).await;
+            } else if item.isolated {
+                isolated.push(item);
+            } else {
                 activities::spawn(shared, item);
-                continue;
             }
-            tracing::error!(
-                instance = %item.instance, activity = %item.name, restarts = item.restarts,
-                "an activity was unfinished at {} start-ups in a row; it fails instead of running again",
-                item.restarts
+        }
+        if !isolated.is_empty() {
+            // Fewest counts first (a stable sort keeps key order among equals): the order
+            // the next start-up assumes when it blames the first one left.
+            isolated.sort_by_key(|item| item.restarts);
+            tracing::warn!(
+                activities = isolated.len(),
+                "activities that were unfinished at several abrupt ends of the process run one at a time, to tell which one ends it"
             );
-            let reason = format!(
-                "activity `{}` was found unfinished by {} start-ups of the runtime in a row (max_activity_restarts = {max_restarts}); it may be crashing the process, so it is not run again",
-                item.name, item.restarts
-            );
-            fail_activity(shared, item.key(), reason).await;
+            activities::spawn_isolated(shared, isolated);
         }
         for (key, error) in self.damaged_messages {
             tracing::error!(
@@ -191,4 +288,89 @@ async fn fail_instance(shared: &Shared, instance: InstanceId, reason: String) {
     let failure = Failure::new(FailureKind::Internal, reason);
     let mailbox = shared.mailbox(&instance);
     mailbox.post(ShardMsg::Damaged { instance, failure }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use durable_types::{Json, TaskId};
+
+    fn item(instance: &str, restarts: u32, isolated: bool) -> ActivityWorkItem {
+        let mut item = ActivityWorkItem::new(
+            InstanceId::new(instance).expect("valid id"),
+            ExecutionId(1),
+            TaskId(1),
+            "work".into(),
+            Json::null(),
+            None,
+        );
+        item.restarts = restarts;
+        item.isolated = isolated;
+        item
+    }
+
+    fn counts(items: &[ActivityWorkItem]) -> Vec<(u32, bool)> {
+        items.iter().map(|i| (i.restarts, i.isolated)).collect()
+    }
+
+    #[test]
+    fn an_abrupt_end_counts_every_activity_that_ran_alongside_others() {
+        let mut items = vec![item("a", 0, false), item("b", 1, false)];
+        assert_eq!(take_stock(&mut items, 10), vec![0, 1]);
+        // `b` was found unfinished after two abrupt ends: it runs isolated from now on.
+        assert_eq!(counts(&items), vec![(1, false), (2, true)]);
+    }
+
+    #[test]
+    fn of_the_isolated_only_the_one_that_was_running_is_counted() {
+        // They ran one at a time, fewest counts first: `c` (2) was running, `b` waited.
+        let mut items = vec![
+            item("a", 0, false),
+            item("b", 3, true),
+            item("c", 2, true),
+            item("d", 2, true),
+        ];
+        assert_eq!(take_stock(&mut items, 10), vec![0, 2]);
+        assert_eq!(
+            counts(&items),
+            vec![(1, false), (3, true), (3, true), (2, true)]
+        );
+    }
+
+    #[test]
+    fn one_past_the_limit_did_not_run_and_is_not_blamed_again() {
+        let mut items = vec![item("a", 4, true), item("b", 3, true)];
+        assert_eq!(take_stock(&mut items, 3), vec![1]);
+        assert_eq!(counts(&items), vec![(4, true), (4, true)]);
+    }
+
+    #[test]
+    fn a_graceful_stop_is_not_counted() {
+        let mut items = vec![item("a", 0, false), item("b", 2, true)];
+        for item in &mut items {
+            item.stopped_gracefully = true;
+        }
+        assert_eq!(take_stock(&mut items, 10), vec![0, 1]);
+        assert_eq!(counts(&items), vec![(0, false), (2, true)]);
+        assert!(items.iter().all(|item| !item.stopped_gracefully));
+    }
+
+    #[test]
+    fn a_graceful_stop_is_marked_on_what_it_leaves() {
+        let store = durable_store::MemoryStore::new();
+        let mut batch = WriteBatch::new();
+        batch.put_activity(item("a", 1, false));
+        store.commit(&batch).expect("commit");
+        mark_stopped_gracefully(&store).expect("mark");
+        let stored = store.scan_activities(None, 10).expect("scan");
+        assert!(stored[0].stopped_gracefully);
+        assert_eq!(stored[0].restarts, 1);
+        let (found, _) = read_activities(&store, 10).expect("read");
+        assert_eq!(counts(&found), vec![(1, false)]);
+        let stored = store.scan_activities(None, 10).expect("scan");
+        assert!(
+            !stored[0].stopped_gracefully,
+            "cleared once taken into account"
+        );
+    }
 }
