@@ -185,7 +185,33 @@ impl OrchestrationContext {
     }
 
     /// Starts orchestrator `O` as a sub-orchestration and returns its task; await it for
-    /// the child's output. The child's instance id is derived from this instance's id.
+    /// the child's output. The child's instance id is derived from this instance's id
+    /// (`<parent>:<execution>:<task>`), so a replay finds the same child.
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// #[activity]
+    /// async fn ship(_ctx: ActivityContext, parcel: String) -> Result<String, Error> {
+    ///     Ok(format!("tracking-{parcel}"))
+    /// }
+    ///
+    /// #[orchestrator]
+    /// async fn ship_order(ctx: OrchestrationContext, parcels: Vec<String>) -> Result<Vec<String>, Error> {
+    ///     let mut tracking = Vec::new();
+    ///     for parcel in parcels {
+    ///         tracking.push(ctx.call_activity(ship, parcel).await?);
+    ///     }
+    ///     Ok(tracking)
+    /// }
+    ///
+    /// #[orchestrator]
+    /// async fn fulfil(ctx: OrchestrationContext, orders: Vec<Vec<String>>) -> Result<usize, Error> {
+    ///     // One child per order, run side by side; each has its own history and status.
+    ///     let children = orders.into_iter().map(|parcels| ctx.call_sub_orchestrator(ship_order, parcels));
+    ///     let shipped = ctx.join_all(children).await?;
+    ///     Ok(shipped.iter().map(Vec::len).sum())
+    /// }
+    /// ```
     pub fn call_sub_orchestrator<O: Orchestrator>(
         &self,
         orchestrator: O,
@@ -205,7 +231,22 @@ impl OrchestrationContext {
         self.start_sub_orchestration(orchestrator, child, input)
     }
 
-    /// Starts orchestrator `O` as a sub-orchestration with instance id `instance_id`.
+    /// Starts orchestrator `O` as a sub-orchestration with instance id `instance_id`
+    /// (an id already in use fails the task, kind `Application`).
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// #[orchestrator]
+    /// async fn audit(_ctx: OrchestrationContext, order: u64) -> Result<u64, Error> {
+    ///     Ok(order)
+    /// }
+    ///
+    /// #[orchestrator]
+    /// async fn close_order(ctx: OrchestrationContext, order: u64) -> Result<u64, Error> {
+    ///     // A readable id, so the audit can be looked up with the client.
+    ///     ctx.call_sub_orchestrator_with_id(audit, format!("audit-{order}"), order).await
+    /// }
+    /// ```
     pub fn call_sub_orchestrator_with_id<O: Orchestrator>(
         &self,
         orchestrator: O,
@@ -223,6 +264,18 @@ impl OrchestrationContext {
 
     /// A durable timer that fires at `fire_at` (immediately if that has passed). It
     /// survives restarts and costs nothing while it waits.
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// # use std::time::Duration;
+    /// #[orchestrator]
+    /// async fn remind_tomorrow(ctx: OrchestrationContext, note: String) -> Result<String, Error> {
+    ///     // From the turn's recorded time, never the wall clock: replays wait for the same instant.
+    ///     let tomorrow = ctx.current_utc_datetime() + Duration::from_secs(24 * 3600);
+    ///     ctx.create_timer(tomorrow).await?;
+    ///     Ok(format!("reminder: {note}"))
+    /// }
+    /// ```
     pub fn create_timer(&self, fire_at: SystemTime) -> DurableTask<()> {
         let fire_at = Timestamp::from_system_time(fire_at);
         let id = self
@@ -237,6 +290,26 @@ impl OrchestrationContext {
 
     /// A durable timer that fires `duration` after the current turn's time: the
     /// replay-safe replacement for sleeping.
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// # use std::time::Duration;
+    /// #[activity]
+    /// async fn is_done(_ctx: ActivityContext, job: String) -> Result<bool, Error> {
+    ///     Ok(job.is_empty())
+    /// }
+    ///
+    /// #[orchestrator]
+    /// async fn watch_job(ctx: OrchestrationContext, job: String) -> Result<u32, Error> {
+    ///     // The monitor pattern: check, then sleep durably, until done.
+    ///     let mut checks = 1;
+    ///     while !ctx.call_activity(is_done, job.clone()).await? {
+    ///         ctx.sleep(Duration::from_secs(30)).await?;
+    ///         checks += 1;
+    ///     }
+    ///     Ok(checks)
+    /// }
+    /// ```
     pub fn sleep(&self, duration: Duration) -> DurableTask<()> {
         let fire_at = self.state.borrow().now.saturating_add(duration);
         self.create_timer(fire_at.to_system_time())
@@ -430,6 +503,24 @@ impl OrchestrationContext {
     /// # Errors
     /// [`ErrorKind::Serialization`] if `status` cannot be serialized to JSON; the custom
     /// status is then left as it was.
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// #[activity]
+    /// async fn resize(_ctx: ActivityContext, image: u32) -> Result<u32, Error> {
+    ///     Ok(image)
+    /// }
+    ///
+    /// #[orchestrator]
+    /// async fn resize_all(ctx: OrchestrationContext, images: u32) -> Result<u32, Error> {
+    ///     for image in 0..images {
+    ///         // Clients see the progress in the instance's status, before it ends.
+    ///         ctx.set_custom_status(serde_json::json!({ "done": image, "of": images }))?;
+    ///         ctx.call_activity(resize, image).await?;
+    ///     }
+    ///     Ok(images)
+    /// }
+    /// ```
     pub fn set_custom_status(&self, status: impl Serialize) -> Result<(), Error> {
         let status = Json::encode(&status).map_err(|error| {
             Error::new(
@@ -442,7 +533,20 @@ impl OrchestrationContext {
     }
 
     /// Calls `operation` of `entity` with a JSON input and waits for its result: the
-    /// untyped form of `ctx.entity::<E>(key).operation(..)`.
+    /// untyped form of `ctx.entity::<E>(key).operation(..)`, for an entity this program
+    /// does not define as a type.
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// use durable::Json;
+    ///
+    /// #[orchestrator]
+    /// async fn read_counter(ctx: OrchestrationContext, key: String) -> Result<i64, Error> {
+    ///     let counter = EntityId::new("Counter", key)
+    ///         .map_err(|e| Error::new(ErrorKind::Application, e.to_string()))?;
+    ///     ctx.call_entity::<i64>(&counter, "get", Json::null()).await
+    /// }
+    /// ```
     pub fn call_entity<T: DeserializeOwned>(
         &self,
         entity: &EntityId,
@@ -479,6 +583,20 @@ impl OrchestrationContext {
 
     /// Signals `operation` of `entity` with a JSON input, without waiting: the untyped
     /// form of `ctx.entity::<E>(key).signal().operation(..)`.
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// use durable::Json;
+    ///
+    /// #[orchestrator]
+    /// async fn count_visit(ctx: OrchestrationContext, page: String) -> Result<(), Error> {
+    ///     let counter = EntityId::new("Counter", page)
+    ///         .map_err(|e| Error::new(ErrorKind::Application, e.to_string()))?;
+    ///     let one = Json::encode(&1i64).map_err(|e| Error::new(ErrorKind::Serialization, e.to_string()))?;
+    ///     ctx.signal_entity(&counter, "add", one);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn signal_entity(&self, entity: &EntityId, operation: &str, input: Json) {
         self.state.borrow_mut().signal(|id| Action::SignalEntity {
             id,
