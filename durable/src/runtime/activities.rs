@@ -17,9 +17,12 @@ use super::metrics::Metrics;
 use super::shard::ShardMsg;
 use crate::registry::ActivityEntry;
 use durable_core::{ActivityContext, Cancellation, Limits, PayloadTooLarge, panic_message};
-use durable_types::{ActivityKey, ActivityWorkItem, Failure, FailureKind, Json};
+use durable_types::{
+    ActivityKey, ActivityWorkItem, ExecutionId, Failure, FailureKind, Json, TaskId,
+};
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -36,7 +39,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, item: ActivityWorkItem) {
         // It stays in the store and runs after the next start.
         return;
     }
-    let cancellation = shared.activity_runs.register(item.key());
+    let cancellation = shared.activity_runs.register(&item);
     match Arc::clone(&shared.activity_slots).try_acquire_owned() {
         Ok(permit) => start(shared, item, cancellation, permit, None),
         Err(TryAcquireError::NoPermits) => {
@@ -88,7 +91,7 @@ pub(crate) fn spawn_isolated(shared: &Arc<Shared>, items: Vec<ActivityWorkItem>)
     let queue: Vec<_> = items
         .into_iter()
         .map(|item| {
-            let cancellation = shared.activity_runs.register(item.key());
+            let cancellation = shared.activity_runs.register(&item);
             (item, cancellation)
         })
         .collect();
@@ -243,21 +246,54 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
     }
 }
 
-/// The runs not finished, waiting or running, by key: what a cancellation reaches.
+/// The runs not finished, waiting or running: what a cancellation reaches. Every activity
+/// passes through here twice, so a run is known by its execution and task alone — unique
+/// in a store, as execution ids are — which hash cheaply and need no copy of the instance
+/// id.
 #[derive(Default)]
 pub(crate) struct Runs {
-    by_key: Mutex<HashMap<ActivityKey, Cancellation>>,
+    by_run: Mutex<HashMap<RunId, Cancellation, BuildHasherDefault<RunIdHasher>>>,
+}
+
+/// An activity run's execution and task.
+type RunId = (ExecutionId, TaskId);
+
+fn run_id(key: &ActivityKey) -> RunId {
+    (key.execution, key.task)
+}
+
+/// A multiply-rotate hash (as rustc's FxHash) for [`RunId`]s: the runtime hands out both
+/// numbers, so no input can be chosen to collide, and std's SipHash costs more than the
+/// map operation around it.
+#[derive(Default)]
+struct RunIdHasher(u64);
+
+impl Hasher for RunIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Runs {
-    fn register(&self, key: ActivityKey) -> Cancellation {
+    fn register(&self, item: &ActivityWorkItem) -> Cancellation {
         let cancellation = Cancellation::new();
-        self.lock().insert(key, cancellation.clone());
+        self.lock()
+            .insert((item.execution, item.task), cancellation.clone());
         cancellation
     }
 
     fn forget(&self, key: &ActivityKey) {
-        self.lock().remove(key);
+        self.lock().remove(&run_id(key));
     }
 
     /// The run of `key` ended, successfully or not: whether its result is still wanted.
@@ -265,7 +301,7 @@ impl Runs {
     /// keeps a success, and drops anything else (likely its reaction to the cancellation)
     /// so that it runs again at the next start.
     fn finish(&self, key: &ActivityKey, succeeded: bool) -> bool {
-        match self.lock().remove(key) {
+        match self.lock().remove(&run_id(key)) {
             None => false,
             Some(cancellation) => succeeded || !cancellation.is_cancelled(),
         }
@@ -274,7 +310,7 @@ impl Runs {
     /// The orchestration no longer waits for `key`: a waiting run never starts, a running
     /// one is told to stop, and its result is dropped.
     pub(crate) fn cancel(&self, key: &ActivityKey) {
-        if let Some(cancellation) = self.lock().remove(key) {
+        if let Some(cancellation) = self.lock().remove(&run_id(key)) {
             cancellation.cancel();
         }
     }
@@ -286,7 +322,10 @@ impl Runs {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ActivityKey, Cancellation>> {
-        self.by_key.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<RunId, Cancellation, BuildHasherDefault<RunIdHasher>>>
+    {
+        self.by_run.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
