@@ -100,7 +100,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         runtime.shutdown().await;
         return outcome;
     }
-    tokio::signal::ctrl_c().await?;
+    // Ctrl-C or SIGTERM: a graceful stop, which the poison-activity guard does not count.
+    durable::stop_signal().await?;
     server.shutdown().await;
     runtime.shutdown().await;
     Ok(())

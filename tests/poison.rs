@@ -546,3 +546,129 @@ async fn a_poison_activity_does_not_take_its_neighbours_down_with_it() {
     assert_eq!(crashes, MAX_RESTARTS + 1, "runs that crashed");
     runtime.shutdown().await;
 }
+
+/// Marks that it runs (in the file `DURABLE_DEPLOY_JOB_MARK` names), then waits for its
+/// cancellation — unless `DURABLE_DEPLOY_JOB_RELEASE` is set.
+#[activity]
+async fn deploy_job(ctx: ActivityContext, x: u64) -> Result<u64, Error> {
+    if std::env::var_os(DEPLOY_RELEASE_VAR).is_some() {
+        return Ok(x);
+    }
+    if let Some(mark) = std::env::var_os(DEPLOY_MARK_VAR) {
+        std::fs::write(mark, b"running")
+            .map_err(|e| Error::new(ErrorKind::Application, e.to_string()))?;
+    }
+    ctx.cancelled().await;
+    Err(Error::new(
+        ErrorKind::Application,
+        "stopped before it finished",
+    ))
+}
+
+#[orchestrator]
+async fn call_deploy_job(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
+    ctx.call_activity(deploy_job, x).await
+}
+
+const DEPLOY_DIR_VAR: &str = "DURABLE_DEPLOY_DIR";
+const DEPLOY_MARK_VAR: &str = "DURABLE_DEPLOY_JOB_MARK";
+const DEPLOY_RELEASE_VAR: &str = "DURABLE_DEPLOY_JOB_RELEASE";
+
+async fn open_deploy_store(dir: &str) -> Runtime {
+    Runtime::builder()
+        .store_path(dir)
+        .max_activity_restarts(MAX_RESTARTS)
+        .register(deploy_job)
+        .register(call_deploy_job)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// The child: a service that starts the job once and runs until SIGTERM — or, once the
+/// job is released, until the job is done.
+#[test]
+fn deploy_child() {
+    let Some([dir]) = durable_testkit::child_env([DEPLOY_DIR_VAR]) else {
+        return; // only meaningful as a child process
+    };
+    durable_testkit::block_on(async move {
+        // SIGTERM is handled from here on (tokio keeps the handler once installed), so
+        // one that arrives before `shutdown_on_signal` waits is not lost to the default.
+        drop(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap());
+        let runtime = open_deploy_store(&dir).await;
+        let client = runtime.client();
+        if client.status("deployed").await.unwrap().is_none() {
+            client
+                .start_with_id(call_deploy_job, "deployed", 3)
+                .await
+                .unwrap();
+        }
+        if std::env::var_os(DEPLOY_RELEASE_VAR).is_some() {
+            client
+                .wait_for_completion("deployed", Duration::from_secs(60))
+                .await
+                .unwrap();
+            runtime.shutdown().await;
+        } else {
+            runtime.shutdown_on_signal().await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_deploy_loop_that_sends_sigterm_is_not_counted_against_a_running_activity() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store").to_str().unwrap().to_owned();
+    let mark = dir.path().join("running");
+    // More deploys than the guard allows abrupt ends, each one while the job runs.
+    for deploy in 0..(MAX_RESTARTS + 3) {
+        let child = durable_testkit::spawn_test_child(
+            "deploy_child",
+            &[
+                (DEPLOY_DIR_VAR, path.clone()),
+                (DEPLOY_MARK_VAR, mark.to_str().unwrap().to_owned()),
+            ],
+        );
+        let mut child = child;
+        let running = durable_testkit::wait_until(durable_testkit::PATIENCE, || mark.exists());
+        // Again until it exits: one that lands before the child waits for it is not seen.
+        let mut exit = None;
+        let stopped = durable_testkit::wait_until(durable_testkit::PATIENCE, || {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            std::thread::sleep(Duration::from_millis(20));
+            exit = child.try_wait().unwrap();
+            exit.is_some()
+        });
+        if !stopped {
+            child.kill().unwrap();
+        }
+        assert!(running, "deploy {deploy}: the job did not start");
+        assert!(stopped, "deploy {deploy}: SIGTERM did not stop the child");
+        assert!(exit.unwrap().success(), "deploy {deploy}: {exit:?}");
+        std::fs::remove_file(&mark).unwrap();
+    }
+    let exit = durable_testkit::spawn_test_child(
+        "deploy_child",
+        &[
+            (DEPLOY_DIR_VAR, path.clone()),
+            (DEPLOY_RELEASE_VAR, "1".to_owned()),
+        ],
+    )
+    .wait()
+    .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    durable_testkit::block_on(async move {
+        let runtime = open_deploy_store(&path).await;
+        let status = runtime.client().status("deployed").await.unwrap().unwrap();
+        assert_eq!(
+            status.runtime_status,
+            RuntimeStatus::Completed,
+            "{:?}",
+            status.failure
+        );
+        runtime.shutdown().await;
+    });
+}

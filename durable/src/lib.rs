@@ -63,7 +63,7 @@ pub use durable_types::{
     EntityId, ExecutionId, InstanceId, InstanceQuery, Json, RuntimeStatus, TaskId, Timestamp,
 };
 pub use registry::{Registrable, Registry};
-pub use runtime::{Clock, MetricsSnapshot, Runtime, RuntimeBuilder};
+pub use runtime::{Clock, MetricsSnapshot, Runtime, RuntimeBuilder, stop_signal};
 
 /// The storage layer: the records the runtime keeps (history events, instance records,
 /// failures), the [`Store`] trait for stores of your own, and the embedded stores.

@@ -285,7 +285,7 @@ impl RuntimeBuilder {
     /// dies is blamed. What it cannot tell is an activity that happened to be running each
     /// time something else killed the process — a deploy that does not shut the runtime
     /// down gracefully, an OOM killer — from one that kills it. Shut down gracefully on
-    /// `SIGTERM`, and raise this if your process is killed often while long activities
+    /// `SIGTERM` ([`Runtime::shutdown_on_signal`]), and raise this if your process is killed often while long activities
     /// run (`u32::MAX` turns the guard off).
     pub fn max_activity_restarts(mut self, restarts: u32) -> Self {
         self.config.max_activity_restarts = restarts;
@@ -617,6 +617,37 @@ impl Runtime {
         self.stop().await;
     }
 
+    /// Runs until the process is asked to stop — `SIGTERM` (what systemd, Kubernetes and
+    /// most deploy tools send) or Ctrl-C — then [shuts down](Runtime::shutdown)
+    /// gracefully. A graceful stop is not counted against the activities it interrupts
+    /// (see [`RuntimeBuilder::max_activity_restarts`]), so a service that restarts often
+    /// should end this way.
+    ///
+    /// ```no_run
+    /// # use durable::prelude::*;
+    /// # #[activity]
+    /// # async fn work(_ctx: ActivityContext, x: u64) -> Result<u64, Error> { Ok(x) }
+    /// #[tokio::main]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let runtime = Runtime::builder()
+    ///         .store_path("./durable-data")
+    ///         .register(work)
+    ///         .start()
+    ///         .await?;
+    ///     // ... serve clients ...
+    ///     runtime.shutdown_on_signal().await?;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// When the signal handlers cannot be installed; the runtime is then shut down at once.
+    pub async fn shutdown_on_signal(self) -> std::io::Result<()> {
+        let waited = stop_signal().await;
+        self.shutdown().await;
+        waited
+    }
+
     async fn stop(&mut self) {
         let Some(shared) = self.shared.take() else {
             return;
@@ -678,6 +709,28 @@ impl Runtime {
             }
         })
         .await;
+    }
+}
+
+/// Resolves at the first `SIGTERM` or Ctrl-C (`SIGINT`): what a service waits for before
+/// it shuts down gracefully, when it has more to stop than the runtime (an HTTP server
+/// first). [`Runtime::shutdown_on_signal`] is the same wait for a runtime alone.
+///
+/// # Errors
+/// When the signal handlers cannot be installed.
+pub async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted,
+            _ = terminate.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
     }
 }
 
