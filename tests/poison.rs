@@ -71,6 +71,9 @@ impl Store for PanickyStore {
     ) -> Result<Vec<(InboxKey, InboxMessage)>, StoreError> {
         self.inner.scan_inbox(after, limit)
     }
+    fn stopped_gracefully(&self) -> Result<bool, StoreError> {
+        self.inner.stopped_gracefully()
+    }
     fn activity(&self, key: &ActivityKey) -> Result<Option<ActivityWorkItem>, StoreError> {
         self.inner.activity(key)
     }

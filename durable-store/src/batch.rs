@@ -54,6 +54,9 @@ pub enum Op {
     /// Record that execution ids up to this one have been handed out (the runtime starts
     /// above it after a restart).
     SetExecutionFloor(ExecutionId),
+    /// Record (`true`) or clear (`false`) that the runtime over the store stopped
+    /// gracefully.
+    SetStoppedGracefully(bool),
 }
 
 /// Changes that commit together or not at all.
@@ -148,6 +151,13 @@ impl WriteBatch {
     /// Records that execution ids up to `execution` have been handed out.
     pub fn set_execution_floor(&mut self, execution: ExecutionId) {
         self.ops.push(Op::SetExecutionFloor(execution));
+    }
+
+    /// Records (`true`) or clears (`false`) that the runtime over the store stopped
+    /// gracefully: the poison-activity guard does not count such a stop against the
+    /// activities it left unfinished.
+    pub fn set_stopped_gracefully(&mut self, stopped: bool) {
+        self.ops.push(Op::SetStoppedGracefully(stopped));
     }
 
     /// Appends all of `other`'s operations after this batch's.

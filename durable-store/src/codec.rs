@@ -125,10 +125,15 @@ pub fn decode_value<T: DeserializeOwned>(
 /// `space`.
 pub fn record_key(space: Space, key: &[u8]) -> Option<RecordKey> {
     match space {
-        Space::Meta => [FORMAT_VERSION_KEY, EXECUTION_FLOOR_KEY, COMMIT_SEQ_KEY]
-            .into_iter()
-            .find(|name| name.as_bytes() == key)
-            .map(RecordKey::Meta),
+        Space::Meta => [
+            FORMAT_VERSION_KEY,
+            EXECUTION_FLOOR_KEY,
+            COMMIT_SEQ_KEY,
+            STOPPED_GRACEFULLY_KEY,
+        ]
+        .into_iter()
+        .find(|name| name.as_bytes() == key)
+        .map(RecordKey::Meta),
         Space::Instances => {
             let id = InstanceId::from_stored(std::str::from_utf8(key).ok()?).ok()?;
             Some(RecordKey::Instance(id))
@@ -178,6 +183,7 @@ pub fn record_key(space: Space, key: &[u8]) -> Option<RecordKey> {
 /// The names of the `meta` keyspace's keys.
 pub(crate) const FORMAT_VERSION_KEY: &str = "format_version";
 pub(crate) const EXECUTION_FLOOR_KEY: &str = "execution_floor";
+pub(crate) const STOPPED_GRACEFULLY_KEY: &str = "stopped_gracefully";
 /// The number of the last commit: every fjall commit writes it, so the store knows how far
 /// its journal recovered (see `fjall_store::CommitMark`).
 pub(crate) const COMMIT_SEQ_KEY: &str = "commit_seq";

@@ -51,6 +51,10 @@ pub fn checks() -> Vec<Check> {
         ("large_batch_commits_whole", large_batch_commits_whole),
         ("execution_floor_roundtrips", execution_floor_roundtrips),
         (
+            "stopped_gracefully_roundtrips",
+            stopped_gracefully_roundtrips,
+        ),
+        (
             "entities_roundtrip_and_list_by_name",
             entities_roundtrip_and_list_by_name,
         ),
@@ -147,7 +151,6 @@ fn activity(id: &InstanceId, task: u64) -> ActivityWorkItem {
         input: Json::encode(&task).unwrap(),
         restarts: 0,
         isolated: false,
-        stopped_gracefully: false,
         retry: None,
     }
 }
@@ -522,6 +525,18 @@ fn large_batch_commits_whole(store: &dyn Store) {
     store.commit(&batch).unwrap();
     assert_eq!(store.scan_activities(None, 20_000).unwrap().len(), 10_000);
     assert!(store.instance(&id).unwrap().is_some());
+}
+
+fn stopped_gracefully_roundtrips(store: &dyn Store) {
+    assert!(!store.stopped_gracefully().unwrap());
+    let mut batch = WriteBatch::new();
+    batch.set_stopped_gracefully(true);
+    store.commit(&batch).unwrap();
+    assert!(store.stopped_gracefully().unwrap());
+    let mut batch = WriteBatch::new();
+    batch.set_stopped_gracefully(false);
+    store.commit(&batch).unwrap();
+    assert!(!store.stopped_gracefully().unwrap());
 }
 
 fn execution_floor_roundtrips(store: &dyn Store) {

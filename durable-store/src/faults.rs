@@ -49,6 +49,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 pub enum Read {
     /// [`Store::execution_floor`].
     ExecutionFloor,
+    /// [`Store::stopped_gracefully`].
+    StoppedGracefully,
     /// [`Store::instance`].
     Instance,
     /// [`Store::history`].
@@ -510,6 +512,11 @@ impl Store for FaultyStore {
     ) -> Result<Vec<(InboxKey, InboxMessage)>, Error> {
         self.faults
             .read(Read::ScanInbox, || self.inner.scan_inbox(after, limit))
+    }
+
+    fn stopped_gracefully(&self) -> Result<bool, Error> {
+        self.faults
+            .read(Read::StoppedGracefully, || self.inner.stopped_gracefully())
     }
 
     fn activity(&self, key: &ActivityKey) -> Result<Option<ActivityWorkItem>, Error> {

@@ -22,6 +22,7 @@ pub const FORMAT_VERSION: u32 = 4;
 
 const FORMAT_VERSION_KEY: &[u8] = codec::FORMAT_VERSION_KEY.as_bytes();
 const EXECUTION_FLOOR_KEY: &[u8] = codec::EXECUTION_FLOOR_KEY.as_bytes();
+const STOPPED_GRACEFULLY_KEY: &[u8] = codec::STOPPED_GRACEFULLY_KEY.as_bytes();
 
 /// One change to a key-value engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -217,6 +218,14 @@ fn encode_op(op: &Op, out: &mut Vec<KvOp>) {
             EXECUTION_FLOOR_KEY.to_vec(),
             execution.0.to_be_bytes().to_vec(),
         )),
+        Op::SetStoppedGracefully(true) => out.push(KvOp::Put(
+            Space::Meta,
+            STOPPED_GRACEFULLY_KEY.to_vec(),
+            Vec::new(),
+        )),
+        Op::SetStoppedGracefully(false) => {
+            out.push(KvOp::Delete(Space::Meta, STOPPED_GRACEFULLY_KEY.to_vec()))
+        }
     }
 }
 
@@ -274,6 +283,13 @@ impl<E: KvEngine> Store for KvStore<E> {
             key: Some(RecordKey::Meta(codec::EXECUTION_FLOOR_KEY)),
         })?;
         Ok(ExecutionId(u64::from_be_bytes(bytes)))
+    }
+
+    fn stopped_gracefully(&self) -> Result<bool, Error> {
+        Ok(self
+            .engine
+            .get(Space::Meta, STOPPED_GRACEFULLY_KEY)?
+            .is_some())
     }
 
     fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, Error> {

@@ -68,6 +68,12 @@ pub trait Store: Send + Sync + 'static {
     /// Read errors and undecodable records.
     fn execution_floor(&self) -> Result<ExecutionId, Error>;
 
+    /// Whether the last commit of [`WriteBatch::set_stopped_gracefully`] said `true`.
+    ///
+    /// # Errors
+    /// Read errors.
+    fn stopped_gracefully(&self) -> Result<bool, Error>;
+
     /// Reads one instance record.
     ///
     /// # Errors

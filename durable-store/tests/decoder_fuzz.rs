@@ -231,7 +231,6 @@ fn corpus() -> Vec<Vec<u8>> {
         input: json(vec![0u8; 40]),
         restarts: 0,
         isolated: false,
-        stopped_gracefully: false,
         retry: None,
     }));
     corpus.push(codec::encode_value(&TimerRecord {

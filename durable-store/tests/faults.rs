@@ -290,7 +290,6 @@ fn random_batch(rng: &mut Rng) -> WriteBatch {
                 input: Json::encode(&n).unwrap(),
                 restarts: 0,
                 isolated: false,
-                stopped_gracefully: false,
                 retry: None,
             }),
             8 => batch.delete_activity(durable_store::ActivityKey {

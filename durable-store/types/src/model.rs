@@ -626,9 +626,6 @@ pub struct ActivityWorkItem {
     /// runs only when no other isolated activity runs, so that a crash is blamed on it
     /// alone and not on its neighbours.
     pub isolated: bool,
-    /// Whether the runtime stopped gracefully while it was unfinished: that stop is not
-    /// counted in `restarts`.
-    pub stopped_gracefully: bool,
 }
 
 impl ActivityWorkItem {
@@ -651,7 +648,6 @@ impl ActivityWorkItem {
             retry,
             restarts: 0,
             isolated: false,
-            stopped_gracefully: false,
         }
     }
 

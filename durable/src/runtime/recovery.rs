@@ -8,8 +8,8 @@
 //! ## The poison-activity guard
 //! A process that dies leaves no word of why, so the guard counts circumstantial evidence,
 //! in [`ActivityWorkItem::restarts`], without a write while activities run:
-//! - A graceful stop marks what it leaves unfinished ([`mark_stopped_gracefully`]); the
-//!   next start-up does not count it. Only abrupt ends (a crash, a kill) count.
+//! - A graceful stop leaves a mark in the store ([`mark_stopped_gracefully`]); the next
+//!   start-up takes it away and counts nothing. Only abrupt ends (a crash, a kill) count.
 //! - After an abrupt end, every unfinished activity that may have been running is counted.
 //!   One found unfinished by [`ISOLATE_AFTER`] such start-ups is *isolated*: isolated
 //!   activities run one at a time, in order of fewest counts, while everything else runs
@@ -142,12 +142,23 @@ fn read_activities(
             break;
         }
     }
-    let changed = take_stock(&mut activities, max_restarts);
+    let stopped_gracefully = store.stopped_gracefully()?;
+    let changed = if stopped_gracefully {
+        Vec::new()
+    } else {
+        take_stock(&mut activities, max_restarts)
+    };
     for chunk in changed.chunks(PAGE) {
         let mut batch = WriteBatch::new();
         for &index in chunk {
             batch.put_activity(activities[index].clone());
         }
+        store.commit(&batch)?;
+    }
+    if stopped_gracefully {
+        // From here on, an end of the process is abrupt until a graceful stop says not.
+        let mut batch = WriteBatch::new();
+        batch.set_stopped_gracefully(false);
         store.commit(&batch)?;
     }
     Ok((activities, damaged))
@@ -157,9 +168,9 @@ fn read_activities(
 /// isolated.
 pub(crate) const ISOLATE_AFTER: u32 = 2;
 
-/// Counts, in `items` (the unfinished activities, in key order), the end of the process
-/// that this start-up follows, as the module's guard describes; returns the indices of
-/// the items it changed.
+/// Counts, in `items` (the unfinished activities, in key order), the abrupt end of the
+/// process that this start-up follows, as the module's guard describes; returns the
+/// indices of the items it changed.
 fn take_stock(items: &mut [ActivityWorkItem], max_restarts: u32) -> Vec<usize> {
     // The isolated activity that was running when the process died: the first of the
     // order they run in (fewest counts, then key), as nothing changed the counts since.
@@ -167,51 +178,27 @@ fn take_stock(items: &mut [ActivityWorkItem], max_restarts: u32) -> Vec<usize> {
     let running_isolated = items
         .iter()
         .enumerate()
-        .filter(|(_, item)| {
-            item.isolated && !item.stopped_gracefully && item.restarts <= max_restarts
-        })
+        .filter(|(_, item)| item.isolated && item.restarts <= max_restarts)
         .min_by_key(|(index, item)| (item.restarts, *index))
         .map(|(index, _)| index);
     let mut changed = Vec::new();
     for (index, item) in items.iter_mut().enumerate() {
-        let before = (item.restarts, item.isolated, item.stopped_gracefully);
-        if item.stopped_gracefully {
-            item.stopped_gracefully = false;
-        } else if !item.isolated || running_isolated == Some(index) {
-            item.restarts = item.restarts.saturating_add(1);
+        if item.isolated && running_isolated != Some(index) {
+            continue; // it waited its turn
         }
-        if item.restarts >= ISOLATE_AFTER {
-            item.isolated = true;
-        }
-        if before != (item.restarts, item.isolated, item.stopped_gracefully) {
-            changed.push(index);
-        }
+        item.restarts = item.restarts.saturating_add(1);
+        item.isolated = item.restarts >= ISOLATE_AFTER;
+        changed.push(index);
     }
     changed
 }
 
-/// Marks every unfinished activity as left by a graceful stop, so that the next start-up
-/// does not count the stop against it. Called once nothing else writes to the store.
+/// Leaves the mark of a graceful stop, so that the next start-up does not count this stop
+/// against the activities left unfinished. Called once nothing else writes to the store.
 pub(crate) fn mark_stopped_gracefully(store: &dyn Store) -> Result<(), StoreError> {
-    let mut after: Option<ActivityKey> = None;
-    loop {
-        let page = store.scan_activities(after.as_ref(), PAGE)?;
-        let full = page.len() == PAGE;
-        after = page.last().map(ActivityWorkItem::key);
-        let mut batch = WriteBatch::new();
-        for mut item in page {
-            if !item.stopped_gracefully {
-                item.stopped_gracefully = true;
-                batch.put_activity(item);
-            }
-        }
-        if !batch.is_empty() {
-            store.commit(&batch)?;
-        }
-        if !full {
-            return Ok(());
-        }
-    }
+    let mut batch = WriteBatch::new();
+    batch.set_stopped_gracefully(true);
+    store.commit(&batch)
 }
 
 impl Recovery {
@@ -345,32 +332,19 @@ mod tests {
     }
 
     #[test]
-    fn a_graceful_stop_is_not_counted() {
-        let mut items = vec![item("a", 0, false), item("b", 2, true)];
-        for item in &mut items {
-            item.stopped_gracefully = true;
-        }
-        assert_eq!(take_stock(&mut items, 10), vec![0, 1]);
-        assert_eq!(counts(&items), vec![(0, false), (2, true)]);
-        assert!(items.iter().all(|item| !item.stopped_gracefully));
-    }
-
-    #[test]
-    fn a_graceful_stop_is_marked_on_what_it_leaves() {
+    fn a_graceful_stop_is_not_counted_and_its_mark_is_taken_away() {
         let store = durable_store::MemoryStore::new();
         let mut batch = WriteBatch::new();
         batch.put_activity(item("a", 1, false));
         store.commit(&batch).expect("commit");
         mark_stopped_gracefully(&store).expect("mark");
-        let stored = store.scan_activities(None, 10).expect("scan");
-        assert!(stored[0].stopped_gracefully);
-        assert_eq!(stored[0].restarts, 1);
         let (found, _) = read_activities(&store, 10).expect("read");
         assert_eq!(counts(&found), vec![(1, false)]);
+        assert!(!store.stopped_gracefully().expect("read the mark"));
+        // The next start-up follows an abrupt end again.
+        let (found, _) = read_activities(&store, 10).expect("read");
+        assert_eq!(counts(&found), vec![(2, true)]);
         let stored = store.scan_activities(None, 10).expect("scan");
-        assert!(
-            !stored[0].stopped_gracefully,
-            "cleared once taken into account"
-        );
+        assert_eq!(counts(&stored), vec![(2, true)]);
     }
 }

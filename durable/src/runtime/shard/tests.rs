@@ -196,6 +196,7 @@ fn describe(writes: &Writes) -> Vec<String> {
         ),
         Op::DeleteEntity(id) => format!("delete entity {id}"),
         Op::SetExecutionFloor(execution) => format!("execution floor {execution}"),
+        Op::SetStoppedGracefully(stopped) => format!("stopped gracefully {stopped}"),
     });
     let after = writes.after.iter().map(|dispatch| match dispatch {
         Dispatch::Activity(item) => format!("→ run activity {} task {}", item.name, item.task),
