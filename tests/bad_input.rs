@@ -27,12 +27,23 @@ async fn unregistered_activity(_ctx: ActivityContext, x: u64) -> Result<u64, Err
     Ok(x)
 }
 
+#[orchestrator]
+async fn unregistered_child(_ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
+    Ok(x)
+}
+
+#[orchestrator]
+async fn forgotten_child(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
+    ctx.call_sub_orchestrator(unregistered_child, x).await
+}
+
 async fn runtime() -> Runtime {
     Runtime::builder()
         .in_memory()
         .register(add_one)
         .register(chain)
         .register(forgotten)
+        .register(forgotten_child)
         .start()
         .await
         .unwrap()
@@ -47,7 +58,7 @@ async fn unknown_orchestrator_name_is_not_registered() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, ClientError::NotRegistered { name } if name == "no_such_orchestrator"),
+        matches!(&error, ClientError::NotRegistered { name, .. } if name == "no_such_orchestrator"),
         "{error:?}"
     );
     assert!(
@@ -121,6 +132,20 @@ async fn an_unregistered_activity_fails_the_task_with_advice() {
         "{text}"
     );
     assert!(text.contains(".register(unregistered_activity)"), "{text}");
+    runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unregistered_sub_orchestrator_fails_the_call_with_the_same_advice() {
+    let runtime = runtime().await;
+    let instance = runtime.client().start(forgotten_child, 1).await.unwrap();
+    let error = instance.wait(Duration::from_secs(10)).await.unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("orchestrator `unregistered_child` is not registered"),
+        "{text}"
+    );
+    assert!(text.contains(".register(unregistered_child)"), "{text}");
     runtime.shutdown().await;
 }
 

@@ -761,3 +761,165 @@ async fn an_operation_whose_state_cannot_be_saved_fails_and_changes_nothing() {
     assert_eq!((grid.writes, grid.cells.len()), (2, 0));
     runtime.shutdown().await;
 }
+
+/// Operations whose arguments accept more than one shape of JSON.
+#[derive(Default, Serialize, Deserialize)]
+struct Notes {
+    seen: Vec<String>,
+}
+
+#[entity]
+impl Notes {
+    fn maybe(&mut self, amount: Option<i64>) {
+        self.seen.push(format!("maybe {amount:?}"));
+    }
+
+    fn any(&mut self, value: serde_json::Value) {
+        self.seen.push(format!("any {value}"));
+    }
+
+    fn pair(&mut self, a: i64, b: String) {
+        self.seen.push(format!("pair {a} {b}"));
+    }
+
+    fn clear(&mut self) {
+        self.seen.clear();
+    }
+}
+
+/// An entity type that no runtime of these tests registers.
+#[derive(Default, Serialize, Deserialize)]
+struct Unlisted {
+    touched: u32,
+}
+
+#[entity]
+impl Unlisted {
+    fn touch(&mut self) {
+        self.touched += 1;
+    }
+}
+
+fn json(text: &str) -> durable::Json {
+    durable::Json::parse(text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_with_an_unknown_operation_or_a_wrong_input_is_refused_at_the_call() {
+    let runtime = runtime(|b| b).await;
+    let client = runtime.client();
+    let id = EntityId::new("Counter", "checked").unwrap();
+
+    let error = client
+        .signal_entity(&id, "nope", json("1"))
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("entity `Counter` has no operation `nope`"),
+        "{text}"
+    );
+    assert!(text.contains("add, add_and_get, reset, get"), "{text}");
+
+    for (operation, input, expect) in [
+        ("add", "\"one\"", "invalid type"),
+        ("add", "null", "invalid type"),
+        ("reset", "5", "takes no input"),
+    ] {
+        let error = client
+            .signal_entity(&id, operation, json(input))
+            .await
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains(&format!("operation `{operation}` of entity `Counter`")),
+            "{input}: {text}"
+        );
+        assert!(text.contains(expect), "{input}: {text}");
+    }
+    // Nothing refused reached the entity: it has no state yet.
+    assert!(client.entity_status(&id).await.unwrap().is_none());
+    client.signal_entity(&id, "add", json("2")).await.unwrap();
+    client
+        .signal_entity(&id, "reset", json("null"))
+        .await
+        .unwrap();
+    client.signal_entity(&id, "add", json("3")).await.unwrap();
+    value_becomes(&client, "checked", 3, "the accepted signals").await;
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optional_any_json_and_several_arguments_are_accepted() {
+    let runtime = runtime(|b| b.register_entity::<Notes>()).await;
+    let client = runtime.client();
+    let id = EntityId::new("Notes", "n").unwrap();
+    for (operation, input) in [
+        ("maybe", "null"),
+        ("maybe", "4"),
+        ("any", "{\"x\":[1,true]}"),
+        ("any", "null"),
+        ("pair", "[1,\"b\"]"),
+    ] {
+        client
+            .signal_entity(&id, operation, json(input))
+            .await
+            .unwrap_or_else(|error| panic!("{operation}({input}): {error}"));
+    }
+    let error = client
+        .signal_entity(&id, "pair", json("[1]"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("operation `pair`"), "{error}");
+    let seen = async || {
+        let notes = client.entity_state::<Notes>("n").await.unwrap();
+        notes.map(|notes| notes.seen).unwrap_or_default()
+    };
+    let expected = vec![
+        "maybe None".to_owned(),
+        "maybe Some(4)".to_owned(),
+        "any {\"x\":[1,true]}".to_owned(),
+        "any null".to_owned(),
+        "pair 1 b".to_owned(),
+    ];
+    eventually_eq("every accepted signal applied", expected, seen).await;
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_an_unregistered_entity_type_is_not_registered_as_signalling_it_is() {
+    let runtime = runtime(|b| b).await;
+    let client = runtime.client();
+    let signal = client
+        .entity::<Unlisted>("k")
+        .signal()
+        .touch()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(signal, ClientError::NotRegistered { .. }),
+        "{signal:?}"
+    );
+    let state = client.entity::<Unlisted>("k").state().await;
+    assert!(
+        matches!(state, Err(ClientError::NotRegistered { .. })),
+        "{:?}",
+        state.err()
+    );
+    let state = client.entity_state::<Unlisted>("k").await;
+    assert!(
+        matches!(state, Err(ClientError::NotRegistered { .. })),
+        "{:?}",
+        state.err()
+    );
+    let id = EntityId::new("Unlisted", "k").unwrap();
+    let status = client.entity_status(&id).await;
+    assert!(
+        matches!(status, Err(ClientError::NotRegistered { .. })),
+        "{:?}",
+        status.err()
+    );
+    let text = signal.to_string();
+    assert!(text.contains("register_entity::<"), "{text}");
+    runtime.shutdown().await;
+}

@@ -1331,6 +1331,18 @@ async fn entity_requests_need_a_known_type_and_an_operation() {
                 "a delete of an unknown entity type",
                 Call::delete("entities/Nope/k"),
             ),
+            (
+                "a read of an unknown entity type",
+                Call::get("entities/Nope/k"),
+            ),
+            (
+                "a signal with an unknown op",
+                Call::post("entities/Counter/k?op=nope").json(&json!(1)),
+            ),
+            (
+                "a signal whose input is not the operation's argument type",
+                Call::post("entities/Counter/k?op=add").json(&json!("one")),
+            ),
             ("a list with top=0", Call::get("entities?top=0")),
             (
                 "a list with fetchState=maybe",
@@ -1340,6 +1352,15 @@ async fn entity_requests_need_a_known_type_and_an_operation() {
         for (what, call) in cases {
             assert_problem(&api.send(call).await, 400, what);
         }
+        let unknown = Call::post("entities/Counter/k?op=nope").json(&json!(1));
+        let detail = api.send(unknown).await.json()["detail"].to_string();
+        assert!(detail.contains("its operations are: add, get"), "{detail}");
+        let mistyped = Call::post("entities/Counter/k?op=add").json(&json!("one"));
+        let detail = api.send(mistyped).await.json()["detail"].to_string();
+        assert!(
+            detail.contains("operation `add` of entity `Counter`"),
+            "{detail}"
+        );
         let listed = api.send(Call::get("entities")).await.expect(200);
         assert_eq!(
             listed.json(),

@@ -581,9 +581,7 @@ fn generate(
     // Spanned at the type in `impl Counter`: "method `nope` not found for this struct"
     // points there, at the operations.
     let (type_ident, at) = (type_ident.unraw(), self_ty.span());
-    let calls = format_ident!("__{}Calls", type_ident, span = at);
-    let signals = format_ident!("__{}Signals", type_ident, span = at);
-    let client_signals = format_ident!("__{}ClientSignals", type_ident, span = at);
+    let [calls, signals, client_signals] = proxy_names(&type_ident, operations, at);
     let call_methods = operations.iter().map(|op| {
         let (ident, op_name, cfgs) = (&op.ident, &op.name, &op.cfgs);
         let params = op.args.iter().map(|(arg, ty)| quote!(#arg: #ty));
@@ -629,6 +627,33 @@ fn generate(
         let (op_name, cfgs) = (&op.name, &op.cfgs);
         quote!(#(#cfgs)* #op_name => true,)
     });
+    let checks = operations.iter().map(|op| {
+        let (op_name, cfgs) = (&op.name, &op.cfgs);
+        let check = match op.args.as_slice() {
+            [] => quote!(::durable::entity::check_no_input(input)),
+            _ => {
+                let arguments = arguments_fn(op);
+                quote! {
+                    #arguments(input)
+                        .map(::core::mem::drop)
+                        .map_err(::durable::OperationError::InvalidInput)
+                }
+            }
+        };
+        quote!(#(#cfgs)* #op_name => #check,)
+    });
+    // Where the type is written, when `impl Counter` names it here; a path to elsewhere
+    // keeps the trait's default (the compiler's name of the type).
+    let rust_path = matches!(self_ty, Type::Path(path) if path.qself.is_none() && path.path.segments.len() == 1)
+        .then(|| {
+            let text = type_ident.to_string();
+            quote! {
+                fn rust_path() -> &'static str {
+                    ::core::concat!(::core::module_path!(), "::", #text)
+                }
+            }
+        });
+    let decoders = operations.iter().filter_map(arguments_decoder);
     let names = operations.iter().map(|op| {
         let (op_name, cfgs) = (&op.name, &op.cfgs);
         quote!(#(#cfgs)* operations.push(#op_name);)
@@ -728,6 +753,19 @@ fn generate(
                 fn operations() -> &'static [&'static str] {
                     __durable_operations()
                 }
+
+                #[allow(unreachable_patterns)]
+                fn check_operation(
+                    operation: &str,
+                    input: &::durable::Json,
+                ) -> ::core::result::Result<(), ::durable::OperationError> {
+                    match operation {
+                        #(#checks)*
+                        _ => ::core::result::Result::Err(::durable::OperationError::Unknown),
+                    }
+                }
+
+                #rust_path
             }
 
             #client_impl {
@@ -737,6 +775,8 @@ fn generate(
                     #client_signals(signaler)
                 }
             }
+
+            #(#decoders)*
 
             /// The names of the operations compiled in (each one's `cfg`s hold).
             fn __durable_operations() -> &'static [&'static str] {
@@ -750,6 +790,37 @@ fn generate(
                 })
             }
         };
+    }
+}
+
+/// The names of the three proxies: `CounterCalls`, `CounterSignals`,
+/// `CounterClientSignals`, which compile errors show ("no method named `nope` found for
+/// struct `CounterCalls`"). They live in an anonymous `const` beside copies of the
+/// operations' signatures, so a type of the same name in a signature would resolve to the
+/// proxy: then, and only then, the names take a `__` prefix that no one writes.
+fn proxy_names(type_ident: &Ident, operations: &[Operation], at: Span) -> [Ident; 3] {
+    let names = ["Calls", "Signals", "ClientSignals"].map(|suffix| format!("{type_ident}{suffix}"));
+    let mut written = Idents::default();
+    for op in operations {
+        for (_, ty) in &op.args {
+            written.visit_type(ty);
+        }
+        if let Output::Value(ty) | Output::Result { ok: ty, .. } = &op.output {
+            written.visit_type(ty);
+        }
+    }
+    let clash = names.iter().any(|name| written.0.contains(name));
+    let prefix = if clash { "__" } else { "" };
+    names.map(|name| format_ident!("{prefix}{name}", span = at))
+}
+
+/// Every identifier in a type's paths.
+#[derive(Default)]
+struct Idents(BTreeSet<String>);
+
+impl Visit<'_> for Idents {
+    fn visit_ident(&mut self, ident: &Ident) {
+        self.0.insert(ident.unraw().to_string());
     }
 }
 
@@ -777,18 +848,44 @@ fn input_span(op: &Operation) -> Span {
     }
 }
 
+/// The name of the function that decodes an operation's arguments.
+fn arguments_fn(op: &Operation) -> Ident {
+    format_ident!("__durable_arguments_{}", op.ident.unraw())
+}
+
+/// The function that decodes an operation's arguments from JSON, which both the dispatch
+/// and the check of a client's signal call: a type that is not `Deserialize` is reported
+/// once, at the argument.
+fn arguments_decoder(op: &Operation) -> Option<TokenStream> {
+    if op.args.is_empty() {
+        return None;
+    }
+    let (_, input_ty) = input(op);
+    let (arguments, cfgs) = (arguments_fn(op), &op.cfgs);
+    Some(quote! {
+        #(#cfgs)*
+        #[allow(non_snake_case)]
+        fn #arguments(
+            input: &::durable::Json,
+        ) -> ::core::result::Result<#input_ty, ::std::string::String> {
+            ::durable::entity::decode_arguments::<#input_ty>(input)
+        }
+    })
+}
+
 fn dispatch_arm(op: &Operation, entity: &LitStr) -> TokenStream {
     let (ident, op_name, cfgs) = (&op.ident, &op.name, &op.cfgs);
     let idents: Vec<&Ident> = op.args.iter().map(|(ident, _)| ident).collect();
-    let (_, input_ty) = input(op);
+    let arguments = arguments_fn(op);
+    let decoded = quote! {
+        #arguments(__durable_input).map_err(|message| {
+            ::durable::entity::invalid_input(#entity, #op_name, message)
+        })?
+    };
     let decode = match idents.as_slice() {
         [] => quote!(),
-        [one] => quote! {
-            let #one = ::durable::entity::decode_input::<#input_ty>(#entity, #op_name, __durable_input)?;
-        },
-        many => quote! {
-            let (#(#many),*) = ::durable::entity::decode_input::<#input_ty>(#entity, #op_name, __durable_input)?;
-        },
+        [one] => quote!(let #one = #decoded;),
+        many => quote!(let (#(#many),*) = #decoded;),
     };
     let context = op.takes_context.then(|| quote!(__durable_ctx,));
     let call = quote!(self.#ident(#context #(#idents),*));

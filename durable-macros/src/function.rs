@@ -4,6 +4,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
     Attribute, FnArg, GenericArgument, ItemFn, LitStr, Pat, PathArguments, ReturnType, Type,
@@ -339,20 +340,24 @@ fn generate(kind: Kind, parts: Parts) -> TokenStream {
     // The conversion of the user's error type, spanned at the error type so that a type
     // that does not convert is reported there.
     let convert = quote_spanned!(error.span()=> ::core::convert::Into::<::durable::Error>::into);
-    let (trait_path, context_path, future, register) = match kind {
+    let (trait_path, context_path, future, register, replace) = match kind {
         Kind::Activity => (
             quote!(::durable::Activity),
             quote!(::durable::ActivityContext),
             quote!(::durable::BoxFuture),
             quote!(add_activity),
+            quote!(replace_activity),
         ),
         Kind::Orchestrator => (
             quote!(::durable::Orchestrator),
             quote!(::durable::OrchestrationContext),
             quote!(::durable::LocalBoxFuture),
             quote!(add_orchestrator),
+            quote!(replace_orchestrator),
         ),
     };
+    // Where the function is written, for the error that names two functions of one name.
+    let ident_text = ident.unraw().to_string();
     // Spanned at the signature: a future that is not `Send` is reported at the function.
     let boxed = quote_spanned! {signature_span=>
         ::std::boxed::Box::pin(async move {
@@ -371,6 +376,10 @@ fn generate(kind: Kind, parts: Parts) -> TokenStream {
             type Output = #output;
             const NAME: &'static str = #name;
 
+            fn rust_path() -> &'static str {
+                ::core::concat!(::core::module_path!(), "::", #ident_text)
+            }
+
             // `E` may already be `durable::Error`; the conversion is for every other `E`.
             #[allow(clippy::useless_conversion)]
             fn run(
@@ -386,6 +395,10 @@ fn generate(kind: Kind, parts: Parts) -> TokenStream {
         impl ::durable::Registrable for #ident {
             fn register(self, registry: &mut ::durable::Registry) {
                 registry.#register::<Self>();
+            }
+
+            fn replace(self, registry: &mut ::durable::Registry) {
+                registry.#replace::<Self>();
             }
         }
     }

@@ -48,14 +48,16 @@ extern crate self as durable;
 pub mod client;
 #[cfg(feature = "http")]
 pub mod http;
-mod registry;
+mod panics;
+pub mod registry;
 pub mod runtime;
 
 pub use client::{Client, InstanceHandle, InstanceStatus};
 pub use durable_core::{
     Activity, ActivityContext, BoxFuture, Cancellation, Cancelled, ContinueAsNew, DurableTask,
     Either, Entity, EntityContext, EntityLock, Error, ErrorKind, EventName, ExternalEvent, JoinAll,
-    LocalBoxFuture, OrchestrationContext, Orchestrator, RetryPolicy, Select, SelectAll, Timeout,
+    LocalBoxFuture, OperationError, OrchestrationContext, Orchestrator, RetryPolicy, Select,
+    SelectAll, Timeout,
 };
 pub use durable_macros::{activity, entity, orchestrator};
 pub use durable_store::{Durability, Store};
@@ -74,8 +76,8 @@ pub use durable_store as store;
 #[doc(hidden)]
 pub mod entity {
     pub use durable_core::{
-        EntityProxy, EntitySignaler, SignalRef, SignalSink, decode_input, encode_output,
-        unknown_operation,
+        EntityProxy, EntitySignaler, SignalRef, SignalSink, check_no_input, decode_arguments,
+        decode_input, encode_output, invalid_input, unknown_operation,
     };
 }
 

@@ -82,6 +82,71 @@ pub trait Entity: Default + Serialize + DeserializeOwned + 'static {
     fn is_read_only(operation: &str) -> bool;
     /// The names of the operations.
     fn operations() -> &'static [&'static str];
+    /// Whether `operation` exists and `input` decodes as its arguments, as
+    /// [`Entity::dispatch`] will decode them: what a client checks before it sends an
+    /// untyped signal. `#[entity]` generates it; the default checks the name only.
+    ///
+    /// # Errors
+    /// [`OperationError::Unknown`], or [`OperationError::InvalidInput`] with the decoder's
+    /// message.
+    fn check_operation(operation: &str, input: &Json) -> Result<(), OperationError> {
+        let _ = input;
+        if Self::operations().contains(&operation) {
+            Ok(())
+        } else {
+            Err(OperationError::Unknown)
+        }
+    }
+    /// Where the type is written (`my_app::shop::Counter`): what tells two entity types
+    /// registered under one name apart in the error. The default is the type's name as
+    /// the compiler spells it.
+    fn rust_path() -> &'static str {
+        std::any::type_name::<Self>()
+    }
+}
+
+/// Why [`Entity::check_operation`] refuses an operation before it is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OperationError {
+    /// The entity has no operation of this name.
+    Unknown,
+    /// The input does not decode as the operation's arguments; what is wrong.
+    InvalidInput(String),
+}
+
+/// Decodes an operation's input, as JSON, as its arguments `T` (one argument's type, or a
+/// tuple of several): the one place the generated code requires `T: Deserialize`, which
+/// both [`Entity::dispatch`] and [`Entity::check_operation`] go through, so that a type
+/// that is not `Deserialize` is reported once.
+///
+/// # Errors
+/// The decoder's message, when the input does not decode as `T`.
+pub fn decode_arguments<T: DeserializeOwned>(input: &Json) -> Result<T, String> {
+    input.decode().map_err(|error| error.to_string())
+}
+
+/// The error of an operation whose input did not decode as its arguments: `message` is
+/// the decoder's.
+pub fn invalid_input(entity: &str, operation: &str, message: String) -> Error {
+    Error::new(
+        ErrorKind::Serialization,
+        format!(
+            "the input of operation `{operation}` of entity `{entity}` does not decode: {message}"
+        ),
+    )
+}
+
+/// The check of the input of an operation without arguments: nothing, which is JSON
+/// `null`.
+///
+/// # Errors
+/// When the input is anything else.
+pub fn check_no_input(input: &Json) -> Result<(), OperationError> {
+    input.decode::<()>().map_err(|_| {
+        OperationError::InvalidInput(
+            "the operation takes no input; send `null` (over HTTP: no body)".to_owned(),
+        )
+    })
 }
 
 /// What an entity operation may do besides changing its state: signal other entities,
@@ -416,14 +481,7 @@ pub fn decode_input<T: DeserializeOwned>(
     operation: &str,
     input: &Json,
 ) -> Result<T, Error> {
-    input.decode().map_err(|error| {
-        Error::new(
-            ErrorKind::Serialization,
-            format!(
-                "the input of operation `{operation}` of entity `{entity}` does not decode: {error}"
-            ),
-        )
-    })
+    decode_arguments(input).map_err(|message| invalid_input(entity, operation, message))
 }
 
 /// Encodes an operation's output (used by the generated dispatch).

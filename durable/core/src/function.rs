@@ -32,6 +32,12 @@ pub trait Activity: Copy + Send + Sync + 'static {
     type Output: Serialize + DeserializeOwned + Send + 'static;
     /// The registered name; stored in history, so renaming breaks running instances.
     const NAME: &'static str;
+    /// Where the function is written (`my_app::email::send`): what tells two functions
+    /// registered under one name apart in the error. `#[activity]` writes it from
+    /// `module_path!()`; the default is the type's name as the compiler spells it.
+    fn rust_path() -> &'static str {
+        std::any::type_name::<Self>()
+    }
     /// Runs the activity.
     fn run(
         ctx: ActivityContext,
@@ -49,6 +55,12 @@ pub trait Orchestrator: Copy + 'static {
     type Output: Serialize + DeserializeOwned + 'static;
     /// The registered name; stored in history and instance records.
     const NAME: &'static str;
+    /// Where the function is written (`my_app::billing::checkout`): what tells two
+    /// functions registered under one name apart in the error. `#[orchestrator]` writes it
+    /// from `module_path!()`; the default is the type's name as the compiler spells it.
+    fn rust_path() -> &'static str {
+        std::any::type_name::<Self>()
+    }
     /// Runs the orchestrator.
     fn run(
         ctx: OrchestrationContext,

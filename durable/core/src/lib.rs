@@ -39,8 +39,9 @@ pub use activity::{ActivityContext, Cancellation, Cancelled};
 pub use context::OrchestrationContext;
 pub use engine::{Engine, panic_message};
 pub use entity::{
-    Effects, Entity, EntityContext, EntityLock, EntityProxy, EntitySignaler, LockTask, SignalRef,
-    SignalSink, decode_input, encode_output, unknown_operation,
+    Effects, Entity, EntityContext, EntityLock, EntityProxy, EntitySignaler, LockTask,
+    OperationError, SignalRef, SignalSink, check_no_input, decode_arguments, decode_input,
+    encode_output, invalid_input, unknown_operation,
 };
 pub use error::{Error, ErrorKind};
 pub use events::{EventName, ExternalEvent};

@@ -7,6 +7,7 @@ use super::backend::Command;
 use super::error::Error;
 use super::instances::{Client, decode_entity_continuation, encode_hex};
 use super::status::{EntityPage, EntityStatus};
+use crate::registry::Kind;
 use durable_core::Entity;
 use durable_types::{EntityId, InvalidInstanceId, Json};
 use serde::Serialize;
@@ -73,7 +74,8 @@ impl<E: Entity + EntityClient> ClientEntity<E> {
     /// Its current state (`None` if it has none).
     ///
     /// # Errors
-    /// As [`Client::entity_state`].
+    /// As [`Client::entity_state`]: [`Error::NotRegistered`] when the runtime does not
+    /// register `E`, as for its signals.
     pub async fn state(&self) -> Result<Option<E>, Error> {
         let id = self.id.clone()?;
         self.client.entity_state_of::<E>(&id).await
@@ -113,8 +115,10 @@ impl Client {
     /// in order soon after.
     ///
     /// # Errors
-    /// [`Error::InvalidInstanceId`] for an invalid key, [`Error::OutputDecode`] if the stored
-    /// state does not decode as `E`, store errors.
+    /// [`Error::InvalidInstanceId`] for an invalid key, [`Error::NotRegistered`] when the
+    /// runtime does not register `E` (as for its signals: the type is missing from the
+    /// runtime builder), [`Error::OutputDecode`] if the stored state does not decode as
+    /// `E`, store errors.
     pub async fn entity_state<E: Entity>(&self, key: impl AsRef<str>) -> Result<Option<E>, Error> {
         let id = EntityId::new(E::NAME, key.as_ref())?;
         self.entity_state_of(&id).await
@@ -124,6 +128,7 @@ impl Client {
         &self,
         id: &EntityId,
     ) -> Result<Option<E>, Error> {
+        self.check_registered(id)?;
         let lookup = id.clone();
         let record = self.read(move |store| store.entity(&lookup)).await?;
         let Some(state) = record.and_then(|record| record.state) else {
@@ -141,8 +146,14 @@ impl Client {
     /// Signals `operation` of `entity` with a JSON input: the untyped form, for HTTP handlers
     /// and tools. Returns once the signal is stored; it will run exactly once.
     ///
+    /// The operation and its input are checked first, against the entity type the runtime
+    /// registers: `input` must decode as the operation's argument (`null` for none, an
+    /// array for several). A client of a database that another process runs (without the
+    /// registry) skips the check: the entity refuses such a signal when it runs.
+    ///
     /// # Errors
-    /// [`Error::NotRegistered`] for an unknown entity type, store errors.
+    /// [`Error::NotRegistered`] for an unknown entity type, [`Error::UnknownOperation`],
+    /// [`Error::InvalidEntityInput`], [`Error::PayloadTooLarge`], store errors.
     pub async fn signal_entity(
         &self,
         entity: &EntityId,
@@ -172,11 +183,27 @@ impl Client {
     /// An entity's stored record: its state, lock and last change; `None` if it has none.
     ///
     /// # Errors
-    /// Store errors.
+    /// [`Error::NotRegistered`] when the runtime does not register the entity's type (as
+    /// for its signals; [`Client::list_entities`] still lists what is stored of any type),
+    /// store errors.
     pub async fn entity_status(&self, entity: &EntityId) -> Result<Option<EntityStatus>, Error> {
+        self.check_registered(entity)?;
         let lookup = entity.clone();
         let record = self.read(move |store| store.entity(&lookup)).await?;
         Ok(record.map(EntityStatus::from_record))
+    }
+
+    /// Refuses a read of an entity whose type the runtime does not register, as its
+    /// signals are refused: a typo or a missing `register_entity` shows at once, instead of
+    /// as an entity that never has a state. (No registry here: nothing to check against.)
+    fn check_registered(&self, entity: &EntityId) -> Result<(), Error> {
+        match self.registry() {
+            Some(registry) if !registry.has_entity(entity.name()) => Err(Error::NotRegistered {
+                kind: Kind::Entity,
+                name: entity.name().to_owned(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// One page of entities, of type `name` or of every type, in id order.

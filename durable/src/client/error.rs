@@ -1,5 +1,7 @@
 //! [`Error`]: why a client operation failed, with a message that says what to do.
 
+use crate::registry::Kind;
+use durable_core::OperationError;
 use durable_types::{Failure, InstanceId, InvalidInstanceId, RuntimeStatus};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,13 +44,38 @@ pub enum Error {
         /// Its status.
         status: RuntimeStatus,
     },
-    /// No orchestrator of this name is registered.
-    #[error(
-        "no orchestrator named `{name}` is registered with this runtime; add `.register({name})` to the runtime builder"
-    )]
+    /// No orchestrator (or entity type) of this name is registered.
+    #[error("{}", not_registered(*.kind, .name))]
     NotRegistered {
+        /// What the name was asked for as: an orchestrator or an entity type.
+        kind: Kind,
         /// The name asked for.
         name: String,
+    },
+    /// A signal names an operation its entity type does not have.
+    #[error(
+        "entity `{entity}` has no operation `{operation}`; its operations are: {}",
+        .known.join(", ")
+    )]
+    UnknownOperation {
+        /// The entity type's name.
+        entity: String,
+        /// The operation asked for.
+        operation: String,
+        /// The entity type's operations.
+        known: Vec<String>,
+    },
+    /// A signal's input does not decode as its operation's arguments.
+    #[error(
+        "invalid input for operation `{operation}` of entity `{entity}`: {message}; send its argument as JSON (several arguments as an array, in order)"
+    )]
+    InvalidEntityInput {
+        /// The entity type's name.
+        entity: String,
+        /// The operation.
+        operation: String,
+        /// What is wrong.
+        message: String,
     },
     /// The instance id is not valid.
     #[error(transparent)]
@@ -131,6 +158,41 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+}
+
+impl Error {
+    /// The error for a signal of `operation` to entity type `entity` that its check
+    /// refused; `known` are the type's operations.
+    pub(crate) fn of_operation(
+        error: OperationError,
+        entity: &str,
+        operation: &str,
+        known: &[&str],
+    ) -> Error {
+        match error {
+            OperationError::Unknown => Error::UnknownOperation {
+                entity: entity.to_owned(),
+                operation: operation.to_owned(),
+                known: known.iter().map(|name| (*name).to_owned()).collect(),
+            },
+            OperationError::InvalidInput(message) => Error::InvalidEntityInput {
+                entity: entity.to_owned(),
+                operation: operation.to_owned(),
+                message,
+            },
+        }
+    }
+}
+
+/// What to add to the runtime builder for a name it does not know.
+fn not_registered(kind: Kind, name: &str) -> String {
+    let advice = match kind {
+        Kind::Entity => format!(
+            "add `.register_entity::<T>()` to the runtime builder, with `T` the type whose `#[entity]` is named `{name}`"
+        ),
+        _ => format!("add `.register({name})` to the runtime builder"),
+    };
+    format!("no {kind} named `{name}` is registered with this runtime; {advice}")
 }
 
 impl From<durable_core::PayloadTooLarge> for Error {

@@ -5,6 +5,7 @@
 use super::backend::{Backend, Command};
 use super::error::Error;
 use super::status::{InstancePage, InstanceStatus};
+use crate::registry::{Kind, Registry};
 use durable_core::{EventName, Orchestrator};
 use durable_store::Store;
 use durable_types::{
@@ -224,6 +225,7 @@ impl Client {
         let check_input = match self.backend.registry() {
             Some(registry) => Some(registry.orchestrator_input_check(name).ok_or_else(|| {
                 Error::NotRegistered {
+                    kind: Kind::Orchestrator,
                     name: name.to_owned(),
                 }
             })?),
@@ -574,22 +576,40 @@ impl Client {
         if let Some(payload) = command.payload() {
             limits.check_payload(payload.len(), || command.payload_name())?;
         }
-        let registered = match (command, self.backend.registry()) {
-            (Command::Start { name, .. }, Some(registry)) => registry.has_orchestrator(name),
-            (Command::SignalEntity { entity, .. }, Some(registry)) => {
-                registry.has_entity(entity.name())
-            }
-            _ => true,
+        // Without a registry (a client of a shared database) the runtime checks names;
+        // a signal's operation and input are then checked only when it runs.
+        let Some(registry) = self.backend.registry() else {
+            return Ok(());
         };
-        if !registered {
-            let name = match command {
-                Command::SignalEntity { entity, .. } => entity.name().to_owned(),
-                Command::Start { name, .. } => name.clone(),
-                _ => String::new(),
-            };
-            return Err(Error::NotRegistered { name });
+        match command {
+            Command::Start { name, .. } if !registry.has_orchestrator(name) => {
+                Err(Error::NotRegistered {
+                    kind: Kind::Orchestrator,
+                    name: name.clone(),
+                })
+            }
+            Command::SignalEntity {
+                entity,
+                operation,
+                input,
+            } => {
+                let entry = registry
+                    .entity(entity.name())
+                    .ok_or_else(|| Error::NotRegistered {
+                        kind: Kind::Entity,
+                        name: entity.name().to_owned(),
+                    })?;
+                (entry.check_operation)(operation, input).map_err(|error| {
+                    Error::of_operation(error, entity.name(), operation, (entry.operations)())
+                })
+            }
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The registry of what runs the instances, when this side knows it.
+    pub(super) fn registry(&self) -> Option<&Registry> {
+        self.backend.registry()
     }
 
     /// Runs a store read on the blocking pool.

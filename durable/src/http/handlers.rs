@@ -89,6 +89,8 @@ fn client_error(error: client::Error) -> Problem {
         E::AlreadyExists { .. } | E::NotEnded { .. } => StatusCode::CONFLICT,
         E::NotRunning { .. } => StatusCode::GONE,
         E::NotRegistered { .. }
+        | E::UnknownOperation { .. }
+        | E::InvalidEntityInput { .. }
         | E::InvalidInstanceId(_)
         | E::InstanceIdTooLong { .. }
         | E::InvalidInput { .. }
@@ -178,7 +180,7 @@ async fn start(
         .start_by_name(name, id.as_ref().map(InstanceId::as_str), input.as_str())
         .await
         .map_err(|error| match error {
-            client::Error::NotRegistered { name } => Problem::bad_request(format!(
+            client::Error::NotRegistered { name, .. } => Problem::bad_request(format!(
                 "no orchestrator named `{name}` is registered with this runtime"
             )),
             other => client_error(other),
@@ -614,15 +616,21 @@ pub(crate) async fn signal_entity(
         api.client
             .signal_entity(&entity, operation, input)
             .await
-            .map_err(|error| match error {
-                client::Error::NotRegistered { .. } => Problem::bad_request(format!(
-                    "no entity type named `{name}` is registered with this runtime"
-                )),
-                other => client_error(other),
-            })?;
+            .map_err(|error| entity_error(error, &name))?;
         Ok::<_, Problem>(accepted())
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A client error about entity type `name`, as a problem: an unregistered type is a bad
+/// request, whose remedy (the runtime builder) is not the caller's to apply.
+fn entity_error(error: client::Error, name: &str) -> Problem {
+    match error {
+        client::Error::NotRegistered { .. } => Problem::bad_request(format!(
+            "no entity type named `{name}` is registered with this runtime"
+        )),
+        other => client_error(other),
+    }
 }
 
 pub(crate) async fn entity_state(
@@ -636,7 +644,7 @@ pub(crate) async fn entity_state(
             .client
             .entity_status(&entity)
             .await
-            .map_err(client_error)?
+            .map_err(|error| entity_error(error, &name))?
             .and_then(|status| status.state)
             .ok_or_else(|| {
                 Problem::new(
@@ -659,12 +667,7 @@ pub(crate) async fn delete_entity(
         api.client
             .delete_entity(&entity)
             .await
-            .map_err(|error| match error {
-                client::Error::NotRegistered { .. } => Problem::bad_request(format!(
-                    "no entity type named `{name}` is registered with this runtime"
-                )),
-                other => client_error(other),
-            })?;
+            .map_err(|error| entity_error(error, &name))?;
         Ok::<_, Problem>(accepted())
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)

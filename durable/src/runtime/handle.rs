@@ -7,7 +7,7 @@
 use super::Shared;
 use super::shard::ShardMsg;
 use crate::client::{Backend, Command, EndWatch, Error};
-use crate::registry::Registry;
+use crate::registry::{Kind, Registry};
 use durable_core::{BoxFuture, Limits};
 use durable_store::Store;
 use durable_types::{Failure, InstanceId, RuntimeStatus};
@@ -51,7 +51,10 @@ impl Rejection {
             Rejection::NotRunning { status } => Error::NotRunning { instance, status },
             Rejection::NotEnded { status } => Error::NotEnded { instance, status },
             Rejection::CannotRun(failure) => Error::Failed { instance, failure },
-            Rejection::EntityNotRegistered { name } => Error::NotRegistered { name },
+            Rejection::EntityNotRegistered { name } => Error::NotRegistered {
+                kind: Kind::Entity,
+                name,
+            },
             Rejection::Store(error) => Error::Store(error),
             Rejection::Poisoned => Error::Poisoned,
         }

@@ -26,7 +26,7 @@ pub use clock::Clock;
 pub use metrics::MetricsSnapshot;
 
 use crate::client::Client;
-use crate::registry::{Registrable, Registry};
+use crate::registry::{Duplicate, Registrable, Registry};
 use durable_core::Limits;
 use durable_store::{Durability, FjallStore, MemoryStore, Store};
 use durable_types::{ExecutionId, InstanceId};
@@ -68,6 +68,15 @@ pub enum Error {
     /// A thread could not be started.
     #[error("cannot start a runtime thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// Several functions (or entity types) of one kind were registered under one name;
+    /// each [`Duplicate`] names them all.
+    #[error("{}", duplicates_text(.0))]
+    DuplicateNames(Vec<Duplicate>),
+}
+
+fn duplicates_text(duplicates: &[Duplicate]) -> String {
+    let lines: Vec<String> = duplicates.iter().map(Duplicate::to_string).collect();
+    lines.join("; ")
 }
 
 /// Tuning knobs; the defaults suit most applications.
@@ -169,15 +178,63 @@ impl RuntimeBuilder {
     }
 
     /// Registers an orchestrator or activity (a function marked `#[orchestrator]` or
-    /// `#[activity]`).
+    /// `#[activity]`) under its name. Registering the same function again changes nothing;
+    /// another function of the same kind and name makes [`RuntimeBuilder::start`] fail
+    /// with [`Error::DuplicateNames`], naming both.
     pub fn register(mut self, function: impl Registrable) -> Self {
         function.register(&mut self.registry);
         self
     }
 
-    /// Registers an entity type (a type with an `#[entity]` impl block).
+    /// Registers `function` in place of the function of the same kind and name, whether
+    /// that is registered before or after: a test double for the real thing. Two different
+    /// replacements of one name are a duplicate.
+    ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// mod mail {
+    ///     # use durable::prelude::*;
+    ///     #[activity]
+    ///     pub async fn send(_ctx: ActivityContext, to: String) -> Result<String, Error> {
+    ///         Ok(format!("mailed {to}")) // the real thing
+    ///     }
+    /// }
+    /// mod fake {
+    ///     # use durable::prelude::*;
+    ///     #[activity(name = "send")]
+    ///     pub async fn send(_ctx: ActivityContext, to: String) -> Result<String, Error> {
+    ///         Ok(format!("pretended to mail {to}"))
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder()
+    ///     .in_memory()
+    ///     .register(mail::send) // what the application registers
+    ///     .replace(fake::send) // what the test runs instead
+    ///     .start()
+    ///     .await?;
+    /// # runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn replace(mut self, function: impl Registrable) -> Self {
+        function.replace(&mut self.registry);
+        self
+    }
+
+    /// Registers an entity type (a type with an `#[entity]` impl block) under its name.
+    /// The same type again changes nothing; another type of the same name makes
+    /// [`RuntimeBuilder::start`] fail with [`Error::DuplicateNames`].
     pub fn register_entity<E: durable_core::Entity>(mut self) -> Self {
         self.registry.add_entity::<E>();
+        self
+    }
+
+    /// Registers entity type `E` in place of the entity type of the same name, registered
+    /// before or after (a test double), as [`RuntimeBuilder::replace`] does for functions.
+    pub fn replace_entity<E: durable_core::Entity>(mut self) -> Self {
+        self.registry.replace_entity::<E>();
         self
     }
 
@@ -303,8 +360,14 @@ impl RuntimeBuilder {
     /// # Errors
     /// [`Error::NoStore`] if no store was chosen, [`Error::NoTokioRuntime`] outside tokio,
     /// [`Error::Store`] if the store cannot be opened (for example
-    /// [`durable_store::Error::Locked`] when another process uses the directory).
+    /// [`durable_store::Error::Locked`] when another process uses the directory),
+    /// [`Error::DuplicateNames`] if two functions of one kind share a name.
     pub async fn start(self) -> Result<Runtime, Error> {
+        let duplicates = self.registry.duplicates();
+        if !duplicates.is_empty() {
+            return Err(Error::DuplicateNames(duplicates));
+        }
+        crate::panics::install_hook();
         let tokio = tokio::runtime::Handle::try_current().map_err(|_| Error::NoTokioRuntime)?;
         // Without tokio's time driver every durable timer would panic later, inside a task;
         // find out now. (Creating a sleep panics at once when the driver is missing.)

@@ -498,8 +498,8 @@ fn not_registered(slot: &mut Slot, id: &EntityId, env: &Env, writes: &mut Writes
     let failure = Failure::new(
         FailureKind::NotRegistered,
         format!(
-            "entity type `{}` is not registered with the runtime (`register_entity`)",
-            id.name()
+            "entity type `{name}` is not registered with this runtime; add `.register_entity::<T>()` to the runtime builder, with `T` the type whose `#[entity]` is named `{name}`",
+            name = id.name()
         ),
     );
     for input in std::mem::take(&mut slot.inputs) {

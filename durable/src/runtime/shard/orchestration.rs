@@ -494,7 +494,7 @@ fn refuse_unregistered(
     let failure = Failure::new(
         FailureKind::NotRegistered,
         format!(
-            "cannot start instance `{instance}`: orchestrator `{name}` is not registered with this runtime"
+            "cannot start instance `{instance}`: orchestrator `{name}` is not registered with this runtime; add `.register({name})` to the runtime builder"
         ),
     );
     refuse_with(instance, input, Rejection::CannotRun(failure), env, writes);

@@ -402,7 +402,7 @@ fn commands_the_instance_cannot_take_are_refused_and_stale_results_dropped() {
             "the start of an orchestrator that is not registered",
             from_client(start("nope", json(1))),
             vec![
-                "→ refuse CannotRun (cannot start instance `o-2`: orchestrator `nope` is not registered with this runtime)",
+                "→ refuse CannotRun (cannot start instance `o-2`: orchestrator `nope` is not registered with this runtime; add `.register(nope)` to the runtime builder)",
             ],
         ),
     ];
