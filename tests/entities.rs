@@ -4,6 +4,7 @@
 
 use durable::client::Error as ClientError;
 use durable::prelude::*;
+use durable::registry::Kind;
 use durable::{Client, Clock, EntityId, InstanceHandle, InstanceId};
 use durable_testkit::{eventually, eventually_eq};
 use serde::{Deserialize, Serialize};
@@ -887,7 +888,7 @@ async fn optional_any_json_and_several_arguments_are_accepted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reading_an_unregistered_entity_type_is_not_registered_as_signalling_it_is() {
+async fn reading_or_deleting_an_unregistered_entity_type_is_not_registered_as_signalling_it_is() {
     let runtime = runtime(|b| b).await;
     let client = runtime.client();
     let signal = client
@@ -918,6 +919,18 @@ async fn reading_an_unregistered_entity_type_is_not_registered_as_signalling_it_
         matches!(status, Err(ClientError::NotRegistered { .. })),
         "{:?}",
         status.err()
+    );
+    let deleted = client.delete_entity(&id).await;
+    assert!(
+        matches!(
+            deleted,
+            Err(ClientError::NotRegistered {
+                kind: Kind::Entity,
+                ..
+            })
+        ),
+        "{:?}",
+        deleted.err()
     );
     let text = signal.to_string();
     assert!(text.contains("register_entity::<"), "{text}");

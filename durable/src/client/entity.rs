@@ -151,6 +151,30 @@ impl Client {
     /// array for several). A client of a database that another process runs (without the
     /// registry) skips the check: the entity refuses such a signal when it runs.
     ///
+    /// ```
+    /// # use durable::prelude::*;
+    /// # use durable::{client, Json};
+    /// # #[derive(Default, serde::Serialize, serde::Deserialize)]
+    /// # struct Counter { value: i64 }
+    /// # #[entity]
+    /// # impl Counter {
+    /// #     fn add(&mut self, amount: i64) { self.value += amount; }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let runtime = Runtime::builder().in_memory().register_entity::<Counter>().start().await?;
+    /// let client = runtime.client();
+    /// let visits = EntityId::new("Counter", "visits")?;
+    /// client.signal_entity(&visits, "add", Json::parse("2")?).await?;
+    /// let typo = client.signal_entity(&visits, "ad", Json::parse("2")?).await;
+    /// assert!(matches!(typo, Err(client::Error::UnknownOperation { .. })));
+    /// let mistyped = client.signal_entity(&visits, "add", Json::parse("\"two\"")?).await;
+    /// assert!(matches!(mistyped, Err(client::Error::InvalidEntityInput { .. })));
+    /// # runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::NotRegistered`] for an unknown entity type, [`Error::UnknownOperation`],
     /// [`Error::InvalidEntityInput`], [`Error::PayloadTooLarge`], store errors.

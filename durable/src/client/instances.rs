@@ -588,6 +588,12 @@ impl Client {
                     name: name.clone(),
                 })
             }
+            Command::DeleteEntity { entity } if !registry.has_entity(entity.name()) => {
+                Err(Error::NotRegistered {
+                    kind: Kind::Entity,
+                    name: entity.name().to_owned(),
+                })
+            }
             Command::SignalEntity {
                 entity,
                 operation,

@@ -39,6 +39,12 @@
 //! - Names are case-sensitive: orchestrator and entity names, the literal path segments
 //!   and the query parameter names (`showHistory`, not `showhistory`); a trailing `/` is
 //!   not trimmed.
+//! - A signal (`POST entities/{name}/{key}?op=`) names an operation the entity type has,
+//!   with a body that decodes as its argument; otherwise it answers `400`, listing the
+//!   operations or saying what does not decode (Durable Functions accepts it with `202`,
+//!   and the entity then drops it). A signal, read or delete of an entity type the
+//!   runtime does not register is `400` too; a read of a registered type's entity that
+//!   has no state is `404`.
 //! - `POST instances/{id}/rewind` answers `501 Not Implemented`; entity lists do not
 //!   filter by `lastOperationTimeFrom`/`To` (`400`).
 //! - History events (`showHistory=true`) follow Durable Functions' shape (`EventType`,
