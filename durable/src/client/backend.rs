@@ -6,6 +6,7 @@
 //! client, not the reverse.
 
 use super::error::Error;
+use super::reuse::IdReuse;
 use crate::registry::Registry;
 use durable_core::{BoxFuture, Limits};
 use durable_store::Store;
@@ -24,6 +25,8 @@ pub(crate) enum Command {
         input: Json,
         /// Not before this time.
         start_at: Option<Timestamp>,
+        /// What to do with an instance that already has the id.
+        reuse: IdReuse,
     },
     /// Deliver external event `name`.
     RaiseEvent {

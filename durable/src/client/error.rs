@@ -16,10 +16,10 @@ pub enum Error {
         /// The id asked for.
         instance: InstanceId,
     },
-    /// Starting an id that is still running.
-    #[error(
-        "instance `{instance}` already exists and is {status}; wait for it to end, terminate it, or start another id"
-    )]
+    /// Starting an id that an instance has, which the start's
+    /// [`IdReuse`](super::IdReuse) policy does not let it replace: one that has not ended
+    /// (by default), or any (with `IdReuse::Never`).
+    #[error("{}", already_exists(instance, *status))]
     AlreadyExists {
         /// The id.
         instance: InstanceId,
@@ -193,6 +193,20 @@ fn not_registered(kind: Kind, name: &str) -> String {
         _ => format!("add `.register({name})` to the runtime builder"),
     };
     format!("no {kind} named `{name}` is registered with this runtime; {advice}")
+}
+
+/// The message of [`Error::AlreadyExists`]: what to do depends on whether the instance has
+/// ended.
+fn already_exists(instance: &InstanceId, status: RuntimeStatus) -> String {
+    if status.is_terminal() {
+        format!(
+            "instance `{instance}` already exists and has ended ({status}); this start may not replace it (IdReuse::Never): purge it first, or start another id"
+        )
+    } else {
+        format!(
+            "instance `{instance}` already exists and is {status}; wait for it to end, terminate it, or start another id"
+        )
+    }
 }
 
 impl From<durable_core::PayloadTooLarge> for Error {

@@ -4,6 +4,7 @@
 
 use super::backend::{Backend, Command};
 use super::error::Error;
+use super::reuse::IdReuse;
 use super::status::{InstancePage, InstanceStatus};
 use crate::registry::{Kind, Registry};
 use durable_core::{EventName, Orchestrator};
@@ -144,8 +145,11 @@ impl Client {
     }
 
     /// Starts orchestrator `O` with `input` under instance id `instance_id`. An id that has
-    /// ended starts a new execution; an id that is still running is
-    /// [`Error::AlreadyExists`].
+    /// ended starts a new execution, which replaces the ended one (its history and output
+    /// are gone); an id that is still running is [`Error::AlreadyExists`]. That is Durable
+    /// Functions' behaviour; for a start that must never replace anything, or one that
+    /// terminates a running instance, use [`Client::start_with`] with
+    /// [`StartOptions::reuse`].
     ///
     /// # Errors
     /// [`Error::InvalidInstanceId`], [`Error::AlreadyExists`], [`Error::NotRegistered`],
@@ -200,6 +204,7 @@ impl Client {
             name: O::NAME.to_owned(),
             input,
             start_at: options.start_at.map(Timestamp::from_system_time),
+            reuse: options.reuse,
         })
         .await?;
         Ok(InstanceHandle {
@@ -254,6 +259,7 @@ impl Client {
             name: name.to_owned(),
             input,
             start_at: None,
+            reuse: IdReuse::IfEnded,
         })
         .await?;
         Ok(id)
@@ -374,6 +380,7 @@ impl Client {
             name: status.name,
             input: status.input,
             start_at: None,
+            reuse: IdReuse::IfEnded,
         })
         .await?;
         Ok(id)
@@ -641,12 +648,14 @@ pub(crate) fn new_instance_id() -> InstanceId {
 /// Options of [`Client::start_with`].
 ///
 /// ```
-/// use durable::client::StartOptions;
+/// use durable::client::{IdReuse, StartOptions};
 /// use std::time::{Duration, SystemTime};
 /// let options = StartOptions::new()
 ///     .instance_id("nightly-report")
-///     .at(SystemTime::now() + Duration::from_secs(3600));
-/// # let _ = options;
+///     .at(SystemTime::now() + Duration::from_secs(3600))
+///     .reuse(IdReuse::Never);
+/// assert_eq!(options.instance_id.as_deref(), Some("nightly-report"));
+/// assert_eq!(options.reuse, IdReuse::Never);
 /// ```
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
@@ -655,6 +664,9 @@ pub struct StartOptions {
     pub instance_id: Option<String>,
     /// Start not before this time; at once when `None` or past.
     pub start_at: Option<SystemTime>,
+    /// What the start does when an instance with its id already exists (by default it
+    /// replaces an ended one only).
+    pub reuse: IdReuse,
 }
 
 impl StartOptions {
@@ -674,6 +686,13 @@ impl StartOptions {
     #[must_use]
     pub fn at(mut self, when: SystemTime) -> StartOptions {
         self.start_at = Some(when);
+        self
+    }
+
+    /// What to do when an instance with the id already exists: see [`IdReuse`].
+    #[must_use]
+    pub fn reuse(mut self, reuse: IdReuse) -> StartOptions {
+        self.reuse = reuse;
         self
     }
 }

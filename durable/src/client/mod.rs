@@ -11,6 +11,7 @@ mod backend;
 mod entity;
 mod error;
 mod instances;
+mod reuse;
 mod status;
 
 pub(crate) use backend::{Backend, Command, EndWatch};
@@ -18,4 +19,5 @@ pub use entity::{ClientEntity, ClientSignaler, EntityClient};
 pub use error::Error;
 pub(crate) use instances::new_instance_id;
 pub use instances::{Client, InstanceHandle, StartOptions};
+pub use reuse::IdReuse;
 pub use status::{EntityPage, EntityStatus, InstancePage, InstanceStatus};

@@ -2,6 +2,7 @@
 //! it came from ([`Source`]: what consuming it deletes or answers).
 
 use super::super::handle::ReplySender;
+use crate::client::IdReuse;
 use durable_types::{
     ActivityKey, EntityMessage, ExecutionId, HistoryEvent, InboxKey, InboxMessage, InstanceId,
     Message, TimerKey, Timestamp,
@@ -12,8 +13,18 @@ use durable_types::{
 pub(crate) struct Input {
     pub(crate) content: Content,
     pub(crate) source: Source,
-    /// For a client's start: not before this time.
-    pub(crate) start_at: Option<Timestamp>,
+    /// For a client's start: when, and what to do with an instance that has the id.
+    pub(crate) terms: StartTerms,
+}
+
+/// What a client's start asks beyond the start itself. Every other input (a parent's
+/// start of a sub-orchestration too) has the default: at once, replacing only an ended
+/// instance. Decided when the start is routed, never stored: a start is never parked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct StartTerms {
+    /// Not before this time.
+    pub(crate) at: Option<Timestamp>,
+    pub(crate) reuse: IdReuse,
 }
 
 /// What an input asks of its instance.

@@ -41,7 +41,7 @@ use durable_types::{
     ActivityKey, EntityMessage, Failure, FailureKind, HistoryEvent, InboxKey, InboxMessage,
     InstanceId, Json, TimerKey, TimerPurpose,
 };
-use input::{Content, Input, Source};
+use input::{Content, Input, Source, StartTerms};
 use purge::Purge;
 use slot::{Kind, Slot};
 use std::collections::HashMap;
@@ -148,7 +148,7 @@ impl Shard {
                 let input = Input {
                     content: Content::of(message.body),
                     source: Source::Inbox(key),
-                    start_at: None,
+                    terms: StartTerms::default(),
                 };
                 self.push(message.target, input);
             }
@@ -197,15 +197,19 @@ impl Shard {
 
     fn accept_command(&mut self, command: Command, reply: ReplySender) {
         let instance = command.target();
-        let mut start_at = None;
+        let mut terms = StartTerms::default();
         let content = match command {
             Command::Start {
                 name,
                 input,
-                start_at: at,
+                start_at,
+                reuse,
                 ..
             } => {
-                start_at = at;
+                terms = StartTerms {
+                    at: start_at,
+                    reuse,
+                };
                 let parent = None;
                 orchestration_event(HistoryEvent::ExecutionStarted {
                     name,
@@ -239,7 +243,7 @@ impl Shard {
         let input = Input {
             content,
             source,
-            start_at,
+            terms,
         };
         self.push(instance, input);
     }
@@ -494,7 +498,7 @@ fn input(content: Content, source: Source) -> Input {
     Input {
         content,
         source,
-        start_at: None,
+        terms: StartTerms::default(),
     }
 }
 

@@ -46,7 +46,10 @@ pub(crate) fn step(slot: &mut Slot, instance: &InstanceId, env: &Env) -> Step {
     }
     let mut inputs = std::mem::take(&mut slot.inputs);
     order(&mut inputs, orchestration.lifecycle());
-    let mut routed = Routed::default();
+    let mut routed = Routed {
+        blocked,
+        ..Routed::default()
+    };
     for input in inputs {
         route(
             orchestration,
@@ -58,14 +61,7 @@ pub(crate) fn step(slot: &mut Slot, instance: &InstanceId, env: &Env) -> Step {
         );
     }
     slot.inputs = std::mem::take(&mut routed.parked);
-    if !run_live(
-        orchestration,
-        instance,
-        blocked,
-        &mut routed,
-        env,
-        &mut writes,
-    ) {
+    if !run_live(orchestration, instance, &mut routed, env, &mut writes) {
         return Step::new(writes, Next::Wait);
     }
     for source in routed.consumed {
@@ -99,6 +95,8 @@ struct Routed {
     /// Where the instance stands after the inputs routed so far (a start makes it
     /// running); `None` until an input changed it.
     lifecycle: Option<Lifecycle>,
+    /// Why the current execution's code cannot run, if it cannot.
+    blocked: Option<Failure>,
 }
 
 /// Whether an instance's code can run this step.
@@ -190,7 +188,6 @@ fn refuse_while_damaged(
 fn run_live(
     orchestration: &mut Orchestration,
     instance: &InstanceId,
-    blocked: Option<Failure>,
     routed: &mut Routed,
     env: &Env,
     writes: &mut Writes,
@@ -199,7 +196,7 @@ fn run_live(
     if live.is_empty() {
         return true;
     }
-    let Some(failure) = blocked else {
+    let Some(failure) = routed.blocked.clone() else {
         turn::run(orchestration, instance, live, env, writes);
         return true;
     };
@@ -266,6 +263,7 @@ fn route(
             schedule(orchestration, instance, input, env, writes);
             routed.lifecycle = Some(orchestration.lifecycle());
         }
+        Decision::Replace => replace(orchestration, instance, input, env, routed, writes),
         Decision::Live => {
             go_live(orchestration, input, intent, routed);
             routed.lifecycle = Some(after(lifecycle, intent));
@@ -281,6 +279,57 @@ fn route(
             refuse_with(instance, input, rejection(refusal, status), env, writes);
         }
     }
+}
+
+/// Replaces the execution that has not ended with the one `input` starts
+/// (`IdReuse::TerminateRunning`).
+fn replace(
+    orchestration: &mut Orchestration,
+    instance: &InstanceId,
+    input: Input,
+    env: &Env,
+    routed: &mut Routed,
+    writes: &mut Writes,
+) {
+    let name = Start::of(&input.content).name;
+    if !env.registry.has_orchestrator(&name) {
+        // Refused before the running execution is touched.
+        return refuse_unregistered(instance, &name, input, env, writes);
+    }
+    end_to_replace(orchestration, instance, env, routed, writes);
+    // It has ended now: the start begins or schedules the next execution.
+    route(orchestration, instance, input, env, routed, writes);
+}
+
+/// Ends the execution a start replaces (`IdReuse::TerminateRunning`): the inputs routed
+/// before the start and a terminate run as one turn now, so that the replacement begins in
+/// the same step and commits with it — no commit holds the one without the other.
+fn end_to_replace(
+    orchestration: &mut Orchestration,
+    instance: &InstanceId,
+    env: &Env,
+    routed: &mut Routed,
+    writes: &mut Writes,
+) {
+    let reason = "replaced by a new start of its id (IdReuse::TerminateRunning)".to_owned();
+    routed
+        .live
+        .push(HistoryEvent::ExecutionTerminated { reason });
+    // With a terminate among them, the live inputs always end the execution, and so are
+    // consumed, whether its code can run or not.
+    let consumed = run_live(orchestration, instance, routed, env, writes);
+    // Routing the start again must not find it running (and replace it again, forever).
+    assert!(
+        consumed && is_over(orchestration.lifecycle()),
+        "a terminate did not end `{instance}`"
+    );
+    for source in std::mem::take(&mut routed.consumed) {
+        writes.consume(source);
+    }
+    // The replacement is a new execution: whatever kept the old one's code from running
+    // does not apply to it.
+    routed.blocked = None;
+    routed.lifecycle = Some(orchestration.lifecycle());
 }
 
 /// What refusing an input says, given the instance's status.
@@ -391,7 +440,8 @@ fn schedule(
 ) {
     let start = Start::of(&input.content);
     let start_at = input
-        .start_at
+        .terms
+        .at
         .expect("routing schedules only starts with a time");
     if !env.registry.has_orchestrator(&start.name) {
         let name = start.name.clone();

@@ -2,6 +2,7 @@
 //! table, kept apart from the shard loop so that it reads (and is tested) as a table.
 
 use super::input::{Content, Input};
+use crate::client::IdReuse;
 use durable_types::{ExecutionId, HistoryEvent, InstanceRecord, RuntimeStatus, Timestamp};
 
 /// Where an instance stands, as far as routing is concerned.
@@ -39,10 +40,11 @@ impl Lifecycle {
 /// What an input asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Intent {
-    /// Start a new execution now (a client or a parent).
-    Start,
+    /// Start a new execution now (a client or a parent), replacing an instance that has
+    /// the id as the policy allows.
+    Start(IdReuse),
     /// Start a new execution, not before a later time (a client's scheduled start).
-    StartLater,
+    StartLater(IdReuse),
     /// The start message of the execution `continue_as_new` created.
     ContinueStart,
     /// The timer of a scheduled start came due.
@@ -68,10 +70,10 @@ impl Intent {
         };
         match event {
             HistoryEvent::ExecutionStarted { .. } if execution.is_some() => Intent::ContinueStart,
-            HistoryEvent::ExecutionStarted { .. } if input.start_at.is_some_and(|at| at > now) => {
-                Intent::StartLater
+            HistoryEvent::ExecutionStarted { .. } if input.terms.at.is_some_and(|at| at > now) => {
+                Intent::StartLater(input.terms.reuse)
             }
-            HistoryEvent::ExecutionStarted { .. } => Intent::Start,
+            HistoryEvent::ExecutionStarted { .. } => Intent::Start(input.terms.reuse),
             HistoryEvent::ExecutionTerminated { .. } => Intent::Terminate,
             HistoryEvent::ExecutionSuspended { .. } => Intent::Suspend,
             HistoryEvent::ExecutionResumed { .. } => Intent::Resume,
@@ -120,6 +122,9 @@ pub(crate) enum Decision {
     Begin,
     /// Record a scheduled start: a pending instance and the timer that will start it.
     Schedule,
+    /// A start that replaces an execution that has not ended: terminate that one now (with
+    /// the inputs routed before the start), then route the start again.
+    Replace,
     /// Feed it to the engine in this turn.
     Live,
     /// Park it: keep it (stored durably) until the instance can take it.
@@ -138,9 +143,8 @@ pub(crate) fn decide(lifecycle: Lifecycle, intent: Intent, addressed: Addressed)
     use Lifecycle as L;
     let current = addressed == Addressed::Current;
     match (intent, lifecycle) {
-        (Intent::Start, L::Absent | L::Ended(_)) => Begin,
-        (Intent::StartLater, L::Absent | L::Ended(_)) => Schedule,
-        (Intent::Start | Intent::StartLater, _) => Refuse(Refusal::AlreadyExists),
+        (Intent::Start(reuse), _) => start(reuse, lifecycle, Begin),
+        (Intent::StartLater(reuse), _) => start(reuse, lifecycle, Schedule),
 
         (Intent::ContinueStart, L::AwaitingStart) if current => Live,
         (Intent::ScheduledStartDue, L::Scheduled) if current => Live,
@@ -166,14 +170,26 @@ pub(crate) fn decide(lifecycle: Lifecycle, intent: Intent, addressed: Addressed)
     }
 }
 
+/// What a start does (`new`: begin or schedule) to an instance standing at `lifecycle`,
+/// under id reuse policy `reuse`.
+fn start(reuse: IdReuse, lifecycle: Lifecycle, new: Decision) -> Decision {
+    match (reuse, lifecycle) {
+        (_, Lifecycle::Absent) => new,
+        (IdReuse::Never, _) => Decision::Refuse(Refusal::AlreadyExists),
+        (IdReuse::IfEnded | IdReuse::TerminateRunning, Lifecycle::Ended(_)) => new,
+        (IdReuse::TerminateRunning, _) => Decision::Replace,
+        (IdReuse::IfEnded, _) => Decision::Refuse(Refusal::AlreadyExists),
+    }
+}
+
 /// Where the instance stands after a live input of `intent` went into the turn.
 pub(crate) fn after(lifecycle: Lifecycle, intent: Intent) -> Lifecycle {
     match intent {
         Intent::ContinueStart
         | Intent::ScheduledStartDue
         | Intent::Resume
-        | Intent::Start
-        | Intent::StartLater => Lifecycle::Running,
+        | Intent::Start(_)
+        | Intent::StartLater(_) => Lifecycle::Running,
         Intent::Suspend => Lifecycle::Suspended,
         _ => lifecycle,
     }
@@ -188,16 +204,12 @@ mod tests {
 
     #[test]
     fn starts() {
-        assert_eq!(decide(L::Absent, Intent::Start, Current), Begin);
+        let start = Intent::Start(IdReuse::IfEnded);
+        assert_eq!(decide(L::Absent, start, Current), Begin);
         let completed = L::Ended(RuntimeStatus::Completed);
-        assert_eq!(decide(completed, Intent::Start, Current), Begin);
-        assert_eq!(decide(L::Absent, Intent::StartLater, Current), Schedule);
-        for busy in [L::Running, L::Suspended, L::Scheduled, L::AwaitingStart] {
-            for start in [Intent::Start, Intent::StartLater] {
-                let refused = Refuse(Refusal::AlreadyExists);
-                assert_eq!(decide(busy, start, Current), refused, "{busy:?}");
-            }
-        }
+        assert_eq!(decide(completed, start, Current), Begin);
+        let later = Intent::StartLater(IdReuse::IfEnded);
+        assert_eq!(decide(L::Absent, later, Current), Schedule);
         assert_eq!(
             decide(L::AwaitingStart, Intent::ContinueStart, Current),
             Live
@@ -210,6 +222,42 @@ mod tests {
         );
         let terminated = L::Ended(RuntimeStatus::Terminated);
         assert_eq!(decide(terminated, Intent::ScheduledStartDue, Current), Drop);
+    }
+
+    /// Each id reuse policy against each place an instance can stand, for a start now
+    /// (begin) and a scheduled one (schedule).
+    #[test]
+    fn starts_reuse_ids_as_their_policy_allows() {
+        use IdReuse::{IfEnded, Never, TerminateRunning};
+        let refused = Refuse(Refusal::AlreadyExists);
+        let ended = [
+            RuntimeStatus::Completed,
+            RuntimeStatus::Failed,
+            RuntimeStatus::Terminated,
+        ]
+        .map(L::Ended);
+        let busy = [L::Running, L::Suspended, L::Scheduled, L::AwaitingStart];
+        for (intent, new) in [
+            (Intent::Start as fn(IdReuse) -> Intent, Begin),
+            (Intent::StartLater, Schedule),
+        ] {
+            for reuse in [IfEnded, Never, TerminateRunning] {
+                let decided = decide(L::Absent, intent(reuse), Current);
+                assert_eq!(decided, new, "{reuse:?} over no instance");
+            }
+            for lifecycle in ended {
+                let decide = |reuse| decide(lifecycle, intent(reuse), Current);
+                assert_eq!(decide(IfEnded), new, "{lifecycle:?}");
+                assert_eq!(decide(Never), refused, "{lifecycle:?}");
+                assert_eq!(decide(TerminateRunning), new, "{lifecycle:?}");
+            }
+            for lifecycle in busy {
+                let decide = |reuse| decide(lifecycle, intent(reuse), Current);
+                assert_eq!(decide(IfEnded), refused, "{lifecycle:?}");
+                assert_eq!(decide(Never), refused, "{lifecycle:?}");
+                assert_eq!(decide(TerminateRunning), Replace, "{lifecycle:?}");
+            }
+        }
     }
 
     #[test]
@@ -254,13 +302,16 @@ mod tests {
 
     #[test]
     fn inputs_are_classified_by_what_they_ask() {
-        let input = |execution, event, start_at| Input {
+        let input = |execution, event, at| Input {
             content: Content::Event { execution, event },
             source: super::super::input::Source::Inbox(durable_types::InboxKey {
                 instance: durable_types::InstanceId::new("i").unwrap(),
                 seq: 1,
             }),
-            start_at,
+            terms: super::super::input::StartTerms {
+                at,
+                ..Default::default()
+            },
         };
         let started = || HistoryEvent::ExecutionStarted {
             name: "o".into(),
@@ -269,14 +320,13 @@ mod tests {
             generation: 1,
         };
         let now = Timestamp(100);
-        assert_eq!(
-            Intent::of(&input(None, started(), None), now),
-            Intent::Start
-        );
+        let start = Intent::Start(IdReuse::IfEnded);
+        assert_eq!(Intent::of(&input(None, started(), None), now), start);
         let later = input(None, started(), Some(Timestamp(101)));
-        assert_eq!(Intent::of(&later, now), Intent::StartLater);
+        let start_later = Intent::StartLater(IdReuse::IfEnded);
+        assert_eq!(Intent::of(&later, now), start_later);
         let past = input(None, started(), Some(Timestamp(100)));
-        assert_eq!(Intent::of(&past, now), Intent::Start);
+        assert_eq!(Intent::of(&past, now), start);
         let next = input(Some(ExecutionId(3)), started(), None);
         assert_eq!(Intent::of(&next, now), Intent::ContinueStart);
         let fired = HistoryEvent::TimerFired {

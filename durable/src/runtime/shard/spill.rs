@@ -9,7 +9,7 @@
 //! spilled message missing from the store is gone (never expected): it is logged and
 //! forgotten rather than waited for forever.
 
-use super::input::{Content, Input, Source};
+use super::input::{Content, Input, Source, StartTerms};
 use super::slot::HotEntity;
 use super::writes::Env;
 use durable_types::{InboxKey, InboxMessage, InstanceId};
@@ -118,7 +118,7 @@ fn take_page(
         loaded.push(Input {
             content: Content::of(message.body),
             source: Source::Inbox(key),
-            start_at: None,
+            terms: StartTerms::default(),
         });
     }
     Page::Read

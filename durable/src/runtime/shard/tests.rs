@@ -6,11 +6,12 @@
 #![allow(clippy::unwrap_used)]
 
 use super::entity::DELETE_OPERATION;
-use super::input::{Content, Input, Source};
+use super::input::{Content, Input, Source, StartTerms};
 use super::purge::{Purge, purge};
 use super::slot::Slot;
 use super::writes::{Env, Next, Writes};
 use super::{entity, orchestration};
+use crate::client::IdReuse;
 use crate::prelude::*;
 use crate::registry::Registry;
 use crate::runtime::Config;
@@ -271,7 +272,7 @@ fn from_client(content: Content) -> Input {
     Input {
         content,
         source: Source::Client(reply),
-        start_at: None,
+        terms: StartTerms::default(),
     }
 }
 
@@ -282,7 +283,7 @@ fn from_inbox(instance: &str, seq: u64, content: Content) -> Input {
             instance: InstanceId::from_stored(instance).unwrap(),
             seq,
         }),
-        start_at: None,
+        terms: StartTerms::default(),
     }
 }
 
@@ -323,7 +324,7 @@ fn activity_done(instance: &str, execution: u64, task: u64, output: Json) -> Inp
             execution: ExecutionId(execution),
             task: TaskId(task),
         }),
-        start_at: None,
+        terms: StartTerms::default(),
     }
 }
 
@@ -450,7 +451,7 @@ fn commands_the_instance_cannot_take_are_refused_and_stale_results_dropped() {
 fn a_scheduled_start_waits_on_a_timer_and_parks_what_comes_before_it() {
     let mut shard = Harness::new();
     let mut later = from_client(start("approval", Json::null()));
-    later.start_at = Some(Timestamp(5_000));
+    later.terms.at = Some(Timestamp(5_000));
     let (writes, _) = shard.step("s-1", vec![later]);
     assert_eq!(
         writes,
@@ -482,7 +483,7 @@ fn a_scheduled_start_waits_on_a_timer_and_parks_what_comes_before_it() {
             execution: ExecutionId(1),
             purpose: TimerPurpose::ScheduledStart,
         }),
-        start_at: None,
+        terms: StartTerms::default(),
     };
     // The start goes first, then what waited for it, in one turn.
     let (writes, next) = shard.step("s-1", vec![due]);
@@ -903,4 +904,49 @@ fn purging_waits_for_the_end_then_deletes_everything() {
         &shard.env(),
     );
     assert_eq!(refused(nobody), "NotFound");
+}
+
+#[test]
+fn a_start_that_may_terminate_replaces_a_running_execution_in_one_commit() {
+    let mut shard = Harness::new();
+    shard.step("r-1", vec![from_client(start("approval", Json::null()))]);
+    let mut replacement = from_client(start("chain", json(1)));
+    replacement.terms.reuse = IdReuse::TerminateRunning;
+    let event = from_client(raise("go", json("too late")));
+    let (writes, next) = shard.step("r-1", vec![replacement, event]);
+    assert_eq!(
+        writes,
+        [
+            // The old execution ends as terminated (its parent, timers, activities and
+            // locks are dealt with as for any end) ...
+            "history r-1 #2 OrchestratorStarted",
+            "history r-1 #3 ExecutionTerminated (replaced by a new start of its id (IdReuse::TerminateRunning))",
+            "instance r-1 Terminated execution 1 events 4",
+            // ... and the new one replaces it in the same commit.
+            "delete history r-1 execution 1 (4 events)",
+            "history r-1 #0 OrchestratorStarted",
+            "history r-1 #1 ExecutionStarted chain(1)",
+            "history r-1 #2 TaskScheduled 0 add_one(1)",
+            // What arrived after the start is the new execution's.
+            "history r-1 #3 EventRaised go = \"too late\"",
+            "store activity add_one task 0",
+            "instance r-1 Running execution 2 events 4",
+            "→ ended r-1",
+            "→ run activity add_one task 0",
+            "→ reply ok",
+            "→ reply ok",
+        ]
+    );
+    assert_eq!(next, Next::Wait);
+    // A start that may not replace anything is refused even by an ended instance.
+    let mut once = from_client(start("chain", json(1)));
+    once.terms.reuse = IdReuse::Never;
+    let (writes, _) = shard.step("r-1", vec![once]);
+    assert_eq!(writes, ["→ refuse AlreadyExists { status: Running }"]);
+    shard.step("r-1", vec![activity_done("r-1", 2, 0, json(2))]);
+    shard.step("r-1", vec![activity_done("r-1", 2, 1, json(3))]);
+    let mut once = from_client(start("chain", json(1)));
+    once.terms.reuse = IdReuse::Never;
+    let (writes, _) = shard.step("r-1", vec![once]);
+    assert_eq!(writes, ["→ refuse AlreadyExists { status: Completed }"]);
 }
