@@ -87,7 +87,8 @@ pub fn activity(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// runtime is the second line of defence: orchestrators are polled outside any tokio
 /// runtime, so tokio reached through a helper (`tokio::spawn`, `tokio::time::sleep`) fails
 /// the instance with a message saying what to use instead. A blocking call in a helper
-/// (`std::thread::sleep`) cannot be caught: it stalls the orchestration thread.
+/// (`std::thread::sleep`) cannot be caught: it stalls the orchestration thread, and the
+/// runtime logs the turn with its instance once it passes `slow_turn_warning`.
 ///
 /// A reviewed exception is marked on the statement or expression, with a reason that
 /// `grep` finds:

@@ -19,6 +19,8 @@ pub(crate) struct Metrics {
     pub(crate) instances_ended: AtomicU64,
     pub(crate) cache_evictions: AtomicU64,
     pub(crate) long_histories: AtomicU64,
+    pub(crate) slow_turns: AtomicU64,
+    pub(crate) slow_entity_operations: AtomicU64,
 }
 
 impl Metrics {
@@ -41,6 +43,8 @@ impl Metrics {
             instances_ended: read(&self.instances_ended),
             cache_evictions: read(&self.cache_evictions),
             long_histories: read(&self.long_histories),
+            slow_turns: read(&self.slow_turns),
+            slow_entity_operations: read(&self.slow_entity_operations),
         }
     }
 }
@@ -76,4 +80,10 @@ pub struct MetricsSnapshot {
     /// [`history_warning_events`](crate::RuntimeBuilder::history_warning_events) (each
     /// warned once, in the log).
     pub long_histories: u64,
+    /// Orchestrator turns that held their orchestration thread longer than
+    /// [`slow_turn_warning`](crate::RuntimeBuilder::slow_turn_warning) (each logged).
+    pub slow_turns: u64,
+    /// Entity operations that held their orchestration thread longer than
+    /// [`slow_turn_warning`](crate::RuntimeBuilder::slow_turn_warning) (each logged).
+    pub slow_entity_operations: u64,
 }

@@ -11,6 +11,7 @@
 use super::input::{Content, Input, Source};
 use super::orchestration::park;
 use super::slot::{HotEntity, Kind, Slot};
+use super::slow;
 use super::spill::{self, ReadBack};
 use super::writes::{Env, Next, Step, Writes};
 use crate::client::new_instance_id;
@@ -23,6 +24,7 @@ use durable_types::{
 };
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
 
 /// The operation name of a client's `delete_entity`: not a Rust identifier, so no entity
 /// method can have it.
@@ -240,9 +242,11 @@ impl Round<'_> {
         };
         let ctx = EntityContext::new(self.work.id.clone(), self.work.now);
         let limits = self.env.config.limits;
+        let started = Instant::now();
         let executed = with_state(self.hot, self.work, |state| {
             execute(state, &ctx, &operation, &argument, &limits)
         });
+        slow::operation_took(started.elapsed(), &self.work.id, &operation, self.env);
         let result = match executed {
             Ok(executed) => self.settle(executed, &ctx),
             Err(failure) => Err(failure),

@@ -22,6 +22,7 @@ mod orchestration;
 mod purge;
 mod routing;
 mod slot;
+mod slow;
 mod spill;
 mod turn;
 mod writes;

@@ -7,6 +7,7 @@
 use super::input::{Content, Input, Source};
 use super::routing::{Addressed, Decision, Intent, Lifecycle, Refusal, after, decide};
 use super::slot::{Kind, Loaded, Orchestration, Slot};
+use super::slow;
 use super::turn::{self, Replay, release_locks};
 use super::writes::{Env, Next, Step, Writes};
 use crate::runtime::handle::Rejection;
@@ -16,6 +17,7 @@ use durable_types::{
     EntityCaller, Failure, FailureKind, HistoryEvent, InstanceId, InstanceRecord, Json, ParentRef,
     RuntimeStatus, TimerPurpose, TimerRecord,
 };
+use std::time::Instant;
 
 /// Runs one step of orchestration `instance` over the inputs it has received.
 pub(crate) fn step(slot: &mut Slot, instance: &InstanceId, env: &Env) -> Step {
@@ -197,7 +199,15 @@ fn run_live(
         return true;
     }
     let Some(failure) = routed.blocked.clone() else {
+        let replayed = orchestration.engine.is_none();
+        let started = Instant::now();
         turn::run(orchestration, instance, live, env, writes);
+        let elapsed = started.elapsed();
+        let name = orchestration
+            .record
+            .record()
+            .map_or("", |record| &record.name);
+        slow::turn_took(elapsed, instance, name, replayed, env);
         return true;
     };
     if run_blocked(orchestration, instance, live, failure.clone(), env, writes) {

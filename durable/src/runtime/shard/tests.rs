@@ -950,3 +950,34 @@ fn a_start_that_may_terminate_replaces_a_running_execution_in_one_commit() {
     let (writes, _) = shard.step("r-1", vec![once]);
     assert_eq!(writes, ["→ refuse AlreadyExists { status: Completed }"]);
 }
+
+/// Past `slow_turn_warning` every turn and every entity operation is counted (and
+/// logged); below it none is. (The thresholds, an hour and zero, keep time out of it.)
+#[test]
+fn turns_and_operations_past_the_slow_turn_warning_are_counted() {
+    let mut shard = Harness::new();
+    shard.config.slow_turn_warning = std::time::Duration::from_secs(3600);
+    shard.step("fast", vec![from_client(start("chain", json(1)))]);
+    shard.step(
+        "@Counter@fast",
+        vec![from_client(operation("add", json(1), None))],
+    );
+    let slow = |metrics: &Metrics| metrics.snapshot().slow_turns;
+    let slow_operations = |metrics: &Metrics| metrics.snapshot().slow_entity_operations;
+    assert_eq!(
+        (slow(&shard.metrics), slow_operations(&shard.metrics)),
+        (0, 0)
+    );
+    shard.config.slow_turn_warning = std::time::Duration::ZERO;
+    shard.step("slow", vec![from_client(start("chain", json(1)))]);
+    shard.step("slow", vec![activity_done("slow", 2, 0, json(2))]);
+    let signals = vec![
+        from_client(operation("add", json(1), None)),
+        from_client(operation("get", Json::null(), None)),
+    ];
+    shard.step("@Counter@slow", signals);
+    assert_eq!(
+        (slow(&shard.metrics), slow_operations(&shard.metrics)),
+        (2, 2)
+    );
+}
