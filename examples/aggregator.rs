@@ -17,8 +17,8 @@
 //!
 //! The example checks the numbers and exits non-zero if any is off.
 //!
-//! Run: `cargo run --example aggregator` (state goes to a temporary directory, or to
-//! `$DURABLE_DATA` to keep it).
+//! Run: `cargo run --example aggregator` (state goes to
+//! `./durable-data/aggregator`, or `$DURABLE_DATA`).
 
 use durable::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -85,11 +85,10 @@ fn reading(source: u64, event: u64) -> i64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A fresh temporary store unless `$DURABLE_DATA` names one to keep; the guard removes
-    // the directory when `main` returns, after the runtime has shut down.
-    let temporary = tempfile::tempdir()?;
-    let data = std::env::var("DURABLE_DATA")
-        .map_or_else(|_| temporary.path().to_path_buf(), std::path::PathBuf::from);
+    // Each example keeps its state in a directory of its own, so that two can run at
+    // once: `./durable-data/aggregator`, or the directory `$DURABLE_DATA` names.
+    let data =
+        std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data/aggregator".to_owned());
     let runtime = Runtime::builder()
         .store_path(&data)
         .register_entity::<Counter>()

@@ -16,8 +16,8 @@
 //! exactly what the transfers reported, and that no lock is left behind. It exits non-zero
 //! if any check fails.
 //!
-//! Run: `cargo run --example bank_transfer` (state goes to a temporary directory, or to
-//! `$DURABLE_DATA` to keep it).
+//! Run: `cargo run --example bank_transfer` (state goes to
+//! `./durable-data/bank_transfer`, or `$DURABLE_DATA`).
 
 use durable::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -145,13 +145,37 @@ async fn balances(client: &Client) -> anyhow::Result<Vec<i64>> {
     Ok(balances)
 }
 
+/// Transfers that a run stopped half way (a kill, a crash) left behind resume when the
+/// runtime starts: let them end before the books are opened, so that every balance this
+/// run checks is explained by this run's transfers.
+async fn finish_unfinished_transfers(client: &Client) -> anyhow::Result<()> {
+    let unfinished = durable::InstanceQuery {
+        statuses: Some(vec![RuntimeStatus::Running]),
+        ..Default::default()
+    };
+    loop {
+        let page = client.list(&unfinished, 100, None).await?;
+        if page.instances.is_empty() {
+            return Ok(());
+        }
+        println!(
+            "finishing {} transfers of an earlier run",
+            page.instances.len()
+        );
+        for status in page.instances {
+            client
+                .wait_for_completion(&status.instance_id, WAIT)
+                .await?;
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // A fresh temporary store unless `$DURABLE_DATA` names one to keep; the guard removes
-    // the directory when `main` returns, after the runtime has shut down.
-    let temporary = tempfile::tempdir()?;
-    let data = std::env::var("DURABLE_DATA")
-        .map_or_else(|_| temporary.path().to_path_buf(), std::path::PathBuf::from);
+    // Each example keeps its state in a directory of its own, so that two can run at
+    // once: `./durable-data/bank_transfer`, or the directory `$DURABLE_DATA` names.
+    let data =
+        std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data/bank_transfer".to_owned());
     let runtime = Runtime::builder()
         .store_path(&data)
         .register_entity::<Account>()
@@ -160,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
         .start()
         .await?;
     let client = runtime.client();
+    finish_unfinished_transfers(&client).await?;
 
     for index in 0..ACCOUNTS {
         client

@@ -5,7 +5,8 @@
 //! Each `.await` on an activity is a checkpoint: kill the process at any point and run it
 //! again, and the orchestration resumes after the last completed step.
 //!
-//! Run: `cargo run --example chaining` (state goes to `./durable-data`, or `$DURABLE_DATA`).
+//! Run: `cargo run --example chaining` (state goes to
+//! `./durable-data/chaining`, or `$DURABLE_DATA`).
 
 use durable::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -101,7 +102,9 @@ async fn fulfil_order(ctx: OrchestrationContext, order: Order) -> Result<String,
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let data = std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data".to_owned());
+    // Each example keeps its state in a directory of its own, so that two can run at
+    // once: `./durable-data/chaining`, or the directory `$DURABLE_DATA` names.
+    let data = std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data/chaining".to_owned());
     let runtime = Runtime::builder()
         .store_path(&data)
         .register(fulfil_order)

@@ -4,8 +4,8 @@
 //! The fan-out is durable too: results that arrived before a crash are not computed
 //! again; only the missing ones run after a restart.
 //!
-//! Run: `cargo run --example fan_out_fan_in` (state goes to `./durable-data`, or
-//! `$DURABLE_DATA`).
+//! Run: `cargo run --example fan_out_fan_in` (state goes to
+//! `./durable-data/fan_out_fan_in`, or `$DURABLE_DATA`).
 
 use durable::prelude::*;
 use std::time::{Duration, Instant};
@@ -56,7 +56,10 @@ async fn word_count(ctx: OrchestrationContext, documents: usize) -> Result<Strin
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let data = std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data".to_owned());
+    // Each example keeps its state in a directory of its own, so that two can run at
+    // once: `./durable-data/fan_out_fan_in`, or the directory `$DURABLE_DATA` names.
+    let data =
+        std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data/fan_out_fan_in".to_owned());
     let runtime = Runtime::builder()
         .store_path(&data)
         .register(word_count)

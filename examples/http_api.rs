@@ -6,7 +6,8 @@
 //! Run: `cargo run --example http_api` and follow the `curl` session it prints (the README
 //! shows one). It serves until Ctrl-C. `DURABLE_HTTP_KEY` sets the key (default: a key
 //! printed at start); `DURABLE_HTTP_PORT` the port (default 7071, as the Functions host);
-//! `--self-test` runs the session itself and exits.
+//! `--self-test` runs the session itself and exits. State goes to `./durable-data/http_api`,
+//! or `$DURABLE_DATA`.
 
 use durable::http::{self, Options, Server};
 use durable::prelude::*;
@@ -55,7 +56,9 @@ async fn approval(ctx: OrchestrationContext, request: String) -> Result<String, 
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::var("DURABLE_DATA").unwrap_or_else(|_| "./durable-data-http".to_owned());
+    // Each example keeps its state in a directory of its own, so that two can run at
+    // once: `./durable-data/http_api`, or the directory `$DURABLE_DATA` names.
+    let dir = std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data/http_api".to_owned());
     let runtime = Runtime::builder()
         .store_path(&dir)
         .register(compile_report)

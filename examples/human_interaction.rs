@@ -3,8 +3,8 @@
 //! 72 hours in production (the default below), a second in this demo. The approval is
 //! raised from the client, as an HTTP handler or a UI would.
 //!
-//! Run: `cargo run --example human_interaction` (state goes to `./durable-data`, or
-//! `$DURABLE_DATA`).
+//! Run: `cargo run --example human_interaction` (state goes to
+//! `./durable-data/human_interaction`, or `$DURABLE_DATA`).
 
 use durable::Either;
 use durable::prelude::*;
@@ -76,7 +76,10 @@ async fn approval_workflow(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let data = std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data".to_owned());
+    // Each example keeps its state in a directory of its own, so that two can run at
+    // once: `./durable-data/human_interaction`, or the directory `$DURABLE_DATA` names.
+    let data = std::env::var("DURABLE_DATA")
+        .unwrap_or_else(|_| "durable-data/human_interaction".to_owned());
     let runtime = Runtime::builder()
         .store_path(&data)
         .register(approval_workflow)

@@ -3,7 +3,8 @@
 //! come in the input (seconds here, so the demo runs quickly; hours in real life), and each
 //! wait is a durable timer, so a restart in the middle loses nothing.
 //!
-//! Run: `cargo run --example monitor` (state goes to `./durable-data`, or `$DURABLE_DATA`).
+//! Run: `cargo run --example monitor` (state goes to
+//! `./durable-data/monitor`, or `$DURABLE_DATA`).
 
 use durable::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -69,7 +70,9 @@ async fn monitor_job(ctx: OrchestrationContext, request: MonitorRequest) -> Resu
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let data = std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data".to_owned());
+    // Each example keeps its state in a directory of its own, so that two can run at
+    // once: `./durable-data/monitor`, or the directory `$DURABLE_DATA` names.
+    let data = std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data/monitor".to_owned());
     let runtime = Runtime::builder()
         .store_path(&data)
         .register(monitor_job)
