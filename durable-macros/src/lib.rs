@@ -5,6 +5,9 @@
 //!
 //! This crate knows nothing of the runtime or the store: it emits paths into `::durable`
 //! only. Use the macros through `durable` (`use durable::prelude::*;`).
+//!
+//! The examples below are doctests of this crate, which has `durable` as a
+//! dev-dependency for them (a path one, dropped on publishing).
 
 mod check;
 mod entity;
@@ -15,13 +18,22 @@ use proc_macro::TokenStream;
 /// Makes an `async fn` an activity: the unit of real work (I/O, side effects), run at least
 /// once.
 ///
-/// ```ignore
+/// ```
 /// use durable::prelude::*;
 ///
 /// #[activity]
 /// async fn add_one(_ctx: ActivityContext, x: u64) -> Result<u64, Error> {
 ///     Ok(x + 1)
 /// }
+///
+/// /// Registered as `F1`, the name Durable Functions' samples use.
+/// #[activity(name = "F1")]
+/// async fn say_hello(_ctx: ActivityContext, city: String) -> Result<String, Error> {
+///     Ok(format!("Hello {city}!"))
+/// }
+///
+/// assert_eq!(<add_one as Activity>::NAME, "add_one");
+/// assert_eq!(<say_hello as Activity>::NAME, "F1");
 /// ```
 ///
 /// The function must be `async`, take an `ActivityContext` and optionally one input (any
@@ -41,14 +53,33 @@ pub fn activity(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// Makes an `async fn` an orchestrator: deterministic code that is checkpointed at every
 /// `.await` on a durable task and replayed from its history.
 ///
-/// ```ignore
+/// ```
 /// use durable::prelude::*;
+/// use std::time::Duration;
 ///
+/// # #[activity]
+/// # async fn add_one(_ctx: ActivityContext, x: u64) -> Result<u64, Error> {
+/// #     Ok(x + 1)
+/// # }
 /// #[orchestrator]
 /// async fn chain(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
 ///     let a = ctx.call_activity(add_one, x).await?;
 ///     ctx.call_activity(add_one, a).await
 /// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = Runtime::builder()
+///     .in_memory()
+///     .register(chain)
+///     .register(add_one)
+///     .start()
+///     .await?;
+/// let instance = runtime.client().start(chain, 1).await?;
+/// assert_eq!(instance.wait(Duration::from_secs(10)).await?, 3);
+/// runtime.shutdown().await;
+/// # Ok(())
+/// # }
 /// ```
 ///
 /// The function must be `async`, take an `OrchestrationContext` and optionally one owned
@@ -93,9 +124,18 @@ pub fn activity(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// A reviewed exception is marked on the statement or expression, with a reason that
 /// `grep` finds:
 ///
-/// ```ignore
-/// #[durable::allow_nondeterministic("only measures this turn's duration for a log line")]
-/// let started = std::time::Instant::now();
+/// ```
+/// # use durable::prelude::*;
+/// # #[activity]
+/// # async fn charge(_ctx: ActivityContext, cents: u64) -> Result<u64, Error> { Ok(cents) }
+/// #[orchestrator]
+/// async fn timed(ctx: OrchestrationContext, cents: u64) -> Result<u64, Error> {
+///     #[durable::allow_nondeterministic("only measures this turn's duration for a log line")]
+///     let started = std::time::Instant::now();
+///     let charged = ctx.call_activity(charge, cents);
+///     println!("scheduled in {:?}", started.elapsed());
+///     charged.await
+/// }
 /// ```
 ///
 /// The attribute without a reason is an error. It cannot go inside the arguments of a
@@ -114,7 +154,53 @@ pub fn orchestrator(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `signal` or `id` (the call proxy's own methods). Functions without `self` go in another
 /// `impl` block; a `#[cfg]` on an operation applies to its proxies too. The type must be
 /// `Default + Serialize + Deserialize` and not generic; `#[entity(name = "...")]` sets the
-/// registered name. See `durable::entity`.
+/// registered name.
+///
+/// ```
+/// use durable::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Default, Serialize, Deserialize)]
+/// struct Counter {
+///     value: i64,
+/// }
+///
+/// #[entity]
+/// impl Counter {
+///     fn add(&mut self, amount: i64) {
+///         self.value += amount;
+///     }
+///
+///     fn get(&self) -> i64 {
+///         self.value
+///     }
+/// }
+///
+/// /// Orchestrations call operations (and wait for the result) or signal them.
+/// #[orchestrator]
+/// async fn add_and_read(ctx: OrchestrationContext, amount: i64) -> Result<i64, Error> {
+///     ctx.entity::<Counter>("visits").signal().add(amount);
+///     ctx.entity::<Counter>("visits").get().await
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = Runtime::builder()
+///     .in_memory()
+///     .register_entity::<Counter>()
+///     .register(add_and_read)
+///     .start()
+///     .await?;
+/// let client = runtime.client();
+/// client.entity::<Counter>("visits").signal().add(2).await?; // stored, then run
+/// let read = client.start(add_and_read, 3).await?;
+/// assert_eq!(read.wait(std::time::Duration::from_secs(10)).await?, 5);
+/// let counter = client.entity_state::<Counter>("visits").await?;
+/// assert_eq!(counter.map(|c| c.value), Some(5));
+/// runtime.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[proc_macro_attribute]
 pub fn entity(attr: TokenStream, item: TokenStream) -> TokenStream {
     entity::expand(attr.into(), item.into()).into()
