@@ -1,9 +1,16 @@
-//! Durable Functions for Rust: stateful workflows written as ordinary `async` code.
+//! Durable Functions for Rust: stateful workflows written as ordinary `async` code,
+//! checkpointed at every `.await` and replayed after a crash. What follows is the
+//! repository's README; [This crate](#this-crate), at the end, says where to look.
 //!
-//! An [`Orchestrator`] is deterministic code that is checkpointed at every `.await` on a
-//! durable task and replayed from its history after a crash; [`Activity`] functions do the
-//! real work and run at least once. The [`Runtime`] executes them over an embedded store
-//! (fjall, or memory for tests); a [`Client`] starts and manages instances.
+// The README is `durable/README.md`, a link to the repository's, so that the published
+// crate carries it; its Rust example is compiled as a doctest of this crate.
+#![doc = include_str!("../README.md")]
+//!
+//! # This crate
+//!
+//! The [`prelude`] has what an application needs in scope. Start with
+//! [`Runtime::builder`]; [`RuntimeBuilder::in_memory`] keeps everything in memory, for
+//! tests:
 //!
 //! ```
 //! use durable::prelude::*;
@@ -23,7 +30,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let runtime = Runtime::builder()
-//!     .in_memory() // or .store_path("./durable-data")
+//!     .in_memory()
 //!     .register(chain)
 //!     .register(add_one)
 //!     .start()
@@ -36,8 +43,23 @@
 //! # }
 //! ```
 //!
-//! The guarantees, the architecture and the storage contract are described in the
-//! repository's `README.md` and `ARCHITECTURE.md`.
+//! Where to look:
+//! - [`OrchestrationContext`]: what an orchestrator can do (activities, retries,
+//!   sub-orchestrations, timers, events, `select`, entities, `continue_as_new`);
+//! - the [`orchestrator`], [`activity`] and [`entity`](macro@entity) attributes, with the
+//!   rules an orchestrator is held to at compile time;
+//! - [`Client`] and [`client::StartOptions`]: starting and managing instances;
+//! - [`RuntimeBuilder`]: stores, limits and tuning; [`MetricsSnapshot`]: what it did;
+// A link only where the module exists: the `http` feature is on by default.
+#![cfg_attr(
+    feature = "http",
+    doc = "- [`http`]: Durable Functions' HTTP management API;"
+)]
+#![cfg_attr(
+    not(feature = "http"),
+    doc = "- `http` (the default feature `http`): Durable Functions' HTTP management API;"
+)]
+//! - [`store`]: the storage contract, for stores of your own.
 
 // Data from disk or the network never reaches `unwrap()`.
 #![warn(clippy::unwrap_used)]

@@ -14,7 +14,44 @@ use axum::routing::{MethodRouter, get};
 use std::sync::Arc;
 
 /// The management API's routes, under [`BASE_PATH`], for `client`: merge it into your
-/// axum app (or serve it with [`serve`](super::serve)).
+/// axum app (or serve it with [`serve`](super::serve)). Being a router, it can also be
+/// called without a socket, as here:
+///
+/// ```
+/// use axum::body::Body;
+/// use axum::http::{Request, StatusCode};
+/// use durable::http::{self, BASE_PATH, Options};
+/// use durable::prelude::*;
+/// use tower::ServiceExt; // `oneshot`
+///
+/// #[orchestrator]
+/// async fn hello(_ctx: OrchestrationContext, name: String) -> Result<String, Error> {
+///     Ok(format!("hello, {name}"))
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = Runtime::builder().in_memory().register(hello).start().await?;
+/// let api = http::router(runtime.client(), Options::with_key("s3cret"));
+/// let app = axum::Router::new()
+///     .route("/health", axum::routing::get(|| async { "ok" }))
+///     .merge(api);
+///
+/// let start = Request::post(format!("{BASE_PATH}/orchestrators/hello/greeting-1"))
+///     .header("Authorization", "Bearer s3cret")
+///     .header("Content-Type", "application/json")
+///     .body(Body::from(r#""Ada""#))?;
+/// let response = app.clone().oneshot(start).await?;
+/// assert_eq!(response.status(), StatusCode::ACCEPTED);
+///
+/// // Without the key: refused.
+/// let status = Request::get(format!("{BASE_PATH}/instances/greeting-1")).body(Body::empty())?;
+/// let response = app.oneshot(status).await?;
+/// assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+/// runtime.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// With no key in `options` ([`Options::anonymous`]), a warning is logged.
 pub fn router(client: Client, options: Options) -> Router {

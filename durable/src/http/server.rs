@@ -13,11 +13,27 @@ use std::net::SocketAddr;
 /// 8080)`, or port 0 for any free one) with `options`, until the returned [`Server`] is
 /// shut down or dropped. Must be called within a tokio runtime.
 ///
-/// ```no_run
-/// # async fn demo(runtime: durable::Runtime) -> Result<(), Box<dyn std::error::Error>> {
+/// ```
 /// use durable::http::{self, Options};
-/// let server = http::serve(runtime.client(), ([127, 0, 0, 1], 7071), Options::from_env()?).await?;
-/// println!("serving at {}", server.base_url());
+/// use durable::prelude::*;
+///
+/// #[orchestrator]
+/// async fn hello(_ctx: OrchestrationContext, name: String) -> Result<String, Error> {
+///     Ok(format!("hello, {name}"))
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = Runtime::builder().in_memory().register(hello).start().await?;
+/// // In production: `Options::from_env()?`, the key from `DURABLE_HTTP_KEY`.
+/// let options = Options::with_key("a long random secret");
+/// // Port 0: any free port (7071 is the Functions host's).
+/// let server = http::serve(runtime.client(), ([127, 0, 0, 1], 0), options).await?;
+/// let base = server.base_url(); // http://127.0.0.1:<port>/runtime/webhooks/durabletask
+/// assert!(base.ends_with("/runtime/webhooks/durabletask"));
+/// println!("POST {base}/orchestrators/hello to start one");
+/// server.shutdown().await;
+/// runtime.shutdown().await;
 /// # Ok(())
 /// # }
 /// ```
