@@ -167,6 +167,38 @@ impl Client {
     /// Starts orchestrator `O` with `input` under a new instance id, not before `when`: the
     /// instance is `Pending` until then (a durable timer starts it, across restarts).
     ///
+    /// ```
+    /// use durable::Clock;
+    /// use durable::prelude::*;
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// #[orchestrator]
+    /// async fn report(_ctx: OrchestrationContext, name: String) -> Result<String, Error> {
+    ///     Ok(format!("{name} report"))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A clock this example moves by hand; a real runtime uses the system clock.
+    /// let clock = Clock::manual(SystemTime::now());
+    /// let runtime = Runtime::builder()
+    ///     .in_memory()
+    ///     .clock(clock.clone())
+    ///     .register(report)
+    ///     .start()
+    ///     .await?;
+    /// let client = runtime.client();
+    /// let tomorrow = clock.now() + Duration::from_secs(24 * 3600);
+    /// let instance = client.start_at(report, "daily".to_owned(), tomorrow).await?;
+    /// assert_eq!(instance.status().await?.runtime_status, RuntimeStatus::Pending);
+    ///
+    /// clock.advance(Duration::from_secs(24 * 3600)); // a day passes
+    /// assert_eq!(instance.wait(Duration::from_secs(10)).await?, "daily report");
+    /// runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// As [`Client::start`].
     pub async fn start_at<O: Orchestrator>(
@@ -180,7 +212,33 @@ impl Client {
     }
 
     /// Starts orchestrator `O` with `input` and [`StartOptions`]: an instance id, a scheduled
-    /// start.
+    /// start, what to do when the id exists ([`IdReuse`]).
+    ///
+    /// ```
+    /// use durable::client::{IdReuse, StartOptions};
+    /// use durable::prelude::*;
+    /// use std::time::Duration;
+    ///
+    /// #[orchestrator]
+    /// async fn send_invoice(_ctx: OrchestrationContext, cents: u64) -> Result<String, Error> {
+    ///     Ok(format!("invoiced {cents} cents"))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder().in_memory().register(send_invoice).start().await?;
+    /// let client = runtime.client();
+    /// // One invoice per customer and month, never two, however often this runs.
+    /// let options = StartOptions::new()
+    ///     .instance_id("invoice-c42-2026-06")
+    ///     .reuse(IdReuse::Never);
+    /// let invoice = client.start_with(send_invoice, 1999, options).await?;
+    /// assert_eq!(invoice.id().as_str(), "invoice-c42-2026-06");
+    /// assert_eq!(invoice.wait(Duration::from_secs(10)).await?, "invoiced 1999 cents");
+    /// runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// As [`Client::start_with_id`].
@@ -271,6 +329,36 @@ impl Client {
     ///
     /// `name` is an [`ExternalEvent`](durable_core::ExternalEvent) — then `payload` must be
     /// of its declared type — or a string.
+    ///
+    /// ```
+    /// use durable::client::Error as ClientError;
+    /// use durable::prelude::*;
+    /// use std::time::Duration;
+    ///
+    /// /// Declared once, used by both sides: `true` approves.
+    /// const APPROVAL: ExternalEvent<bool> = ExternalEvent::new("Approval");
+    ///
+    /// #[orchestrator]
+    /// async fn approval(ctx: OrchestrationContext) -> Result<bool, Error> {
+    ///     ctx.wait_for_event(APPROVAL).await
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder().in_memory().register(approval).start().await?;
+    /// let client = runtime.client();
+    /// let request = client.start_with_id(approval, "expense-17", ()).await?;
+    /// client.raise_event("expense-17", APPROVAL, true).await?;
+    /// assert!(request.wait(Duration::from_secs(10)).await?);
+    ///
+    /// // Too late: the instance has ended, and the event is discarded. (A string names
+    /// // the event as other programs do; the payload's type is then the caller's choice.)
+    /// let late = client.raise_event("expense-17", "Approval", false).await;
+    /// assert!(matches!(late, Err(ClientError::NotRunning { .. })));
+    /// runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// [`Error::NotFound`] for an unknown instance; [`Error::NotRunning`] for an ended one —
@@ -388,6 +476,34 @@ impl Client {
 
     /// Deletes an ended instance and its history.
     ///
+    /// ```
+    /// use durable::client::Error as ClientError;
+    /// use durable::prelude::*;
+    /// use std::time::Duration;
+    ///
+    /// #[orchestrator]
+    /// async fn wait_for_go(ctx: OrchestrationContext) -> Result<(), Error> {
+    ///     ctx.wait_for_event::<()>("go").await
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder().in_memory().register(wait_for_go).start().await?;
+    /// let client = runtime.client();
+    /// client.start_with_id(wait_for_go, "job-1", ()).await?;
+    /// // Still running: not purged.
+    /// let refused = client.purge("job-1").await;
+    /// assert!(matches!(refused, Err(ClientError::NotEnded { .. })));
+    ///
+    /// client.raise_event("job-1", "go", ()).await?;
+    /// client.wait_for_completion("job-1", Duration::from_secs(10)).await?;
+    /// client.purge("job-1").await?;
+    /// assert!(client.status("job-1").await?.is_none());
+    /// runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::NotEnded`] for a running instance, store errors.
     pub async fn purge(&self, instance_id: impl AsRef<str>) -> Result<(), Error> {
@@ -400,6 +516,46 @@ impl Client {
 
     /// Deletes every ended instance that matches `query` (running ones are skipped) and
     /// returns how many were deleted.
+    ///
+    /// ```
+    /// use durable::prelude::*;
+    /// use durable::{Clock, InstanceQuery, Timestamp};
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// #[orchestrator]
+    /// async fn step(_ctx: OrchestrationContext, n: u32) -> Result<u32, Error> {
+    ///     Ok(n + 1)
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let clock = Clock::manual(SystemTime::now()); // moved by hand below
+    /// let runtime = Runtime::builder()
+    ///     .in_memory()
+    ///     .clock(clock.clone())
+    ///     .register(step)
+    ///     .start()
+    ///     .await?;
+    /// let client = runtime.client();
+    /// for n in 0..3 {
+    ///     client.start(step, n).await?.wait(Duration::from_secs(10)).await?;
+    /// }
+    /// clock.advance(Duration::from_secs(8 * 24 * 3600)); // eight days later
+    /// let recent = client.start(step, 9).await?;
+    /// recent.wait(Duration::from_secs(10)).await?;
+    ///
+    /// // Keep a week of history: purge what ended before that.
+    /// let week_ago = clock.now() - Duration::from_secs(7 * 24 * 3600);
+    /// let old = InstanceQuery {
+    ///     ended_before: Some(Timestamp::from_system_time(week_ago)),
+    ///     ..InstanceQuery::default()
+    /// };
+    /// assert_eq!(client.purge_where(&old).await?, 3);
+    /// assert!(client.status(recent.id()).await?.is_some());
+    /// runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// Store errors.
@@ -474,6 +630,46 @@ impl Client {
     /// Waits up to `timeout` for an instance to end and returns its final status (which
     /// may be `Failed` or `Terminated`: that is not an error here).
     ///
+    /// ```
+    /// use durable::client::Error as ClientError;
+    /// use durable::prelude::*;
+    /// use std::time::Duration;
+    ///
+    /// #[orchestrator]
+    /// async fn checks(_ctx: OrchestrationContext, amount: i64) -> Result<i64, Error> {
+    ///     if amount < 0 {
+    ///         return Err(Error::msg("a negative amount"));
+    ///     }
+    ///     Ok(amount)
+    /// }
+    ///
+    /// #[orchestrator]
+    /// async fn waits(ctx: OrchestrationContext) -> Result<(), Error> {
+    ///     ctx.wait_for_event::<()>("never sent").await
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder()
+    ///     .in_memory()
+    ///     .register(checks)
+    ///     .register(waits)
+    ///     .start()
+    ///     .await?;
+    /// let client = runtime.client();
+    /// client.start_with_id(checks, "check-1", -5).await?;
+    /// let status = client.wait_for_completion("check-1", Duration::from_secs(10)).await?;
+    /// assert_eq!(status.runtime_status, RuntimeStatus::Failed);
+    /// assert!(status.failure.unwrap().message.contains("a negative amount"));
+    ///
+    /// client.start_with_id(waits, "wait-1", ()).await?;
+    /// let waited = client.wait_for_completion("wait-1", Duration::from_millis(10)).await;
+    /// assert!(matches!(waited, Err(ClientError::Timeout { .. })));
+    /// runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::Timeout`], store errors.
     pub async fn wait_for_completion(
@@ -519,6 +715,41 @@ impl Client {
 
     /// One page of instances matching `query`, in id order: at most `page_size`, starting
     /// after the page that returned `continuation`.
+    ///
+    /// ```
+    /// use durable::prelude::*;
+    /// use durable::InstanceQuery;
+    /// use std::time::Duration;
+    ///
+    /// #[orchestrator]
+    /// async fn greet(_ctx: OrchestrationContext, name: String) -> Result<String, Error> {
+    ///     Ok(format!("hello, {name}"))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder().in_memory().register(greet).start().await?;
+    /// let client = runtime.client();
+    /// for name in ["ada", "bo", "cy"] {
+    ///     let greeting = client.start_with_id(greet, format!("greet-{name}"), name.into());
+    ///     greeting.await?.wait(Duration::from_secs(10)).await?;
+    /// }
+    /// let query = InstanceQuery {
+    ///     statuses: Some(vec![RuntimeStatus::Completed]),
+    ///     id_prefix: Some("greet-".to_owned()),
+    ///     ..InstanceQuery::default()
+    /// };
+    /// let first = client.list(&query, 2, None).await?;
+    /// let ids: Vec<&str> = first.instances.iter().map(|i| i.instance_id.as_str()).collect();
+    /// assert_eq!(ids, ["greet-ada", "greet-bo"]);
+    /// let next = first.continuation.as_deref().expect("a second page");
+    /// let second = client.list(&query, 2, Some(next)).await?;
+    /// assert_eq!(second.instances[0].instance_id.as_str(), "greet-cy");
+    /// assert!(second.continuation.is_none(), "the last page");
+    /// runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// [`Error::InvalidContinuation`], store errors.
