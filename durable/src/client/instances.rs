@@ -34,6 +34,34 @@ impl<O: DeserializeOwned> InstanceHandle<O> {
 
     /// Waits up to `timeout` for the instance to end and returns its typed output.
     ///
+    /// ```
+    /// use durable::client::Error as ClientError;
+    /// use durable::prelude::*;
+    /// use std::time::Duration;
+    ///
+    /// #[orchestrator]
+    /// async fn divide(_ctx: OrchestrationContext, (a, b): (u64, u64)) -> Result<u64, Error> {
+    ///     a.checked_div(b).ok_or_else(|| Error::msg("division by zero"))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder().in_memory().register(divide).start().await?;
+    /// let client = runtime.client();
+    /// let quotient: u64 = client.start(divide, (7, 2)).await?.wait(Duration::from_secs(10)).await?;
+    /// assert_eq!(quotient, 3);
+    ///
+    /// // A failed instance is an error here, with the orchestrator's own.
+    /// let failed = client.start(divide, (7, 0)).await?.wait(Duration::from_secs(10)).await;
+    /// match failed {
+    ///     Err(ClientError::Failed { failure, .. }) => assert_eq!(failure.message, "division by zero"),
+    ///     other => panic!("expected a failure, got {other:?}"),
+    /// }
+    /// runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Failed`] or [`Error::Terminated`] when it did not complete,
     /// [`Error::Timeout`] when it did not end in time, and the errors of
@@ -133,6 +161,37 @@ impl Client {
     ///
     /// Returns once the start is durable (the instance's first turn committed with it).
     ///
+    /// ```
+    /// use durable::client::Error as ClientError;
+    /// use durable::prelude::*;
+    /// use std::time::Duration;
+    ///
+    /// #[orchestrator]
+    /// async fn greet(_ctx: OrchestrationContext, name: String) -> Result<String, Error> {
+    ///     Ok(format!("hello, {name}"))
+    /// }
+    ///
+    /// #[orchestrator]
+    /// async fn forgotten(_ctx: OrchestrationContext) -> Result<(), Error> {
+    ///     Ok(())
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder().in_memory().register(greet).start().await?;
+    /// let client = runtime.client();
+    /// // Typed: the input must be a `String`, the output is one.
+    /// let instance = client.start(greet, "Ada".to_owned()).await?;
+    /// println!("started {}", instance.id()); // a generated id
+    /// assert_eq!(instance.wait(Duration::from_secs(10)).await?, "hello, Ada");
+    ///
+    /// let unknown = client.start(forgotten, ()).await;
+    /// assert!(matches!(unknown, Err(ClientError::NotRegistered { .. })));
+    /// runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::NotRegistered`] if `O` is not registered, and store errors.
     pub async fn start<O: Orchestrator>(
@@ -150,6 +209,37 @@ impl Client {
     /// Functions' behaviour; for a start that must never replace anything, or one that
     /// terminates a running instance, use [`Client::start_with`] with
     /// [`StartOptions::reuse`].
+    ///
+    /// ```
+    /// use durable::client::Error as ClientError;
+    /// use durable::prelude::*;
+    /// use std::time::Duration;
+    ///
+    /// #[orchestrator]
+    /// async fn import(ctx: OrchestrationContext, file: String) -> Result<String, Error> {
+    ///     ctx.wait_for_event::<()>("upload finished").await?;
+    ///     Ok(format!("imported {file}"))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder().in_memory().register(import).start().await?;
+    /// let client = runtime.client();
+    /// let first = client.start_with_id(import, "import-7", "a.csv".into()).await?;
+    /// // Running: a second start of the id is refused.
+    /// let again = client.start_with_id(import, "import-7", "b.csv".into()).await;
+    /// assert!(matches!(again, Err(ClientError::AlreadyExists { .. })));
+    ///
+    /// client.raise_event("import-7", "upload finished", ()).await?;
+    /// assert_eq!(first.wait(Duration::from_secs(10)).await?, "imported a.csv");
+    /// // Ended: a start of the id runs again, and replaces the ended execution.
+    /// let second = client.start_with_id(import, "import-7", "b.csv".into()).await?;
+    /// client.raise_event("import-7", "upload finished", ()).await?;
+    /// assert_eq!(second.wait(Duration::from_secs(10)).await?, "imported b.csv");
+    /// runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// [`Error::InvalidInstanceId`], [`Error::AlreadyExists`], [`Error::NotRegistered`],
@@ -387,6 +477,33 @@ impl Client {
     /// and timer firings, but runs no turn until resumed. Its status reads `Suspended`.
     /// Suspending a suspended instance does nothing.
     ///
+    /// ```
+    /// use durable::prelude::*;
+    /// use std::time::Duration;
+    ///
+    /// #[orchestrator]
+    /// async fn deploy(ctx: OrchestrationContext, version: String) -> Result<String, Error> {
+    ///     ctx.wait_for_event::<()>("approved").await?;
+    ///     Ok(format!("deployed {version}"))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder().in_memory().register(deploy).start().await?;
+    /// let client = runtime.client();
+    /// let deployment = client.start_with_id(deploy, "deploy-3", "v3".into()).await?;
+    /// client.suspend("deploy-3", "freeze until Monday").await?;
+    /// client.raise_event("deploy-3", "approved", ()).await?; // stored, not acted on
+    /// let status = client.status("deploy-3").await?.expect("it exists");
+    /// assert_eq!(status.runtime_status, RuntimeStatus::Suspended);
+    ///
+    /// client.resume("deploy-3", "the freeze is over").await?;
+    /// assert_eq!(deployment.wait(Duration::from_secs(10)).await?, "deployed v3");
+    /// runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::NotRunning`] for an ended instance.
     pub async fn suspend(
@@ -423,6 +540,34 @@ impl Client {
     /// Terminates a running instance: it ends as `Terminated` with `reason`, and its
     /// pending timers and activities are cancelled.
     ///
+    /// ```
+    /// use durable::client::Error as ClientError;
+    /// use durable::prelude::*;
+    /// use std::time::Duration;
+    ///
+    /// #[orchestrator]
+    /// async fn reminder(ctx: OrchestrationContext, days: u64) -> Result<(), Error> {
+    ///     ctx.sleep(Duration::from_secs(days * 24 * 3600)).await
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder().in_memory().register(reminder).start().await?;
+    /// let client = runtime.client();
+    /// let instance = client.start_with_id(reminder, "remind-ana", 30).await?;
+    /// client.terminate("remind-ana", "ana unsubscribed").await?;
+    /// match instance.wait(Duration::from_secs(10)).await {
+    ///     Err(ClientError::Terminated { reason, .. }) => assert_eq!(reason, "ana unsubscribed"),
+    ///     other => panic!("expected Terminated, got {other:?}"),
+    /// }
+    /// // Once ended, there is nothing to terminate.
+    /// let again = client.terminate("remind-ana", "twice").await;
+    /// assert!(matches!(again, Err(ClientError::NotRunning { .. })));
+    /// runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::NotRunning`] for an ended instance, store errors.
     pub async fn terminate(
@@ -441,6 +586,33 @@ impl Client {
     /// Starts an instance's orchestrator again with the input of its current execution:
     /// under a new generated id when `new_instance_id`, else under the same id (which must
     /// have ended). Returns the id that runs.
+    ///
+    /// ```
+    /// use durable::prelude::*;
+    /// use std::time::Duration;
+    ///
+    /// #[orchestrator]
+    /// async fn resize(_ctx: OrchestrationContext, pixels: u32) -> Result<u32, Error> {
+    ///     Ok(pixels / 2)
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder().in_memory().register(resize).start().await?;
+    /// let client = runtime.client();
+    /// let first = client.start_with_id(resize, "resize-1", 640).await?;
+    /// first.wait(Duration::from_secs(10)).await?;
+    ///
+    /// // The same input again, under a new id: the first instance stays as it was.
+    /// let copy = client.restart("resize-1", true).await?;
+    /// assert_ne!(copy.as_str(), "resize-1");
+    /// let status = client.wait_for_completion(&copy, Duration::from_secs(10)).await?;
+    /// assert_eq!(status.output_as::<u32>()?, Some(320));
+    /// assert!(client.status("resize-1").await?.is_some());
+    /// runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// [`Error::NotFound`]; [`Error::AlreadyExists`] when reusing the id of an instance
@@ -603,6 +775,44 @@ impl Client {
     }
 
     /// The status of an instance with the history of its current execution.
+    ///
+    /// ```
+    /// use durable::prelude::*;
+    /// use durable::store::HistoryEvent;
+    /// use std::time::Duration;
+    ///
+    /// #[activity]
+    /// async fn double(_ctx: ActivityContext, x: u64) -> Result<u64, Error> {
+    ///     Ok(x * 2)
+    /// }
+    ///
+    /// #[orchestrator]
+    /// async fn twice(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
+    ///     let once = ctx.call_activity(double, x).await?;
+    ///     ctx.call_activity(double, once).await
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder()
+    ///     .in_memory()
+    ///     .register(twice)
+    ///     .register(double)
+    ///     .start()
+    ///     .await?;
+    /// let client = runtime.client();
+    /// let instance = client.start(twice, 5).await?;
+    /// assert_eq!(instance.wait(Duration::from_secs(10)).await?, 20);
+    ///
+    /// let status = client.status_with_history(instance.id()).await?.expect("it exists");
+    /// let history = status.history.expect("asked for");
+    /// let count = |is: fn(&HistoryEvent) -> bool| history.iter().filter(|e| is(e)).count();
+    /// assert_eq!(count(|e| matches!(e, HistoryEvent::TaskScheduled { .. })), 2);
+    /// assert_eq!(count(|e| matches!(e, HistoryEvent::TaskCompleted { .. })), 2);
+    /// runtime.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// As [`Client::status`].
