@@ -348,7 +348,7 @@ fn run_user_activity<A: Activity>(
     ctx: ActivityContext,
     input: Json,
 ) -> BoxFuture<'static, Result<Json, Error>> {
-    let code = UserCode::new("activity", A::NAME, Some(ctx.instance_id().clone()));
+    let code = UserCode::new("activity", A::NAME);
     Box::pin(UserFuture::new(code, run_activity::<A>(ctx, input)))
 }
 
@@ -357,7 +357,7 @@ fn run_user_orchestrator<O: Orchestrator>(
     ctx: OrchestrationContext,
     input: Json,
 ) -> LocalBoxFuture<'static, Result<Json, Error>> {
-    let code = UserCode::new("orchestrator", O::NAME, Some(ctx.instance_id()));
+    let code = UserCode::new("orchestrator", O::NAME);
     Box::pin(UserFuture::new(code, run_orchestrator::<O>(ctx, input)))
 }
 
@@ -380,9 +380,7 @@ impl<E: Entity> ErasedEntity for E {
         operation: &str,
         input: &Json,
     ) -> Result<Json, Error> {
-        let function = format!("{}.{operation}", E::NAME);
-        let instance = Some(ctx.entity_id().instance_id());
-        UserCode::new("entity operation", function, instance)
+        UserCode::new("entity operation", E::NAME)
             .run(|| Entity::dispatch(self, ctx, operation, input))
     }
 
@@ -412,9 +410,10 @@ fn unwind_safe<T>(
     entity: &'static str,
     f: impl FnOnce() -> Result<T, Error>,
 ) -> Result<T, Error> {
-    let code = UserCode::new("entity type", entity, None);
+    let code = UserCode::new("entity type", entity);
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| code.run(f)));
     caught.unwrap_or_else(|panic| {
+        crate::panics::log_caught(None, None);
         Err(Error::new(
             ErrorKind::Panic,
             format!(

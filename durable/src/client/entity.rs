@@ -33,17 +33,26 @@ pub struct ClientSignaler {
 
 impl ClientSignaler {
     /// Signals `operation` with `input`; returns once the signal is stored (and so will be
-    /// processed exactly once).
+    /// processed exactly once). This is what the generated proxies
+    /// (`client.entity::<Counter>(key).signal().add(1)`) call, with the operation and the
+    /// input's type checked by the compiler, so it does not check them again; an untyped
+    /// signal goes through [`Client::signal_entity`], which does.
     ///
     /// # Errors
-    /// An invalid entity key, a serialization error, the runtime stopping, store errors.
+    /// An invalid entity key, a serialization error, an entity type the runtime does not
+    /// know ([`Error::NotRegistered`]), the runtime stopping, store errors.
     pub async fn signal<I: Serialize>(&self, operation: &str, input: &I) -> Result<(), Error> {
         let id = self.id.clone()?;
         let input = Json::encode(input).map_err(|error| Error::InvalidInput {
             name: format!("{id}.{operation}"),
             message: error.to_string(),
         })?;
-        self.client.signal_entity(&id, operation, input).await
+        let command = Command::SignalEntity {
+            entity: id,
+            operation: operation.to_owned(),
+            input,
+        };
+        self.client.submit_typed_signal(command).await
     }
 }
 

@@ -185,7 +185,12 @@ fn start(
         Metrics::add(&metrics.activities_started, 1);
         let key = item.key();
         let outcome = match entry {
-            Some(entry) => run(entry, item, cancellation, limits).await,
+            Some(entry) => {
+                let outcome = run(entry, item, cancellation, limits).await;
+                // A panic was caught in this same poll, on this thread: log it here.
+                crate::panics::log_caught(Some(key.instance.as_str()), None);
+                outcome
+            }
             None => Err(Failure::new(
                 FailureKind::NotRegistered,
                 format!(

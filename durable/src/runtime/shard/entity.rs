@@ -365,13 +365,17 @@ fn execute(
     }));
     let outcome = match outcome {
         Ok(outcome) => outcome.map_err(durable_core::Error::into_failure),
-        Err(panic) => Err(Failure::new(
-            FailureKind::Panic,
-            format!(
-                "operation `{operation}` panicked: {}",
-                panic_message(&*panic)
-            ),
-        )),
+        Err(panic) => {
+            let instance = ctx.entity_id().instance_id();
+            crate::panics::log_caught(Some(instance.as_str()), Some(operation));
+            Err(Failure::new(
+                FailureKind::Panic,
+                format!(
+                    "operation `{operation}` panicked: {}",
+                    panic_message(&*panic)
+                ),
+            ))
+        }
     };
     let saved = (outcome.is_ok() && mutating).then(|| {
         let json = state.save().map_err(durable_core::Error::into_failure)?;

@@ -356,6 +356,8 @@ impl Shard {
                 orchestration::step(slot, instance, env)
             }
         }));
+        // An orchestrator's panic, caught by the engine, is logged here, with its instance.
+        crate::panics::log_caught(Some(instance.as_str()), None);
         match stepped {
             Ok(Step { writes, next }) => {
                 match next {
