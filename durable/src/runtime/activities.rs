@@ -59,28 +59,49 @@ pub(crate) async fn run_backlog(
     mut backlog: UnboundedReceiver<(ActivityWorkItem, Cancellation)>,
 ) {
     while let Some((item, cancellation)) = backlog.recv().await {
-        if cancellation.is_cancelled() {
-            // Nobody waits for it any more (or the runtime is stopping): it never starts.
-            if let Some(shared) = shared.upgrade() {
-                shared.activity_runs.forget(&item.key());
-            }
-            continue;
+        match wait_for_slot(&shared, &item, &cancellation).await {
+            Slot::Free(shared, permit) => start(&shared, item, cancellation, permit, None),
+            Slot::NotWanted => {}
+            Slot::Stopping => return,
         }
-        let Some(slots) = shared
-            .upgrade()
-            .map(|shared| Arc::clone(&shared.activity_slots))
-        else {
-            return;
-        };
-        let Ok(permit) = slots.acquire_owned().await else {
-            return; // shutting down: the rest runs after the next start
-        };
-        match shared.upgrade() {
-            Some(shared) if !shared.is_stopping() => {
-                start(&shared, item, cancellation, permit, None);
-            }
-            _ => return,
+    }
+}
+
+/// What a run that waited (in the backlog, or its isolated turn) gets.
+enum Slot {
+    /// A slot: it starts.
+    Free(Arc<Shared>, OwnedSemaphorePermit),
+    /// It was cancelled while it waited: it never starts.
+    NotWanted,
+    /// The runtime is stopping or gone: it runs after the next start.
+    Stopping,
+}
+
+/// Waits for a free slot for `item`, unless nobody wants it any more.
+async fn wait_for_slot(
+    shared: &Weak<Shared>,
+    item: &ActivityWorkItem,
+    cancellation: &Cancellation,
+) -> Slot {
+    if cancellation.is_cancelled() {
+        // Nobody waits for it any more (or the runtime is stopping): it never starts.
+        if let Some(shared) = shared.upgrade() {
+            shared.activity_runs.forget(&item.key());
         }
+        return Slot::NotWanted;
+    }
+    let Some(slots) = shared
+        .upgrade()
+        .map(|shared| Arc::clone(&shared.activity_slots))
+    else {
+        return Slot::Stopping;
+    };
+    let Ok(permit) = slots.acquire_owned().await else {
+        return Slot::Stopping; // the semaphore closes at shutdown
+    };
+    match shared.upgrade() {
+        Some(shared) if !shared.is_stopping() => Slot::Free(shared, permit),
+        _ => Slot::Stopping,
     }
 }
 
@@ -102,28 +123,12 @@ pub(crate) fn spawn_isolated(shared: &Arc<Shared>, items: Vec<ActivityWorkItem>)
 
 async fn run_isolated(shared: Weak<Shared>, queue: Vec<(ActivityWorkItem, Cancellation)>) {
     for (item, cancellation) in queue {
-        if cancellation.is_cancelled() {
-            if let Some(shared) = shared.upgrade() {
-                shared.activity_runs.forget(&item.key());
-            }
-            continue;
-        }
-        let Some(slots) = shared
-            .upgrade()
-            .map(|shared| Arc::clone(&shared.activity_slots))
-        else {
-            return;
-        };
-        let Ok(permit) = slots.acquire_owned().await else {
-            return; // shutting down: the rest runs after the next start
-        };
         let key = item.key();
         let (ended, run_ended) = oneshot::channel();
-        match shared.upgrade() {
-            Some(shared) if !shared.is_stopping() => {
-                start(&shared, item, cancellation, permit, Some(ended));
-            }
-            _ => return,
+        match wait_for_slot(&shared, &item, &cancellation).await {
+            Slot::Free(shared, permit) => start(&shared, item, cancellation, permit, Some(ended)),
+            Slot::NotWanted => continue,
+            Slot::Stopping => return,
         }
         // The sender is dropped when the run ends, however it ends.
         let _ = run_ended.await;
