@@ -10,6 +10,8 @@
 //! orchestration ends, a child process's progress), and give up after [`PATIENCE`], which
 //! only a broken test ever reaches.
 
+pub mod postgres;
+
 use std::fmt::Debug;
 use std::fs::OpenOptions;
 use std::future::Future;
