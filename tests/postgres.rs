@@ -72,3 +72,76 @@ async fn a_throwaway_cluster_takes_connections_and_keeps_what_it_is_given() {
         .get(0);
     assert_eq!(tables, 0);
 }
+
+/// A fresh schema on one database per conformance check: `PostgresStore` is the same
+/// `KvStore` as the embedded stores, held to the same suite.
+#[test]
+fn the_postgres_store_passes_the_store_conformance_suite() {
+    use durable_store::{PostgresStore, Store, conformance};
+    use std::sync::Arc;
+    let Some(server) = server_or_skip("the_postgres_store_passes_the_store_conformance_suite")
+    else {
+        return;
+    };
+    let url = server.database("conformance").unwrap();
+    let mut next = 0;
+    conformance::run_all(&mut || {
+        next += 1;
+        Arc::new(PostgresStore::connect(&url, &format!("check_{next}")).unwrap()) as Arc<dyn Store>
+    });
+    let schema = "persistence";
+    conformance::run_persistence(&mut || {
+        Arc::new(PostgresStore::connect(&url, schema).unwrap()) as Arc<dyn Store>
+    });
+}
+
+#[test]
+fn an_unreachable_database_and_a_bad_schema_are_clear_errors() {
+    use durable_store::{Error, PostgresStore};
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = format!(
+        "host={} port=1 user=postgres dbname=none",
+        dir.path().display()
+    );
+    let error = PostgresStore::connect(&nowhere, "hub").err().unwrap();
+    assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
+    assert!(
+        error.to_string().contains("check that the server runs"),
+        "{error}"
+    );
+
+    let Some(server) = server_or_skip("an_unreachable_database_and_a_bad_schema") else {
+        return;
+    };
+    let url = server.database("errors").unwrap();
+    for bad in [
+        "",
+        "Hub",
+        "1hub",
+        "hub\"; DROP TABLE x; --",
+        &"h".repeat(64),
+    ] {
+        let error = PostgresStore::connect(&url, bad).err().unwrap();
+        assert!(matches!(error, Error::InvalidSchema(_)), "{bad}: {error:?}");
+    }
+}
+
+#[test]
+fn a_second_store_on_one_schema_is_refused_until_the_first_is_gone() {
+    use durable_store::{Error, PostgresStore};
+    let Some(server) = server_or_skip("a_second_store_on_one_schema_is_refused") else {
+        return;
+    };
+    let url = server.database("lock").unwrap();
+    let first = PostgresStore::connect(&url, "hub").unwrap();
+    let error = PostgresStore::connect(&url, "hub").err().unwrap();
+    assert!(
+        matches!(&error, Error::SchemaInUse(schema) if schema == "hub"),
+        "{error:?}"
+    );
+    // Another schema of the same database is another task hub.
+    let _other = PostgresStore::connect(&url, "other_hub").unwrap();
+    drop(first);
+    // Dropping the store gives the schema back at once.
+    PostgresStore::connect(&url, "hub").unwrap();
+}

@@ -76,6 +76,21 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The database server cannot be reached, or refused the operation; nothing of a
+    /// refused write was applied.
+    #[error(
+        "the database is unavailable: {0}; check that the server runs and the connection string, then retry"
+    )]
+    Unavailable(String),
+    /// A schema (task hub) name that is not lowercase letters, digits and `_`.
+    #[error(
+        "`{0}` cannot name a schema: use 1 to 63 lowercase letters, digits and `_`, not starting with a digit"
+    )]
+    InvalidSchema(String),
+    /// Another runtime holds the schema: one runtime per schema, until worker processes
+    /// share one through partition leases.
+    #[error("schema `{0}` is in use by another runtime; stop it, or give this one another schema")]
+    SchemaInUse(String),
     /// Any other I/O error.
     #[error("I/O error in the store: {0}")]
     Io(#[from] std::io::Error),

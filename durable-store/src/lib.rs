@@ -27,6 +27,8 @@ mod error;
 mod fjall_store;
 mod kv;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod store;
 
 pub use batch::{Op, WriteBatch};
@@ -34,6 +36,8 @@ pub use error::{Error, RecordKey};
 pub use fjall_store::{COMMIT_MARK_FILE, FjallEngine, FjallStore};
 pub use kv::{FORMAT_VERSION, KvEngine, KvOp, KvStore, Scan, Visitor, encode_batch};
 pub use memory::{MemoryEngine, MemoryStore};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresEngine, PostgresStore};
 // The records this crate stores, from `durable-types`, so that a store's users need
 // name only this crate.
 pub use durable_types::{
