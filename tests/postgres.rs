@@ -145,3 +145,134 @@ fn a_second_store_on_one_schema_is_refused_until_the_first_is_gone() {
     // Dropping the store gives the schema back at once.
     PostgresStore::connect(&url, "hub").unwrap();
 }
+
+mod runtime_on_postgres {
+    use super::server_or_skip;
+    use durable::prelude::*;
+    use serde::{Deserialize, Serialize};
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(30);
+
+    #[activity]
+    async fn double(_ctx: ActivityContext, x: u64) -> Result<u64, Error> {
+        Ok(x * 2)
+    }
+
+    #[orchestrator]
+    async fn chain(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
+        let a = ctx.call_activity(double, x).await?;
+        let b = ctx.call_activity(double, a).await?;
+        ctx.call_activity(double, b).await
+    }
+
+    #[orchestrator]
+    async fn fan_out(ctx: OrchestrationContext, n: u64) -> Result<u64, Error> {
+        let tasks = (0..n).map(|i| ctx.call_activity(double, i));
+        Ok(ctx.join_all(tasks).await?.into_iter().sum())
+    }
+
+    const APPROVAL: ExternalEvent<u64> = ExternalEvent::new("approval");
+
+    #[orchestrator]
+    async fn approve(ctx: OrchestrationContext, base: u64) -> Result<u64, Error> {
+        let extra = ctx.wait_for_event(APPROVAL).await?;
+        Ok(base + extra)
+    }
+
+    #[derive(Default, Serialize, Deserialize)]
+    struct Tally {
+        total: i64,
+    }
+
+    #[entity]
+    impl Tally {
+        fn add(&mut self, amount: i64) {
+            self.total += amount;
+        }
+        fn get(&self) -> i64 {
+            self.total
+        }
+    }
+
+    async fn runtime(url: &str) -> Runtime {
+        Runtime::builder()
+            .postgres_schema(url, "orders")
+            .register(double)
+            .register(chain)
+            .register(fan_out)
+            .register(approve)
+            .register_entity::<Tally>()
+            .start()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn orchestrations_activities_events_and_entities_run_and_survive_a_restart() {
+        let Some(server) = server_or_skip("runtime_on_postgres") else {
+            return;
+        };
+        let url = server.database("runtime").unwrap();
+        let first = runtime(&url).await;
+        let client = first.client();
+        let mut chains = Vec::new();
+        for x in 0..20 {
+            chains.push(
+                client
+                    .start_with_id(chain, format!("chain-{x}"), x)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let wide = client.start_with_id(fan_out, "wide", 100).await.unwrap();
+        for _ in 0..50 {
+            client.entity::<Tally>("t").signal().add(2).await.unwrap();
+        }
+        client.start_with_id(approve, "waiting", 7).await.unwrap();
+        for (x, handle) in (0..).zip(chains) {
+            assert_eq!(handle.wait(WAIT).await.unwrap(), x * 8);
+        }
+        assert_eq!(
+            wide.wait(WAIT).await.unwrap(),
+            (0..100).map(|i| i * 2).sum::<u64>()
+        );
+        durable_testkit::eventually_eq("the tally's 50 signals", Some(100), async || {
+            client
+                .entity::<Tally>("t")
+                .state()
+                .await
+                .unwrap()
+                .map(|t| t.total)
+        })
+        .await;
+        first.shutdown().await;
+
+        // Everything acknowledged is in PostgreSQL: a new runtime on the schema goes on.
+        let second = runtime(&url).await;
+        let client = second.client();
+        let status = client.status("chain-3").await.unwrap().unwrap();
+        assert_eq!(status.runtime_status, RuntimeStatus::Completed);
+        client.raise_event("waiting", APPROVAL, 5).await.unwrap();
+        let status = client.wait_for_completion("waiting", WAIT).await.unwrap();
+        assert_eq!(status.output, Some(durable::Json::encode(&12u64).unwrap()));
+        let total = client
+            .entity::<Tally>("t")
+            .state()
+            .await
+            .unwrap()
+            .unwrap()
+            .total;
+        assert_eq!(total, 100, "each signal applied once");
+        let page = client
+            .list(&durable::InstanceQuery::default(), 100, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            page.instances.len(),
+            22,
+            "20 chains, the fan-out and the approval"
+        );
+        second.shutdown().await;
+    }
+}

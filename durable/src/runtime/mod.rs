@@ -126,6 +126,11 @@ impl Default for Config {
 enum StoreChoice {
     Unset,
     Path(PathBuf),
+    #[cfg(feature = "postgres")]
+    Postgres {
+        url: String,
+        schema: String,
+    },
     Memory,
     Custom(Arc<dyn Store>),
 }
@@ -166,6 +171,29 @@ impl RuntimeBuilder {
     /// Keeps state in memory: nothing survives the process. For tests.
     pub fn in_memory(mut self) -> Self {
         self.store = StoreChoice::Memory;
+        self
+    }
+
+    /// Keeps state in PostgreSQL (feature `postgres`): in schema `durable` of the database
+    /// `url` names (`postgres://app@db/orders`, or libpq's `host=… dbname=…`), created if
+    /// needed. [`RuntimeBuilder::postgres_schema`] picks another schema, so that several
+    /// applications (task hubs) share one database.
+    ///
+    /// One runtime per schema for now: a second one is refused
+    /// ([`durable_store::Error::SchemaInUse`]), as a second process is for a fjall
+    /// directory.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(self, url: impl Into<String>) -> Self {
+        self.postgres_schema(url, "durable")
+    }
+
+    /// [`RuntimeBuilder::postgres`] in schema `schema` (lowercase letters, digits, `_`).
+    #[cfg(feature = "postgres")]
+    pub fn postgres_schema(mut self, url: impl Into<String>, schema: impl Into<String>) -> Self {
+        self.store = StoreChoice::Postgres {
+            url: url.into(),
+            schema: schema.into(),
+        };
         self
     }
 
@@ -402,6 +430,15 @@ impl RuntimeBuilder {
             StoreChoice::Unset => return Err(Error::NoStore),
             StoreChoice::Memory => Arc::new(MemoryStore::new()),
             StoreChoice::Custom(store) => store,
+            #[cfg(feature = "postgres")]
+            StoreChoice::Postgres { url, schema } => {
+                let opened = tokio::task::spawn_blocking(move || {
+                    durable_store::PostgresStore::connect(&url, &schema)
+                })
+                .await
+                .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))??;
+                Arc::new(opened)
+            }
             StoreChoice::Path(path) => {
                 let durability = self.durability;
                 let opened =
