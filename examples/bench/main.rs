@@ -61,6 +61,10 @@ OPTIONS:
     --timeout-s N              per-workload limit (default: 300)
     --keep-db                  keep the store directories
     --count N                  override the instance (or activity) count; experiments only
+
+ENVIRONMENT:
+    DURABLE_BENCH_POSTGRES     a PostgreSQL connection string: run on PostgreSQL (one worker,
+                               a schema per workload) instead of fjall; the store is `postgres`
     --list                     print the workload names, one per line, and exit
     -h, --help                 print this help
 
@@ -216,6 +220,9 @@ fn system() -> String {
 }
 
 fn store_name(durability: Durability) -> String {
+    if std::env::var_os(workloads::POSTGRES_VAR).is_some() {
+        return "postgres".to_owned();
+    }
     format!("fjall-{}", durability.as_str())
 }
 

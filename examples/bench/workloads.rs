@@ -107,9 +107,27 @@ impl Counter {
     }
 }
 
+/// The PostgreSQL server to run on instead of fjall (a libpq connection string), when
+/// set: `--store postgres` in its first form, one worker process.
+pub const POSTGRES_VAR: &str = "DURABLE_BENCH_POSTGRES";
+
 async fn start_runtime(dir: &Path, durability: Durability) -> Result<Runtime, BenchError> {
-    Runtime::builder()
-        .store_path(dir)
+    let builder = match std::env::var(POSTGRES_VAR) {
+        // A schema per store directory: a workload that restarts its runtime finds its data.
+        Ok(url) => {
+            let name = dir
+                .file_name()
+                .map(|name| name.to_string_lossy().to_lowercase());
+            let schema: String = format!("bench_{}", name.unwrap_or_default())
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .take(63)
+                .collect();
+            Runtime::builder().postgres_schema(url, schema)
+        }
+        Err(_) => Runtime::builder().store_path(dir),
+    };
+    builder
         .durability(durability)
         .shutdown_timeout(Duration::from_millis(100))
         .register(inc)
