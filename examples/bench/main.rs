@@ -61,16 +61,16 @@ OPTIONS:
     --timeout-s N              per-workload limit (default: 300)
     --keep-db                  keep the store directories
     --count N                  override the instance (or activity) count; experiments only
-
-ENVIRONMENT:
-    DURABLE_BENCH_POSTGRES     a PostgreSQL connection string: run on PostgreSQL (one worker,
-                               a schema per workload) instead of fjall; the store is `postgres`
     --list                     print the workload names, one per line, and exit
     -h, --help                 print this help
 
     bench --table PEER.jsonl|- OURS.jsonl [--workload LIST] [--peer-timeout-s N]
                                instead of running: the side-by-side Markdown table of
                                saved JSON lines (what compare.sh writes)
+
+ENVIRONMENT:
+    DURABLE_BENCH_POSTGRES     a PostgreSQL connection string: run on PostgreSQL (one worker,
+                               a schema per workload) instead of fjall; the store is `postgres`
 ";
 
 /// The harness's settings.
