@@ -276,3 +276,141 @@ mod runtime_on_postgres {
         second.shutdown().await;
     }
 }
+
+/// Partition leases: one owner per partition, epochs that fence a former owner's writes.
+mod leases {
+    use super::server_or_skip;
+    use durable_store::codec::Space;
+    use durable_store::{Error, KvEngine, KvOp, Lease, PARTITIONS, PostgresEngine};
+    use std::time::Duration;
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    fn put(key: &str) -> KvOp {
+        KvOp::Put(Space::Meta, key.as_bytes().to_vec(), b"v".to_vec())
+    }
+
+    #[test]
+    fn a_former_owners_fenced_write_applies_nothing() {
+        let Some(server) = server_or_skip("a_former_owners_fenced_write_applies_nothing") else {
+            return;
+        };
+        let url = server.database("fence").unwrap();
+        let a = PostgresEngine::connect_shared(&url, "hub").unwrap();
+        let b = PostgresEngine::connect_shared(&url, "hub").unwrap();
+        // A holds partition 3 briefly; its write goes through.
+        let short = Duration::from_millis(200);
+        let a_lease = a.acquire("a", 3, short).unwrap().expect("a free partition");
+        assert_eq!(a_lease.epoch, 1);
+        a.write_fenced("a", &[a_lease], vec![put("by-a-1")])
+            .unwrap();
+        // A stalls past its lease; B takes the partition over (database time decides).
+        let mut b_lease = None;
+        assert!(durable_testkit::wait_until(
+            durable_testkit::PATIENCE,
+            || {
+                b_lease = b.acquire("b", 3, LONG).unwrap();
+                b_lease.is_some()
+            }
+        ));
+        let b_lease = b_lease.unwrap();
+        assert_eq!(b_lease.epoch, 2);
+        // A wakes up and writes: fenced, and nothing of it lands.
+        let error = a
+            .write_fenced("a", &[a_lease], vec![put("by-a-2"), put("by-a-3")])
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::Fenced { partitions } if partitions == &[3]),
+            "{error:?}"
+        );
+        assert_eq!(
+            b.get(Space::Meta, b"by-a-1").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        assert_eq!(b.get(Space::Meta, b"by-a-2").unwrap(), None);
+        assert_eq!(b.get(Space::Meta, b"by-a-3").unwrap(), None);
+        // A write fenced on several partitions applies nothing if any one is lost.
+        let a_other = a.acquire("a", 4, LONG).unwrap().unwrap();
+        let error = a
+            .write_fenced("a", &[a_other, a_lease], vec![put("by-a-4")])
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::Fenced { partitions } if partitions == &[3]),
+            "{error:?}"
+        );
+        assert_eq!(b.get(Space::Meta, b"by-a-4").unwrap(), None);
+        // Its renewal says what it lost; the new owner writes.
+        assert_eq!(
+            a.renew("a", &[a_other, a_lease], LONG).unwrap(),
+            vec![a_other]
+        );
+        b.write_fenced("b", &[b_lease], vec![put("by-b")]).unwrap();
+        assert!(b.get(Space::Meta, b"by-b").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_lease_is_held_until_it_expires_or_is_given_back() {
+        let Some(server) = server_or_skip("a_lease_is_held_until_it_expires_or_is_given_back")
+        else {
+            return;
+        };
+        let url = server.database("lease").unwrap();
+        let a = PostgresEngine::connect_shared(&url, "hub").unwrap();
+        let b = PostgresEngine::connect_shared(&url, "hub").unwrap();
+        let lease = a.acquire("a", 7, LONG).unwrap().unwrap();
+        assert_eq!(b.acquire("b", 7, LONG).unwrap(), None, "held by a");
+        assert_eq!(
+            a.acquire("a", 7, LONG).unwrap(),
+            None,
+            "not twice, even by its owner"
+        );
+        // A graceful hand-over: free at once.
+        a.release("a", lease).unwrap();
+        let taken = b.acquire("b", 7, LONG).unwrap().expect("released");
+        assert_eq!(
+            taken,
+            Lease {
+                partition: 7,
+                epoch: 2
+            }
+        );
+        // Releasing a lease one no longer holds changes nothing.
+        a.release("a", lease).unwrap();
+        assert_eq!(a.acquire("a", 7, LONG).unwrap(), None);
+        assert!(
+            a.acquire("a", PARTITIONS, LONG).is_err(),
+            "no such partition"
+        );
+    }
+
+    #[test]
+    fn workers_racing_for_every_partition_get_one_owner_each() {
+        let Some(server) = server_or_skip("workers_racing_for_every_partition") else {
+            return;
+        };
+        let url = server.database("race").unwrap();
+        let won: Vec<Vec<Lease>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|w| {
+                    let url = url.clone();
+                    scope.spawn(move || {
+                        let engine = PostgresEngine::connect_shared(&url, "hub").unwrap();
+                        let me = format!("w{w}");
+                        (0..PARTITIONS)
+                            .filter_map(|p| engine.acquire(&me, p, LONG).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let mut owned: Vec<u16> = won.iter().flatten().map(|lease| lease.partition).collect();
+        owned.sort_unstable();
+        assert_eq!(
+            owned,
+            (0..PARTITIONS).collect::<Vec<_>>(),
+            "each exactly once"
+        );
+        assert!(won.iter().flatten().all(|lease| lease.epoch == 1));
+    }
+}

@@ -91,6 +91,15 @@ pub enum Error {
     /// share one through partition leases.
     #[error("schema `{0}` is in use by another runtime; stop it, or give this one another schema")]
     SchemaInUse(String),
+    /// A fenced write of a worker that no longer holds these partitions (another took
+    /// them over); it applied nothing.
+    #[error(
+        "this worker no longer owns partitions {partitions:?} (another worker took them over); the write applied nothing"
+    )]
+    Fenced {
+        /// The partitions lost.
+        partitions: Vec<u16>,
+    },
     /// Any other I/O error.
     #[error("I/O error in the store: {0}")]
     Io(#[from] std::io::Error),

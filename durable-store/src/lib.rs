@@ -37,7 +37,7 @@ pub use fjall_store::{COMMIT_MARK_FILE, FjallEngine, FjallStore};
 pub use kv::{FORMAT_VERSION, KvEngine, KvOp, KvStore, Scan, Visitor, encode_batch};
 pub use memory::{MemoryEngine, MemoryStore};
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresEngine, PostgresStore};
+pub use postgres::{Lease, PARTITIONS, PostgresEngine, PostgresStore};
 // The records this crate stores, from `durable-types`, so that a store's users need
 // name only this crate.
 pub use durable_types::{

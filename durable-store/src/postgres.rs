@@ -15,8 +15,14 @@
 //! never an async task. Writes take one connection in turn; reads share another (its
 //! queries are pipelined).
 //!
-//! This is the single-process store: the partitions, leases and fenced commits that let
-//! several worker processes share one database build on it.
+//! [`PostgresStore::connect`] is the single-process store: one runtime per schema.
+//! Several worker processes share a schema through *partition leases*
+//! ([`PostgresEngine::connect_shared`]): a `partitions` table of [`PARTITIONS`] rows, each
+//! owned by one worker until its lease expires (database time) or is released, with an
+//! epoch that grows at every change of owner. A write of a partition's owner is fenced
+//! ([`PostgresEngine::write_fenced`]): in the same transaction it checks that the worker
+//! still holds every partition at the epoch it acquired, so a worker that lost one (paused
+//! past its lease, cut off) applies nothing.
 
 use crate::Error;
 use crate::codec::Space;
@@ -26,6 +32,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Bound;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 
 /// A [`KvStore`] in a PostgreSQL schema.
@@ -34,14 +41,27 @@ pub type PostgresStore = KvStore<PostgresEngine>;
 /// How many rows one scan query reads at a time.
 const SCAN_PAGE: i64 = 512;
 
+/// How many partitions a schema has.
+pub const PARTITIONS: u16 = 64;
+
+/// A worker's hold on one partition: valid while the partition's epoch is this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The partition, `0..PARTITIONS`.
+    pub partition: u16,
+    /// The partition's epoch when this worker acquired it.
+    pub epoch: i64,
+}
+
 /// The key-value engine over one schema of a PostgreSQL database.
 pub struct PostgresEngine {
     /// Runs the connections; taken only on drop.
     runtime: Option<tokio::runtime::Runtime>,
     writer: Mutex<Client>,
     reader: Client,
-    /// The quoted, schema-qualified table name.
+    /// The quoted, schema-qualified table names.
     table: String,
+    partitions: String,
 }
 
 impl PostgresStore {
@@ -60,11 +80,25 @@ impl PostgresStore {
 }
 
 impl PostgresEngine {
-    /// Connects, and creates the schema and its table if they do not exist.
+    /// Connects, and creates the schema and its tables if they do not exist; holds the
+    /// schema for this engine alone (a second one gets [`Error::SchemaInUse`]).
     ///
     /// # Errors
     /// As [`PostgresStore::connect`].
     pub fn connect(url: &str, schema: &str) -> Result<PostgresEngine, Error> {
+        PostgresEngine::open(url, schema, true)
+    }
+
+    /// Connects without holding the schema: for workers that share it, each writing only
+    /// partitions it leases ([`PostgresEngine::acquire`], [`PostgresEngine::write_fenced`]).
+    ///
+    /// # Errors
+    /// As [`PostgresStore::connect`], but never [`Error::SchemaInUse`].
+    pub fn connect_shared(url: &str, schema: &str) -> Result<PostgresEngine, Error> {
+        PostgresEngine::open(url, schema, false)
+    }
+
+    fn open(url: &str, schema: &str, exclusive: bool) -> Result<PostgresEngine, Error> {
         check_schema_name(schema)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -86,27 +120,43 @@ impl PostgresEngine {
         let writer = runtime.block_on(connect(url.to_owned()))?;
         let reader = runtime.block_on(connect(url.to_owned()))?;
         let table = format!("\"{schema}\".kv");
+        // Engines that open one schema at once would race on the catalog (`IF NOT EXISTS`
+        // is not atomic): one at a time, under a transaction's advisory lock.
         let create = format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+            "BEGIN;
+             SELECT pg_advisory_xact_lock(hashtextextended('durable schema setup {schema}', 0));
+             CREATE SCHEMA IF NOT EXISTS \"{schema}\";
              CREATE TABLE IF NOT EXISTS {table} (
                  space smallint NOT NULL,
                  key bytea NOT NULL,
                  value bytea NOT NULL,
                  PRIMARY KEY (space, key)
-             )"
+             );
+             CREATE TABLE IF NOT EXISTS \"{schema}\".partitions (
+                 id smallint PRIMARY KEY,
+                 owner text,
+                 epoch bigint NOT NULL DEFAULT 0,
+                 expires_at timestamptz NOT NULL DEFAULT '-infinity',
+                 commit_seq bigint NOT NULL DEFAULT 0
+             );
+             INSERT INTO \"{schema}\".partitions (id)
+                 SELECT generate_series(0, {last}) ON CONFLICT DO NOTHING;
+             COMMIT",
+            last = PARTITIONS - 1
         );
         runtime
             .block_on(writer.batch_execute(&create))
             .map_err(unavailable)?;
         // One runtime per schema, as fjall's lock file allows one process per directory:
         // a session lock, held by the writer's connection, so it goes when the process does.
-        let locked: bool = runtime
-            .block_on(writer.query_one(
-                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
-                &[&format!("durable schema {schema}")],
-            ))
-            .map_err(unavailable)?
-            .get(0);
+        let locked: bool = !exclusive
+            || runtime
+                .block_on(writer.query_one(
+                    "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                    &[&format!("durable schema {schema}")],
+                ))
+                .map_err(unavailable)?
+                .get::<_, bool>(0);
         if !locked {
             return Err(Error::SchemaInUse(schema.to_owned()));
         }
@@ -114,8 +164,120 @@ impl PostgresEngine {
             runtime: Some(runtime),
             writer: Mutex::new(writer),
             reader,
+            partitions: format!("\"{schema}\".partitions"),
             table,
         })
+    }
+
+    /// Takes `partition` for `worker` until `ttl` from now (database time), if it is free:
+    /// never held, released, or its lease expired. The epoch grows, fencing off the
+    /// previous owner. `None` when another worker holds it.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn acquire(
+        &self,
+        worker: &str,
+        partition: u16,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, Error> {
+        let sql = format!(
+            "UPDATE {} SET owner = $1, epoch = epoch + 1, expires_at = now() + make_interval(secs => $3)
+             WHERE id = $2 AND expires_at < now() RETURNING epoch",
+            self.partitions
+        );
+        let id = partition_id(partition)?;
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let row = self
+            .block_on(async {
+                writer
+                    .query_opt(&sql, &[&worker, &id, &ttl.as_secs_f64()])
+                    .await
+            })
+            .map_err(unavailable)?;
+        Ok(row.map(|row| Lease {
+            partition,
+            epoch: row.get(0),
+        }))
+    }
+
+    /// Extends the leases `worker` still holds to `ttl` from now; returns those (a lease
+    /// missing from the answer was lost: another worker took the partition).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn renew(
+        &self,
+        worker: &str,
+        leases: &[Lease],
+        ttl: Duration,
+    ) -> Result<Vec<Lease>, Error> {
+        let (ids, epochs) = fence_arrays(leases)?;
+        let sql = format!(
+            "UPDATE {} SET expires_at = now() + make_interval(secs => $4)
+             WHERE owner = $1 AND (id, epoch) IN (SELECT * FROM unnest($2::smallint[], $3::bigint[]))
+             RETURNING id, epoch",
+            self.partitions
+        );
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let rows = self
+            .block_on(async {
+                writer
+                    .query(&sql, &[&worker, &ids, &epochs, &ttl.as_secs_f64()])
+                    .await
+            })
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .map(|row| Lease {
+                partition: u16::try_from(row.get::<_, i16>(0)).unwrap_or_default(),
+                epoch: row.get(1),
+            })
+            .collect())
+    }
+
+    /// Gives `lease` up at once (a graceful hand-over): another worker may acquire it now.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn release(&self, worker: &str, lease: Lease) -> Result<(), Error> {
+        let sql = format!(
+            "UPDATE {} SET expires_at = '-infinity' WHERE id = $1 AND epoch = $2 AND owner = $3",
+            self.partitions
+        );
+        let id = partition_id(lease.partition)?;
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.block_on(writer.execute(&sql, &[&id, &lease.epoch, &worker]))
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Applies `ops` as [`KvEngine::write`] does, if and only if `worker` still holds every
+    /// lease in `fence` at its epoch; checked inside the same transaction, so a takeover
+    /// either waits for this commit or makes it apply nothing.
+    ///
+    /// # Errors
+    /// [`Error::Fenced`] naming the partitions lost (nothing was applied);
+    /// [`Error::Unavailable`].
+    pub fn write_fenced(&self, worker: &str, fence: &[Lease], ops: Vec<KvOp>) -> Result<(), Error> {
+        let (ids, epochs) = fence_arrays(fence)?;
+        let outcome = self.transact(
+            ops,
+            Some(Fence {
+                worker,
+                ids,
+                epochs,
+            }),
+        )?;
+        match outcome {
+            lost if lost.is_empty() => Ok(()),
+            lost => Err(Error::Fenced {
+                partitions: lost
+                    .into_iter()
+                    .map(|id| u16::try_from(id).unwrap_or_default())
+                    .collect(),
+            }),
+        }
     }
 
     /// Blocks this thread on `future`, run by the engine's runtime.
@@ -215,6 +377,22 @@ impl KvEngine for PostgresEngine {
     }
 
     fn write(&self, ops: Vec<KvOp>) -> Result<(), Error> {
+        self.transact(ops, None).map(|_| ())
+    }
+}
+
+/// The leases a fenced write must still hold: the worker, and the partitions with their
+/// epochs.
+struct Fence<'a> {
+    worker: &'a str,
+    ids: Vec<i16>,
+    epochs: Vec<i64>,
+}
+
+impl PostgresEngine {
+    /// Applies `ops` in one transaction, first checking `fence` in it; rolls back,
+    /// applying nothing, when the fence finds partitions lost, and returns them.
+    fn transact(&self, ops: Vec<KvOp>, fence: Option<Fence<'_>>) -> Result<Vec<i16>, Error> {
         // Of two operations on one key the later wins; PostgreSQL would refuse one
         // statement that changes a row twice.
         let mut last: HashMap<(i16, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
@@ -239,6 +417,12 @@ impl KvEngine for PostgresEngine {
                 }
             }
         }
+        let check = format!(
+            "UPDATE {} SET commit_seq = commit_seq + 1
+             WHERE owner = $1 AND (id, epoch) IN (SELECT * FROM unnest($2::smallint[], $3::bigint[]))
+             RETURNING id",
+            self.partitions
+        );
         let delete = format!(
             "DELETE FROM {table} WHERE (space, key) IN (SELECT * FROM unnest($1::smallint[], $2::bytea[]))",
             table = self.table
@@ -252,6 +436,24 @@ impl KvEngine for PostgresEngine {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         self.block_on(async {
             let transaction = writer.transaction().await?;
+            if let Some(fence) = &fence {
+                // The partitions' rows stay locked to the commit: a takeover waits for it,
+                // or has already moved the epoch and this matches nothing.
+                let held = transaction
+                    .query(&check, &[&fence.worker, &fence.ids, &fence.epochs])
+                    .await?;
+                let held: Vec<i16> = held.iter().map(|row| row.get(0)).collect();
+                let lost: Vec<i16> = fence
+                    .ids
+                    .iter()
+                    .filter(|id| !held.contains(id))
+                    .copied()
+                    .collect();
+                if !lost.is_empty() {
+                    transaction.rollback().await?;
+                    return Ok(lost);
+                }
+            }
             if !delete_keys.is_empty() {
                 transaction
                     .execute(&delete, &[&delete_spaces, &delete_keys])
@@ -262,10 +464,30 @@ impl KvEngine for PostgresEngine {
                     .execute(&put, &[&put_spaces, &put_keys, &put_values])
                     .await?;
             }
-            transaction.commit().await
+            transaction.commit().await?;
+            Ok(Vec::new())
         })
         .map_err(unavailable)
     }
+}
+
+/// A partition number as stored.
+fn partition_id(partition: u16) -> Result<i16, Error> {
+    if partition >= PARTITIONS {
+        return Err(Error::Backend(format!(
+            "partition {partition} does not exist: a schema has {PARTITIONS}"
+        )));
+    }
+    Ok(i16::try_from(partition).unwrap_or(i16::MAX))
+}
+
+/// The partitions and epochs of `leases`, as query parameters.
+fn fence_arrays(leases: &[Lease]) -> Result<(Vec<i16>, Vec<i64>), Error> {
+    let ids = leases
+        .iter()
+        .map(|lease| partition_id(lease.partition))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((ids, leases.iter().map(|lease| lease.epoch).collect()))
 }
 
 /// The number a keyspace is stored under. Stored data depends on it: never renumber.
@@ -282,7 +504,16 @@ fn space_id(space: Space) -> i16 {
 }
 
 fn unavailable(error: tokio_postgres::Error) -> Error {
-    Error::Unavailable(error.to_string())
+    // The server's own message says more than the client's "db error".
+    match error.as_db_error() {
+        Some(db) => Error::Unavailable(format!(
+            "{} {}: {}",
+            db.severity(),
+            db.code().code(),
+            db.message()
+        )),
+        None => Error::Unavailable(error.to_string()),
+    }
 }
 
 /// A schema name goes into SQL quoted: letters, digits and `_` only, so quoting is enough.
