@@ -414,3 +414,124 @@ mod leases {
         assert!(won.iter().flatten().all(|lease| lease.epoch == 1));
     }
 }
+
+/// Messages between partitions: sent with the sender's commit, polled by the owner of the
+/// target's partition, consumed with the receiver's.
+mod messages {
+    use super::server_or_skip;
+    use durable_store::{Horizon, Outgoing, PARTITIONS, PostgresEngine, partition_of};
+    use std::time::Duration;
+
+    const LONG: Duration = Duration::from_secs(60);
+
+    fn message(partition: u16, body: &str) -> Outgoing {
+        Outgoing {
+            partition,
+            target: format!("child-{body}"),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn bodies(polled: &[durable_store::Polled]) -> Vec<String> {
+        polled
+            .iter()
+            .map(|message| String::from_utf8(message.body.clone()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_poll_never_skips_a_message_that_an_older_transaction_commits_late() {
+        let Some(server) = server_or_skip("a_poll_never_skips_a_message") else {
+            return;
+        };
+        let url = server.database("poll").unwrap();
+        let engine = PostgresEngine::connect_shared(&url, "hub").unwrap();
+        let p = 5;
+        // An older transaction writes a message and stays open...
+        let tokio = tokio::runtime::Runtime::new().unwrap();
+        let slow = tokio.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            client
+                .batch_execute(&format!(
+                    "BEGIN; INSERT INTO hub.messages (partition, target, body)
+                     VALUES ({p}, 'late', 'late'::bytea)"
+                ))
+                .await
+                .unwrap();
+            client
+        });
+        // ...while a younger one sends and commits.
+        let lease = engine.acquire("w", 9, LONG).unwrap().unwrap();
+        engine
+            .write_fenced_with_messages("w", &[lease], Vec::new(), &[message(p, "early")], &[])
+            .unwrap();
+        let mut horizon = Horizon::default();
+        let first = engine.poll_messages(&[p], &mut horizon, 100).unwrap();
+        assert_eq!(bodies(&first), ["early"]);
+        // The older transaction commits now: the next poll still finds its message, and
+        // does not deliver the younger one twice.
+        tokio.block_on(async { slow.batch_execute("COMMIT").await.unwrap() });
+        let second = engine.poll_messages(&[p], &mut horizon, 100).unwrap();
+        assert_eq!(bodies(&second), ["late"]);
+        assert!(
+            engine
+                .poll_messages(&[p], &mut horizon, 100)
+                .unwrap()
+                .is_empty()
+        );
+        // Consumed with a turn's commit, a message is gone for a fresh poller too; the
+        // unconsumed one is found again.
+        let owner = engine.acquire("w", p, LONG).unwrap().unwrap();
+        let early = &first[0];
+        engine
+            .write_fenced_with_messages("w", &[owner], Vec::new(), &[], &[(p, early.seq)])
+            .unwrap();
+        let fresh = engine
+            .poll_messages(&[p], &mut Horizon::default(), 100)
+            .unwrap();
+        assert_eq!(bodies(&fresh), ["late"]);
+    }
+
+    #[test]
+    fn a_fenced_writes_messages_are_not_sent_and_its_consumed_ones_stay() {
+        let Some(server) = server_or_skip("a_fenced_writes_messages") else {
+            return;
+        };
+        let url = server.database("fenced_messages").unwrap();
+        let a = PostgresEngine::connect_shared(&url, "hub").unwrap();
+        let b = PostgresEngine::connect_shared(&url, "hub").unwrap();
+        let a_lease = a.acquire("a", 1, LONG).unwrap().unwrap();
+        a.write_fenced_with_messages("a", &[a_lease], Vec::new(), &[message(2, "kept")], &[])
+            .unwrap();
+        let kept = a.poll_messages(&[2], &mut Horizon::default(), 10).unwrap();
+        a.release("a", a_lease).unwrap();
+        let _b_lease = b.acquire("b", 1, LONG).unwrap().unwrap();
+        let fenced = a.write_fenced_with_messages(
+            "a",
+            &[a_lease],
+            Vec::new(),
+            &[message(2, "lost")],
+            &[(2, kept[0].seq)],
+        );
+        assert!(fenced.is_err());
+        let after = b.poll_messages(&[2], &mut Horizon::default(), 10).unwrap();
+        assert_eq!(bodies(&after), ["kept"], "nothing sent, nothing consumed");
+    }
+
+    #[test]
+    fn partitions_of_ids_are_stable_and_spread() {
+        // Part of the stored format: these values must never change.
+        assert_eq!(partition_of(""), (0xcbf2_9ce4_8422_2325u64 % 64) as u16);
+        let mut counts = vec![0u32; usize::from(PARTITIONS)];
+        for i in 0..6400 {
+            counts[usize::from(partition_of(&format!("order-{i}")))] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (50..=150).contains(&n)),
+            "{counts:?}"
+        );
+    }
+}

@@ -37,7 +37,9 @@ pub use fjall_store::{COMMIT_MARK_FILE, FjallEngine, FjallStore};
 pub use kv::{FORMAT_VERSION, KvEngine, KvOp, KvStore, Scan, Visitor, encode_batch};
 pub use memory::{MemoryEngine, MemoryStore};
 #[cfg(feature = "postgres")]
-pub use postgres::{Lease, PARTITIONS, PostgresEngine, PostgresStore};
+pub use postgres::{
+    Horizon, Lease, Outgoing, PARTITIONS, Polled, PostgresEngine, PostgresStore, partition_of,
+};
 // The records this crate stores, from `durable-types`, so that a store's users need
 // name only this crate.
 pub use durable_types::{

@@ -53,6 +53,54 @@ pub struct Lease {
     pub epoch: i64,
 }
 
+/// A message to an instance of another partition, written with the sender's commit (the
+/// target's inbox is in the same database: no outbox to relay).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The target instance's partition ([`partition_of`]).
+    pub partition: u16,
+    /// The target instance.
+    pub target: String,
+    /// The message, encoded.
+    pub body: Vec<u8>,
+}
+
+/// A message [`PostgresEngine::poll_messages`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Polled {
+    /// The target's partition.
+    pub partition: u16,
+    /// Its number in the partition: what consuming it names.
+    pub seq: i64,
+    /// The target instance.
+    pub target: String,
+    /// The message, encoded.
+    pub body: Vec<u8>,
+}
+
+/// How far a poller has read: every message of a transaction older than every running
+/// one (below `pg_snapshot_xmin`) up to `(xid, seq)` is delivered, and the newer ones it
+/// delivered already are remembered, not delivered again. A row that an older, slower
+/// transaction commits later is still ahead of the horizon, so it is never skipped — as a
+/// plain `seq > last` cursor would skip it.
+#[derive(Debug, Default)]
+pub struct Horizon {
+    xid: u64,
+    seq: i64,
+    delivered: std::collections::BTreeSet<(u64, i64)>,
+}
+
+/// The partition of an instance: FNV-1a (64 bits) of its id's bytes, modulo
+/// [`PARTITIONS`]. Part of the stored format: never change it for existing data.
+pub fn partition_of(instance: &str) -> u16 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in instance.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    u16::try_from(hash % u64::from(PARTITIONS)).unwrap_or_default()
+}
+
 /// The key-value engine over one schema of a PostgreSQL database.
 pub struct PostgresEngine {
     /// Runs the connections; taken only on drop.
@@ -62,6 +110,7 @@ pub struct PostgresEngine {
     /// The quoted, schema-qualified table names.
     table: String,
     partitions: String,
+    messages: String,
 }
 
 impl PostgresStore {
@@ -141,6 +190,14 @@ impl PostgresEngine {
              );
              INSERT INTO \"{schema}\".partitions (id)
                  SELECT generate_series(0, {last}) ON CONFLICT DO NOTHING;
+             CREATE TABLE IF NOT EXISTS \"{schema}\".messages (
+                 partition smallint NOT NULL,
+                 seq bigint GENERATED ALWAYS AS IDENTITY,
+                 xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+                 target text NOT NULL,
+                 body bytea NOT NULL,
+                 PRIMARY KEY (partition, seq)
+             );
              COMMIT",
             last = PARTITIONS - 1
         );
@@ -165,6 +222,7 @@ impl PostgresEngine {
             writer: Mutex::new(writer),
             reader,
             partitions: format!("\"{schema}\".partitions"),
+            messages: format!("\"{schema}\".messages"),
             table,
         })
     }
@@ -260,7 +318,25 @@ impl PostgresEngine {
     /// [`Error::Fenced`] naming the partitions lost (nothing was applied);
     /// [`Error::Unavailable`].
     pub fn write_fenced(&self, worker: &str, fence: &[Lease], ops: Vec<KvOp>) -> Result<(), Error> {
+        self.write_fenced_with_messages(worker, fence, ops, &[], &[])
+    }
+
+    /// [`PostgresEngine::write_fenced`], which also sends `send` (to other partitions'
+    /// instances) and consumes the polled messages `consume` (`(partition, seq)`), all in
+    /// the one transaction: a message is consumed exactly once, with the turn it feeds.
+    ///
+    /// # Errors
+    /// As [`PostgresEngine::write_fenced`].
+    pub fn write_fenced_with_messages(
+        &self,
+        worker: &str,
+        fence: &[Lease],
+        ops: Vec<KvOp>,
+        send: &[Outgoing],
+        consume: &[(u16, i64)],
+    ) -> Result<(), Error> {
         let (ids, epochs) = fence_arrays(fence)?;
+        let messages = Messages::of(send, consume)?;
         let outcome = self.transact(
             ops,
             Some(Fence {
@@ -268,6 +344,7 @@ impl PostgresEngine {
                 ids,
                 epochs,
             }),
+            Some(messages),
         )?;
         match outcome {
             lost if lost.is_empty() => Ok(()),
@@ -377,7 +454,7 @@ impl KvEngine for PostgresEngine {
     }
 
     fn write(&self, ops: Vec<KvOp>) -> Result<(), Error> {
-        self.transact(ops, None).map(|_| ())
+        self.transact(ops, None, None).map(|_| ())
     }
 }
 
@@ -392,7 +469,12 @@ struct Fence<'a> {
 impl PostgresEngine {
     /// Applies `ops` in one transaction, first checking `fence` in it; rolls back,
     /// applying nothing, when the fence finds partitions lost, and returns them.
-    fn transact(&self, ops: Vec<KvOp>, fence: Option<Fence<'_>>) -> Result<Vec<i16>, Error> {
+    fn transact(
+        &self,
+        ops: Vec<KvOp>,
+        fence: Option<Fence<'_>>,
+        messages: Option<Messages>,
+    ) -> Result<Vec<i16>, Error> {
         // Of two operations on one key the later wins; PostgreSQL would refuse one
         // statement that changes a row twice.
         let mut last: HashMap<(i16, Vec<u8>), Option<Vec<u8>>> = HashMap::new();
@@ -464,10 +546,135 @@ impl PostgresEngine {
                     .execute(&put, &[&put_spaces, &put_keys, &put_values])
                     .await?;
             }
+            if let Some(messages) = &messages {
+                if !messages.send_targets.is_empty() {
+                    let send = format!(
+                        "INSERT INTO {} (partition, target, body)
+                         SELECT * FROM unnest($1::smallint[], $2::text[], $3::bytea[])",
+                        self.messages
+                    );
+                    transaction
+                        .execute(
+                            &send,
+                            &[
+                                &messages.send_partitions,
+                                &messages.send_targets,
+                                &messages.send_bodies,
+                            ],
+                        )
+                        .await?;
+                }
+                if !messages.consume_seqs.is_empty() {
+                    let consume = format!(
+                        "DELETE FROM {} WHERE (partition, seq) IN
+                         (SELECT * FROM unnest($1::smallint[], $2::bigint[]))",
+                        self.messages
+                    );
+                    transaction
+                        .execute(
+                            &consume,
+                            &[&messages.consume_partitions, &messages.consume_seqs],
+                        )
+                        .await?;
+                }
+            }
             transaction.commit().await?;
             Ok(Vec::new())
         })
         .map_err(unavailable)
+    }
+}
+
+/// The messages a fenced write sends and consumes, as query parameters.
+struct Messages {
+    send_partitions: Vec<i16>,
+    send_targets: Vec<String>,
+    send_bodies: Vec<Vec<u8>>,
+    consume_partitions: Vec<i16>,
+    consume_seqs: Vec<i64>,
+}
+
+impl Messages {
+    fn of(send: &[Outgoing], consume: &[(u16, i64)]) -> Result<Messages, Error> {
+        Ok(Messages {
+            send_partitions: send
+                .iter()
+                .map(|message| partition_id(message.partition))
+                .collect::<Result<_, _>>()?,
+            send_targets: send.iter().map(|message| message.target.clone()).collect(),
+            send_bodies: send.iter().map(|message| message.body.clone()).collect(),
+            consume_partitions: consume
+                .iter()
+                .map(|(partition, _)| partition_id(*partition))
+                .collect::<Result<_, _>>()?,
+            consume_seqs: consume.iter().map(|(_, seq)| *seq).collect(),
+        })
+    }
+}
+
+impl PostgresEngine {
+    /// The messages to `partitions` past `horizon`, oldest transaction first, at most
+    /// `limit`; moves the horizon (see [`Horizon`]). A message stays until a write
+    /// consumes it, so a poller that restarts from a fresh horizon finds the unconsumed
+    /// ones again.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn poll_messages(
+        &self,
+        partitions: &[u16],
+        horizon: &mut Horizon,
+        limit: usize,
+    ) -> Result<Vec<Polled>, Error> {
+        let ids = partitions
+            .iter()
+            .map(|partition| partition_id(*partition))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sql = format!(
+            "SELECT partition, seq, xid::text, target, body,
+                    pg_snapshot_xmin(pg_current_snapshot())::text
+             FROM {} WHERE partition = ANY($1) AND (xid, seq) > ($2::text::xid8, $3)
+             ORDER BY xid, seq LIMIT $4",
+            self.messages
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .block_on(self.reader.query(
+                &sql,
+                &[&ids, &horizon.xid.to_string(), &horizon.seq, &limit],
+            ))
+            .map_err(unavailable)?;
+        let number = |text: &str| text.parse::<u64>().unwrap_or(0);
+        let mut polled = Vec::new();
+        let mut settled = true;
+        for row in &rows {
+            let xid = number(row.get::<_, &str>(2));
+            let stable = number(row.get::<_, &str>(5));
+            let seq: i64 = row.get(1);
+            // Below the oldest running transaction nothing can commit any more: that
+            // prefix is final, and the horizon moves past it.
+            settled &= xid < stable;
+            if settled {
+                horizon.xid = xid;
+                horizon.seq = seq;
+                if horizon.delivered.remove(&(xid, seq)) {
+                    continue; // delivered while it was still above the horizon
+                }
+            } else if !horizon.delivered.insert((xid, seq)) {
+                continue;
+            }
+            polled.push(Polled {
+                partition: u16::try_from(row.get::<_, i16>(0)).unwrap_or_default(),
+                seq,
+                target: row.get(3),
+                body: row.get(4),
+            });
+        }
+        let (xid, seq) = (horizon.xid, horizon.seq);
+        horizon
+            .delivered
+            .retain(|delivered| *delivered > (xid, seq));
+        Ok(polled)
     }
 }
 
