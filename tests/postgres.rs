@@ -535,3 +535,47 @@ mod messages {
         );
     }
 }
+
+#[test]
+fn a_database_that_goes_away_is_an_error_until_it_is_back_then_work_goes_on() {
+    use durable_store::codec::Space;
+    use durable_store::{Error, KvEngine, KvOp, PostgresEngine};
+    if std::env::var_os(durable_testkit::postgres::SERVER_VAR).is_some() {
+        return; // needs a cluster of its own to stop
+    }
+    let Some(server) = server_or_skip("a_database_that_goes_away") else {
+        return;
+    };
+    let url = server.database("restart").unwrap();
+    let engine = PostgresEngine::connect(&url, "hub").unwrap();
+    let put = |key: &str| {
+        vec![KvOp::Put(
+            Space::Meta,
+            key.as_bytes().to_vec(),
+            b"v".to_vec(),
+        )]
+    };
+    engine.write(put("before")).unwrap();
+
+    server.stop().unwrap();
+    let error = engine.write(put("while-down")).unwrap_err();
+    assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
+    assert!(
+        error.to_string().contains("check that the server runs"),
+        "{error}"
+    );
+    assert!(matches!(
+        engine.get(Space::Meta, b"before"),
+        Err(Error::Unavailable(_))
+    ));
+
+    server.restart().unwrap();
+    // The engine connects again (and holds its schema again): nothing acknowledged is lost,
+    // nothing refused was applied.
+    engine.write(put("after")).unwrap();
+    assert!(engine.get(Space::Meta, b"before").unwrap().is_some());
+    assert!(engine.get(Space::Meta, b"after").unwrap().is_some());
+    assert_eq!(engine.get(Space::Meta, b"while-down").unwrap(), None);
+    let second = PostgresEngine::connect(&url, "hub").err().unwrap();
+    assert!(matches!(second, Error::SchemaInUse(_)), "{second:?}");
+}

@@ -31,7 +31,7 @@ use crate::store::Durability;
 use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Bound;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 
@@ -105,8 +105,15 @@ pub fn partition_of(instance: &str) -> u16 {
 pub struct PostgresEngine {
     /// Runs the connections; taken only on drop.
     runtime: Option<tokio::runtime::Runtime>,
-    writer: Mutex<Client>,
-    reader: Client,
+    /// Where to connect again when a connection is lost.
+    url: String,
+    /// The schema, held by this engine alone when `exclusive`.
+    schema: String,
+    exclusive: bool,
+    /// The connection for writes, taken in turn; `None` or closed until reconnected.
+    writer: Mutex<Option<Client>>,
+    /// The connection for reads, shared (its queries are pipelined).
+    reader: Mutex<Option<Arc<Client>>>,
     /// The quoted, schema-qualified table names.
     table: String,
     partitions: String,
@@ -155,20 +162,19 @@ impl PostgresEngine {
             .enable_all()
             .build()
             .map_err(Error::Io)?;
-        let connect = |url: String| async move {
-            let (client, connection) = tokio_postgres::connect(&url, NoTls)
-                .await
-                .map_err(unavailable)?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::warn!(%error, "a connection to PostgreSQL ended");
-                }
-            });
-            Ok::<_, Error>(client)
-        };
-        let writer = runtime.block_on(connect(url.to_owned()))?;
-        let reader = runtime.block_on(connect(url.to_owned()))?;
         let table = format!("\"{schema}\".kv");
+        let engine = PostgresEngine {
+            runtime: Some(runtime),
+            url: url.to_owned(),
+            schema: schema.to_owned(),
+            exclusive,
+            writer: Mutex::new(None),
+            reader: Mutex::new(None),
+            partitions: format!("\"{schema}\".partitions"),
+            messages: format!("\"{schema}\".messages"),
+            table: table.clone(),
+        };
+        let writer = engine.new_client()?;
         // Engines that open one schema at once would race on the catalog (`IF NOT EXISTS`
         // is not atomic): one at a time, under a transaction's advisory lock.
         let create = format!(
@@ -201,30 +207,76 @@ impl PostgresEngine {
              COMMIT",
             last = PARTITIONS - 1
         );
-        runtime
+        engine
             .block_on(writer.batch_execute(&create))
             .map_err(unavailable)?;
-        // One runtime per schema, as fjall's lock file allows one process per directory:
-        // a session lock, held by the writer's connection, so it goes when the process does.
-        let locked: bool = !exclusive
-            || runtime
-                .block_on(writer.query_one(
-                    "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
-                    &[&format!("durable schema {schema}")],
-                ))
-                .map_err(unavailable)?
-                .get::<_, bool>(0);
-        if !locked {
-            return Err(Error::SchemaInUse(schema.to_owned()));
-        }
-        Ok(PostgresEngine {
-            runtime: Some(runtime),
-            writer: Mutex::new(writer),
-            reader,
-            partitions: format!("\"{schema}\".partitions"),
-            messages: format!("\"{schema}\".messages"),
-            table,
+        engine.hold_schema(&writer)?;
+        *engine.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(writer);
+        Ok(engine)
+    }
+
+    /// A new connection, driven by the engine's runtime.
+    fn new_client(&self) -> Result<Client, Error> {
+        let url = self.url.clone();
+        self.block_on(async move {
+            let (client, connection) = tokio_postgres::connect(&url, NoTls)
+                .await
+                .map_err(unavailable)?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::warn!(%error, "a connection to PostgreSQL ended");
+                }
+            });
+            Ok(client)
         })
+    }
+
+    /// One runtime per schema, as fjall's lock file allows one process per directory: a
+    /// session lock on the writer's connection, so it goes when the process does (and must
+    /// be taken again on a new connection).
+    fn hold_schema(&self, writer: &Client) -> Result<(), Error> {
+        if !self.exclusive {
+            return Ok(());
+        }
+        let locked: bool = self
+            .block_on(writer.query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                &[&format!("durable schema {}", self.schema)],
+            ))
+            .map_err(unavailable)?
+            .get(0);
+        if locked {
+            Ok(())
+        } else {
+            Err(Error::SchemaInUse(self.schema.clone()))
+        }
+    }
+
+    /// The writer's connection, connected again if it was lost (the server restarted, the
+    /// network dropped it): a lost database is an error of the calls made while it is
+    /// gone, not of every later one.
+    fn writer(&self) -> Result<MutexGuard<'_, Option<Client>>, Error> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if writer.as_ref().is_none_or(Client::is_closed) {
+            *writer = None;
+            let client = self.new_client()?;
+            self.hold_schema(&client)?;
+            *writer = Some(client);
+        }
+        Ok(writer)
+    }
+
+    /// The readers' connection, connected again if it was lost.
+    fn reader(&self) -> Result<Arc<Client>, Error> {
+        let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        match reader.as_ref() {
+            Some(client) if !client.is_closed() => Ok(Arc::clone(client)),
+            _ => {
+                let client = Arc::new(self.new_client()?);
+                *reader = Some(Arc::clone(&client));
+                Ok(client)
+            }
+        }
     }
 
     /// Takes `partition` for `worker` until `ttl` from now (database time), if it is free:
@@ -245,7 +297,8 @@ impl PostgresEngine {
             self.partitions
         );
         let id = partition_id(partition)?;
-        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = self.writer()?;
+        let writer = writer.as_ref().ok_or_else(lost)?;
         let row = self
             .block_on(async {
                 writer
@@ -277,7 +330,8 @@ impl PostgresEngine {
              RETURNING id, epoch",
             self.partitions
         );
-        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = self.writer()?;
+        let writer = writer.as_ref().ok_or_else(lost)?;
         let rows = self
             .block_on(async {
                 writer
@@ -304,7 +358,8 @@ impl PostgresEngine {
             self.partitions
         );
         let id = partition_id(lease.partition)?;
-        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = self.writer()?;
+        let writer = writer.as_ref().ok_or_else(lost)?;
         self.block_on(writer.execute(&sql, &[&id, &lease.epoch, &worker]))
             .map_err(unavailable)?;
         Ok(())
@@ -379,11 +434,14 @@ impl Drop for PostgresEngine {
             .writer
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                let _ = runtime.block_on(writer.batch_execute("SELECT pg_advisory_unlock_all()"));
+        if let Some(writer) = writer.as_ref().filter(|writer| !writer.is_closed()) {
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    let _ =
+                        runtime.block_on(writer.batch_execute("SELECT pg_advisory_unlock_all()"));
+                });
             });
-        });
+        }
         runtime.shutdown_background();
     }
 }
@@ -403,7 +461,7 @@ impl KvEngine for PostgresEngine {
             self.table
         );
         let row = self
-            .block_on(self.reader.query_opt(&sql, &[&space_id(space), &key]))
+            .block_on(self.reader()?.query_opt(&sql, &[&space_id(space), &key]))
             .map_err(unavailable)?;
         Ok(row.map(|row| row.get(0)))
     }
@@ -433,7 +491,7 @@ impl KvEngine for PostgresEngine {
                 self.table
             );
             let rows = self
-                .block_on(self.reader.query(
+                .block_on(self.reader()?.query(
                     &sql,
                     &[&space_id(space), &from_value, &to_value, &SCAN_PAGE],
                 ))
@@ -515,7 +573,8 @@ impl PostgresEngine {
              ON CONFLICT (space, key) DO UPDATE SET value = excluded.value",
             table = self.table
         );
-        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut writer = self.writer()?;
+        let writer = writer.as_mut().ok_or_else(lost)?;
         self.block_on(async {
             let transaction = writer.transaction().await?;
             if let Some(fence) = &fence {
@@ -639,7 +698,7 @@ impl PostgresEngine {
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
-            .block_on(self.reader.query(
+            .block_on(self.reader()?.query(
                 &sql,
                 &[&ids, &horizon.xid.to_string(), &horizon.seq, &limit],
             ))
@@ -708,6 +767,12 @@ fn space_id(space: Space) -> i16 {
         Space::Timers => 5,
         Space::Entities => 6,
     }
+}
+
+/// A connection slot found empty right after it was filled: cannot happen, but is an
+/// error rather than a panic.
+fn lost() -> Error {
+    Error::Unavailable("the connection to PostgreSQL was lost".into())
 }
 
 fn unavailable(error: tokio_postgres::Error) -> Error {

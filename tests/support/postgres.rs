@@ -158,6 +158,43 @@ impl Server {
     pub fn base(&self) -> &str {
         &self.base
     }
+
+    /// Stops the cluster this process started (`pg_ctl stop -m fast`: connections are
+    /// cut), as a database that goes away.
+    ///
+    /// # Errors
+    /// [`Unavailable`] for a server named by [`SERVER_VAR`], or when `pg_ctl` fails.
+    pub fn stop(&self) -> Result<(), Unavailable> {
+        self.pg_ctl(&["-m", "fast", "-w", "stop"])
+    }
+
+    /// Starts the cluster again after [`Server::stop`].
+    ///
+    /// # Errors
+    /// As [`Server::stop`].
+    pub fn restart(&self) -> Result<(), Unavailable> {
+        let cluster = self.own()?;
+        let log = cluster.dir.path().join("log");
+        let options = format!(
+            "-k {} -p 5432 -c listen_addresses='' -c max_connections=200",
+            cluster.dir.path().display()
+        );
+        self.pg_ctl(&["-l", &log.to_string_lossy(), "-o", &options, "-w", "start"])
+    }
+
+    fn own(&self) -> Result<&Cluster, Unavailable> {
+        self.cluster.as_ref().ok_or_else(|| {
+            Unavailable(format!("the server {SERVER_VAR} names is not ours to stop"))
+        })
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), Unavailable> {
+        let cluster = self.own()?;
+        let data = cluster.dir.path().join("data");
+        let mut all: Vec<&std::ffi::OsStr> = vec!["-D".as_ref(), data.as_os_str()];
+        all.extend(args.iter().map(|arg| std::ffi::OsStr::new(*arg)));
+        cluster.run("pg_ctl", &all)
+    }
 }
 
 impl Cluster {
