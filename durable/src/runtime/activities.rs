@@ -149,7 +149,13 @@ async fn until_gone_from_store(shared: &Weak<Shared>, key: &ActivityKey) {
         if shared.is_stopping() {
             return;
         }
-        match shared.store.activity(key) {
+        // Store reads block (a network round trip for some stores): off the async threads.
+        let store = Arc::clone(&shared.store);
+        let read_key = key.clone();
+        let read = tokio::task::spawn_blocking(move || store.activity(&read_key))
+            .await
+            .unwrap_or_else(|join| Err(durable_store::Error::Backend(join.to_string())));
+        match read {
             Ok(None) => return,
             Ok(Some(_)) if tokio::time::Instant::now() < deadline => {}
             Ok(Some(_)) => {
