@@ -305,6 +305,25 @@ async fn open_crash_store(dir: &str) -> Runtime {
         .unwrap()
 }
 
+/// Runs the child test `child` on the store at `path` again and again until it exits
+/// cleanly; returns how many runs crashed.
+fn runs_that_crash(child: &str, dir_var: &str, path: &str) -> u32 {
+    let mut crashes = 0;
+    loop {
+        let status = durable_testkit::spawn_test_child(child, &[(dir_var, path.to_owned())])
+            .wait()
+            .unwrap();
+        if status.success() {
+            return crashes;
+        }
+        crashes += 1;
+        assert!(
+            crashes <= MAX_RESTARTS + 5,
+            "still crashing after {crashes} runs"
+        );
+    }
+}
+
 /// The child: starts the crasher (once) and the healthy chains, then waits; the crashing
 /// activity aborts the process, until the runtime stops running it.
 #[test]
@@ -333,20 +352,7 @@ fn crash_loop_child() {
 async fn an_activity_that_crashes_the_process_is_failed_after_max_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_str().unwrap().to_owned();
-    let mut crashes = 0;
-    let mut clean_exit = false;
-    for _ in 0..(MAX_RESTARTS + 5) {
-        let status =
-            durable_testkit::spawn_test_child("crash_loop_child", &[(CRASH_DIR_VAR, path.clone())])
-                .wait()
-                .unwrap();
-        if status.success() {
-            clean_exit = true;
-            break;
-        }
-        crashes += 1;
-    }
-    assert!(clean_exit, "still crashing after {crashes} runs");
+    let crashes = runs_that_crash("crash_loop_child", CRASH_DIR_VAR, &path);
     // Run 1 crashes; start-ups 2..=MAX_RESTARTS+1 find it unfinished and run it again
     // until the count passes the limit.
     assert_eq!(crashes, MAX_RESTARTS + 1, "runs that crashed");
@@ -505,22 +511,7 @@ fn neighbours_child() {
 async fn a_poison_activity_does_not_take_its_neighbours_down_with_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_str().unwrap().to_owned();
-    let mut crashes = 0;
-    let mut clean_exit = false;
-    for _ in 0..(MAX_RESTARTS + 6) {
-        let status = durable_testkit::spawn_test_child(
-            "neighbours_child",
-            &[(NEIGHBOURS_DIR_VAR, path.clone())],
-        )
-        .wait()
-        .unwrap();
-        if status.success() {
-            clean_exit = true;
-            break;
-        }
-        crashes += 1;
-    }
-    assert!(clean_exit, "still crashing after {crashes} runs");
+    let crashes = runs_that_crash("neighbours_child", NEIGHBOURS_DIR_VAR, &path);
 
     let runtime = open_neighbours_store(&path).await;
     let client = runtime.client();
