@@ -165,6 +165,11 @@ impl WriteBatch {
         self.ops.append(&mut other.ops);
     }
 
+    /// The operations, in order, taken out of the batch.
+    pub fn into_ops(self) -> Vec<Op> {
+        self.ops
+    }
+
     /// The operations, in order.
     pub fn ops(&self) -> &[Op] {
         &self.ops
@@ -178,5 +183,11 @@ impl WriteBatch {
     /// Whether the batch has no operations.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+}
+
+impl From<Vec<Op>> for WriteBatch {
+    fn from(ops: Vec<Op>) -> WriteBatch {
+        WriteBatch { ops }
     }
 }

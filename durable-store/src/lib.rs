@@ -27,6 +27,7 @@ mod error;
 mod fjall_store;
 mod kv;
 mod memory;
+pub mod partition;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod store;
@@ -36,10 +37,9 @@ pub use error::{Error, RecordKey};
 pub use fjall_store::{COMMIT_MARK_FILE, FjallEngine, FjallStore};
 pub use kv::{FORMAT_VERSION, KvEngine, KvOp, KvStore, Scan, Visitor, encode_batch};
 pub use memory::{MemoryEngine, MemoryStore};
+pub use partition::{PARTITIONS, PartitionSet, partition_of};
 #[cfg(feature = "postgres")]
-pub use postgres::{
-    Horizon, Lease, Outgoing, PARTITIONS, Polled, PostgresEngine, PostgresStore, partition_of,
-};
+pub use postgres::{Commit, Horizon, Lease, Outgoing, Polled, PostgresEngine, PostgresStore};
 // The records this crate stores, from `durable-types`, so that a store's users need
 // name only this crate.
 pub use durable_types::{

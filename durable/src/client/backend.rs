@@ -117,6 +117,13 @@ pub(crate) trait Backend: Send + Sync {
 
     /// The limits commands are held to.
     fn limits(&self) -> Limits;
+
+    /// How often a client waiting for an instance's end should look at its status, when
+    /// the end may come from elsewhere than this backend's runtime (`None`: the watch
+    /// always wakes).
+    fn end_poll(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// A registration for an instance's end: [`EndWatch::notified`] wakes when the instance

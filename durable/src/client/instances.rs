@@ -890,12 +890,23 @@ impl Client {
         let instance = InstanceId::new(instance_id)?;
         // `None`: a timeout too long to represent, which means no deadline.
         let deadline = tokio::time::Instant::now().checked_add(timeout);
+        let poll = self.backend.end_poll();
         loop {
             let watch = self.backend.watch(&instance)?;
             let outcome = {
-                let ended = watch.notify().notified();
+                let notified = watch.notify().notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                // Woken by the watch, or, for instances run elsewhere, after a while.
+                let ended = async {
+                    match poll {
+                        Some(every) => {
+                            let _ = tokio::time::timeout(every, notified).await;
+                        }
+                        None => notified.await,
+                    }
+                };
                 tokio::pin!(ended);
-                ended.as_mut().enable();
                 match self.status(&instance).await {
                     Err(error) => Some(Err(error)),
                     Ok(None) => Some(Err(Error::NotFound {

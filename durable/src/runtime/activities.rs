@@ -308,6 +308,11 @@ impl Runs {
         cancellation
     }
 
+    /// Whether a run of `item` is under way (or waiting for a slot).
+    pub(crate) fn contains(&self, item: &ActivityWorkItem) -> bool {
+        self.lock().contains_key(&(item.execution, item.task))
+    }
+
     fn forget(&self, key: &ActivityKey) {
         self.lock().remove(&run_id(key));
     }

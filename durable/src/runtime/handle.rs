@@ -40,7 +40,36 @@ pub(crate) enum Rejection {
 pub(crate) type Reply = Result<(), Rejection>;
 
 /// Where a command's reply goes.
-pub(crate) type ReplySender = oneshot::Sender<Reply>;
+#[derive(Debug)]
+pub(crate) enum ReplySender {
+    /// A client of this process, waiting.
+    Local(oneshot::Sender<Reply>),
+    /// A request from another process, read from the `messages` table: the commit that
+    /// answers it also consumes it and writes the answer, so it is done exactly once.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Remote(RemoteRequest),
+}
+
+/// Where a request from another process came from and where its answer goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) struct RemoteRequest {
+    /// The `messages` row that carried it: `(partition, seq)`.
+    pub(crate) partition: u16,
+    pub(crate) seq: i64,
+    /// The `replies` row its answer goes to.
+    pub(crate) request: i64,
+}
+
+impl ReplySender {
+    /// Answers without a commit. A remote request stays in the `messages` table, answered
+    /// by whoever runs its partition next: only a runtime that stops answers so.
+    pub(crate) fn send(self, reply: Reply) {
+        if let ReplySender::Local(sender) = self {
+            let _ = sender.send(reply);
+        }
+    }
+}
 
 impl Rejection {
     /// The client's error for this rejection of a command for `instance`.
@@ -110,10 +139,24 @@ impl RuntimeHandle {
 impl Backend for RuntimeHandle {
     fn submit(&self, command: Command) -> BoxFuture<'static, Result<(), Error>> {
         let target = command.target();
+        #[cfg(feature = "postgres")]
+        if let Ok(shared) = self.running()
+            && let Some(cluster) = &shared.cluster
+            && !shared.ownership.owns(&target)
+        {
+            // Another worker runs it: the command goes there through the database.
+            let store = std::sync::Arc::clone(&cluster.store);
+            return Box::pin(async move {
+                super::cluster::remote::submit(&store, command)
+                    .await?
+                    .map_err(|rejection| rejection.into_error(target))
+            });
+        }
         // The mailbox only: a client waiting for its answer keeps no runtime alive.
         let mailbox = self.running().map(|shared| shared.mailbox(&target).clone());
         Box::pin(async move {
             let (reply, answer) = oneshot::channel();
+            let reply = ReplySender::Local(reply);
             mailbox?.post(ShardMsg::Command { command, reply }).await;
             match answer.await {
                 Ok(reply) => reply.map_err(|rejection| rejection.into_error(target)),
@@ -145,5 +188,18 @@ impl Backend for RuntimeHandle {
 
     fn limits(&self) -> Limits {
         self.limits
+    }
+
+    fn end_poll(&self) -> Option<std::time::Duration> {
+        // Workers sharing a schema: the instance may end in another process.
+        #[cfg(feature = "postgres")]
+        if self
+            .shared
+            .upgrade()
+            .is_some_and(|shared| shared.cluster.is_some())
+        {
+            return Some(super::cluster::remote::END_POLL);
+        }
+        None
     }
 }

@@ -23,6 +23,15 @@ impl Ids {
         }
     }
 
+    /// Hands out numbers from `floor` on, if the numbers are below it: a worker sharing a
+    /// schema takes a new block when it takes partitions over, so that its numbers there
+    /// follow those of their previous owners.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn raise(&self, floor: u64) {
+        self.inbox_seq.fetch_max(floor, Ordering::Relaxed);
+        self.executions.fetch_max(floor, Ordering::Relaxed);
+    }
+
     /// A new key for a message to `instance`, later than every stored one.
     pub(crate) fn inbox_key(&self, instance: &InstanceId) -> InboxKey {
         InboxKey {

@@ -12,9 +12,12 @@
 
 pub(crate) mod activities;
 mod clock;
+#[cfg(feature = "postgres")]
+pub(crate) mod cluster;
 mod handle;
 mod ids;
 pub(crate) mod metrics;
+mod ownership;
 mod recovery;
 mod room;
 mod scan;
@@ -99,6 +102,8 @@ pub(crate) struct Config {
     /// How long one orchestrator turn or entity operation may hold its shard's thread
     /// before it is logged and counted as slow.
     pub(crate) slow_turn_warning: Duration,
+    /// How long a partition lease lasts unrenewed (workers sharing a schema).
+    pub(crate) lease_ttl: Duration,
 }
 
 impl Default for Config {
@@ -119,6 +124,10 @@ impl Default for Config {
             // deadlock; turns here take microseconds, and a replay of a long history or
             // a huge fan-out stays well below it, so what passes it is blocking code.
             slow_turn_warning: Duration::from_secs(1),
+            // A worker that dies is replaced within about this much (plus a quarter of
+            // it): long enough that a busy machine renews in time, short enough to fail
+            // over in under two seconds.
+            lease_ttl: Duration::from_millis(1500),
         }
     }
 }
@@ -179,9 +188,24 @@ impl RuntimeBuilder {
     /// needed. [`RuntimeBuilder::postgres_schema`] picks another schema, so that several
     /// applications (task hubs) share one database.
     ///
-    /// One runtime per schema for now: a second one is refused
-    /// ([`durable_store::Error::SchemaInUse`]), as a second process is for a fjall
-    /// directory.
+    /// Every replica of a service runs the same code against the same schema: the
+    /// runtimes share the work as *workers*. The schema's instances fall into 64
+    /// partitions; each worker runs the partitions it holds a lease on, a fair share of
+    /// them, and takes over those of a worker that stops or dies (within about
+    /// [`RuntimeBuilder::lease_ttl`]). Clients of any worker reach every instance.
+    ///
+    /// ```no_run
+    /// # use durable::prelude::*;
+    /// # #[activity]
+    /// # async fn work(_ctx: ActivityContext, x: u64) -> Result<u64, Error> { Ok(x) }
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder()
+    ///     .postgres("postgres://app@db/orders")
+    ///     .register(work)
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     #[cfg(feature = "postgres")]
     pub fn postgres(self, url: impl Into<String>) -> Self {
         self.postgres_schema(url, "durable")
@@ -194,6 +218,15 @@ impl RuntimeBuilder {
             url: url.into(),
             schema: schema.into(),
         };
+        self
+    }
+
+    /// How long a worker sharing a PostgreSQL schema holds a partition without renewing
+    /// its lease (default 1.5 s; renewed every quarter of it). A worker that dies is
+    /// replaced after about this long; one that stalls longer (a pause, a cut network)
+    /// loses its partitions, and its commits there apply nothing.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.config.lease_ttl = ttl.max(Duration::from_millis(100));
         self
     }
 
@@ -426,19 +459,37 @@ impl RuntimeBuilder {
         if std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_err() {
             return Err(Error::NoTimeDriver);
         }
+        #[cfg(feature = "postgres")]
+        if let StoreChoice::Postgres { url, schema } = self.store {
+            let opened = tokio::task::spawn_blocking(move || {
+                let engine = durable_store::PostgresEngine::connect_shared(&url, &schema)?;
+                let place = PathBuf::from(format!("postgres schema {schema}"));
+                durable_store::KvStore::with_engine(engine, &place)
+            })
+            .await
+            .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))??;
+            let opened = Arc::new(opened);
+            let cluster = Arc::new(cluster::Cluster::new(
+                Arc::clone(&opened),
+                self.config.lease_ttl,
+            ));
+            let store: Arc<dyn Store> = opened;
+            return Runtime::launch(
+                store,
+                self.registry,
+                self.clock,
+                self.config,
+                tokio,
+                Some(cluster),
+            )
+            .await;
+        }
         let store: Arc<dyn Store> = match self.store {
             StoreChoice::Unset => return Err(Error::NoStore),
             StoreChoice::Memory => Arc::new(MemoryStore::new()),
             StoreChoice::Custom(store) => store,
             #[cfg(feature = "postgres")]
-            StoreChoice::Postgres { url, schema } => {
-                let opened = tokio::task::spawn_blocking(move || {
-                    durable_store::PostgresStore::connect(&url, &schema)
-                })
-                .await
-                .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))??;
-                Arc::new(opened)
-            }
+            StoreChoice::Postgres { .. } => unreachable!("started above"),
             StoreChoice::Path(path) => {
                 let durability = self.durability;
                 let opened =
@@ -448,7 +499,16 @@ impl RuntimeBuilder {
                 Arc::new(opened)
             }
         };
-        Runtime::launch(store, self.registry, self.clock, self.config, tokio).await
+        Runtime::launch(
+            store,
+            self.registry,
+            self.clock,
+            self.config,
+            tokio,
+            #[cfg(feature = "postgres")]
+            None,
+        )
+        .await
     }
 }
 
@@ -565,6 +625,11 @@ pub(crate) struct Shared {
     pub(crate) ids: ids::Ids,
     /// The execution floor stored when the runtime started.
     pub(crate) initial_execution_floor: ExecutionId,
+    /// The instances this runtime runs (all of them, unless workers share the store).
+    pub(crate) ownership: ownership::Ownership,
+    /// This worker's part in a schema that workers share.
+    #[cfg(feature = "postgres")]
+    pub(crate) cluster: Option<Arc<cluster::Cluster>>,
     state: AtomicU8,
 }
 
@@ -590,6 +655,18 @@ impl Shared {
         self.shards.get(index)
     }
 
+    /// This worker's part in a shared schema, if it has one.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn cluster(&self) -> Option<&cluster::Cluster> {
+        self.cluster.as_deref()
+    }
+
+    /// Never a part: without feature `postgres` no store is shared.
+    #[cfg(not(feature = "postgres"))]
+    pub(crate) fn cluster(&self) -> Option<&std::convert::Infallible> {
+        None
+    }
+
     pub(crate) fn is_stopping(&self) -> bool {
         self.state.load(Ordering::Acquire) != RUNNING
     }
@@ -613,6 +690,8 @@ impl Shared {
 pub struct Runtime {
     shared: Option<Arc<Shared>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// The lease and message threads of a worker sharing a schema.
+    cluster_threads: Vec<std::thread::JoinHandle<()>>,
     timer_task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -663,13 +742,24 @@ impl Runtime {
         clock: Clock,
         config: Config,
         tokio: tokio::runtime::Handle,
+        #[cfg(feature = "postgres")] cluster: Option<Arc<cluster::Cluster>>,
     ) -> Result<Runtime, Error> {
+        #[cfg(not(feature = "postgres"))]
+        let cluster: Option<std::convert::Infallible> = None;
         let recovery = {
             let store = Arc::clone(&store);
             let max_restarts = config.max_activity_restarts;
-            tokio::task::spawn_blocking(move || recovery::recover(&*store, max_restarts))
-                .await
-                .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))??
+            // A worker sharing a schema reads the partitions it takes, when it takes them.
+            let shared_store = cluster.is_some();
+            tokio::task::spawn_blocking(move || {
+                if shared_store {
+                    Ok(recovery::Recovery::empty())
+                } else {
+                    recovery::recover(&*store, max_restarts)
+                }
+            })
+            .await
+            .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))??
         };
         let (writer, writer_queue) = writer::Queue::new(config.writer_queue);
         let (shards, shard_queues): (Vec<_>, Vec<_>) = (0..config.orchestration_threads)
@@ -694,17 +784,38 @@ impl Runtime {
             watchers: Watchers::default(),
             ids: ids::Ids::new(recovery.next_inbox_seq, recovery.execution_floor),
             initial_execution_floor: recovery.execution_floor,
+            ownership: if cluster.is_some() {
+                ownership::Ownership::none()
+            } else {
+                ownership::Ownership::all()
+            },
+            #[cfg(feature = "postgres")]
+            cluster,
             state: AtomicU8::new(RUNNING),
         });
         let mut runtime = Runtime {
             shared: Some(Arc::clone(&shared)),
             threads: Vec::new(),
+            cluster_threads: Vec::new(),
             timer_task: None,
         };
         runtime.start_threads(&shared, writer_queue, shard_queues)?;
         runtime.timer_task = Some(tokio.spawn(timers::run(Arc::clone(&shared), armed)));
         tokio.spawn(activities::run_backlog(Arc::downgrade(&shared), backlog));
         recovery.resume(&shared).await;
+        #[cfg(feature = "postgres")]
+        if let Some(cluster) = &shared.cluster {
+            let (first, partner) = (Arc::clone(&shared), Arc::clone(cluster));
+            tokio::task::spawn_blocking(move || cluster::first_round(&first, &partner))
+                .await
+                .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))?;
+            runtime
+                .cluster_threads
+                .push(cluster::spawn_membership(&shared, cluster).map_err(Error::Thread)?);
+            runtime
+                .cluster_threads
+                .push(cluster::spawn_poller(&shared, cluster).map_err(Error::Thread)?);
+        }
         Ok(runtime)
     }
 
@@ -785,6 +896,17 @@ impl Runtime {
             task.abort();
             let _ = task.await;
         }
+        #[cfg(feature = "postgres")]
+        if let Some(cluster) = &shared.cluster {
+            cluster.stop();
+        }
+        let cluster_threads = std::mem::take(&mut self.cluster_threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in cluster_threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
         // Activities that watch their cancellation stop early; they run again after the
         // next start (a success is still committed).
         shared.activity_runs.cancel_all();
@@ -820,9 +942,19 @@ impl Runtime {
                 shard.close();
             }
             writer.writer.stop();
+            #[cfg(feature = "postgres")]
+            let cluster = writer.cluster.clone();
             drop(writer);
             if let Some(thread) = writer_thread {
                 let _ = thread.join();
+            }
+            #[cfg(feature = "postgres")]
+            if let Some(cluster) = cluster {
+                // Everything is committed: the partitions go to the other workers now.
+                if store.is_some() {
+                    cluster::leave(&cluster);
+                }
+                return;
             }
             let marked = store.map_or(Ok(()), |store| recovery::mark_stopped_gracefully(&*store));
             if let Err(error) = marked {
@@ -872,6 +1004,10 @@ impl Drop for Runtime {
                 shard.close();
             }
             shared.writer.stop();
+            #[cfg(feature = "postgres")]
+            if let Some(cluster) = &shared.cluster {
+                cluster.stop();
+            }
         }
     }
 }

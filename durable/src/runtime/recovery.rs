@@ -54,6 +54,20 @@ pub(crate) struct Recovery {
     pub(crate) execution_floor: ExecutionId,
 }
 
+impl Recovery {
+    /// Nothing found: a worker sharing a schema reads each partition when it takes it.
+    pub(crate) fn empty() -> Recovery {
+        Recovery {
+            inbox: Vec::new(),
+            activities: Vec::new(),
+            damaged_activities: Vec::new(),
+            damaged_messages: Vec::new(),
+            next_inbox_seq: 1,
+            execution_floor: ExecutionId(0),
+        }
+    }
+}
+
 /// Reads every committed, unconsumed message and activity, counting (durably, before any
 /// runs again) how the process ended against the activities it left unfinished.
 pub(crate) fn recover(store: &dyn Store, max_restarts: u32) -> Result<Recovery, StoreError> {
@@ -112,11 +126,64 @@ fn read_inbox(store: &dyn Store) -> Result<(Messages, Vec<(InboxKey, String)>), 
 
 type Damaged = Vec<(ActivityKey, StoreError)>;
 
+/// What a worker sharing a schema finds stored for `partitions` when it takes them up:
+/// as at start-up, without the poison-activity guard's counts (see ARCHITECTURE.md).
+#[cfg(feature = "postgres")]
+pub(crate) fn recover_partitions(
+    store: &dyn Store,
+    partitions: durable_store::PartitionSet,
+) -> Result<Recovery, StoreError> {
+    let ours =
+        |instance: &InstanceId| partitions.contains(durable_store::partition_of(instance.as_str()));
+    let (mut inbox, mut damaged_messages) = read_inbox(store)?;
+    inbox.retain(|(key, _)| ours(&key.instance));
+    damaged_messages.retain(|(key, _)| ours(&key.instance));
+    let (mut activities, mut damaged_activities) = read_stored_activities(store)?;
+    activities.retain(|item| ours(&item.instance));
+    damaged_activities.retain(|(key, _)| ours(&key.instance));
+    inbox.sort_by_key(|(key, _)| key.seq);
+    Ok(Recovery {
+        inbox,
+        activities,
+        damaged_activities,
+        damaged_messages,
+        next_inbox_seq: 0,
+        execution_floor: ExecutionId(0),
+    })
+}
+
 /// Every stored activity work item, taken stock of (see [`take_stock`]) and stored so
 /// before any runs again, and the keys of those that do not decode.
 fn read_activities(
     store: &dyn Store,
     max_restarts: u32,
+) -> Result<(Vec<ActivityWorkItem>, Damaged), StoreError> {
+    let (mut activities, damaged) = read_stored_activities(store)?;
+    let stopped_gracefully = store.stopped_gracefully()?;
+    let changed = if stopped_gracefully {
+        Vec::new()
+    } else {
+        take_stock(&mut activities, max_restarts)
+    };
+    for chunk in changed.chunks(PAGE) {
+        let mut batch = WriteBatch::new();
+        for &index in chunk {
+            batch.put_activity(activities[index].clone());
+        }
+        store.commit(&batch)?;
+    }
+    if stopped_gracefully {
+        // From here on, an end of the process is abrupt until a graceful stop says not.
+        let mut batch = WriteBatch::new();
+        batch.set_stopped_gracefully(false);
+        store.commit(&batch)?;
+    }
+    Ok((activities, damaged))
+}
+
+/// Every stored activity work item, and the keys of those that do not decode.
+fn read_stored_activities(
+    store: &dyn Store,
 ) -> Result<(Vec<ActivityWorkItem>, Damaged), StoreError> {
     let (mut activities, mut damaged) = (Vec::new(), Vec::new());
     let mut after = None;
@@ -139,29 +206,9 @@ fn read_activities(
         activities.extend(page.records);
         damaged.extend(page.damaged);
         if !full {
-            break;
+            return Ok((activities, damaged));
         }
     }
-    let stopped_gracefully = store.stopped_gracefully()?;
-    let changed = if stopped_gracefully {
-        Vec::new()
-    } else {
-        take_stock(&mut activities, max_restarts)
-    };
-    for chunk in changed.chunks(PAGE) {
-        let mut batch = WriteBatch::new();
-        for &index in chunk {
-            batch.put_activity(activities[index].clone());
-        }
-        store.commit(&batch)?;
-    }
-    if stopped_gracefully {
-        // From here on, an end of the process is abrupt until a graceful stop says not.
-        let mut batch = WriteBatch::new();
-        batch.set_stopped_gracefully(false);
-        store.commit(&batch)?;
-    }
-    Ok((activities, damaged))
 }
 
 /// How many start-ups after an abrupt end must find an activity unfinished before it runs
@@ -212,6 +259,9 @@ impl Recovery {
         let max_restarts = shared.config.max_activity_restarts;
         let mut isolated = Vec::new();
         for item in self.activities {
+            if shared.activity_runs.contains(&item) {
+                continue; // a worker taking a partition up again: it runs already
+            }
             if item.restarts > max_restarts {
                 tracing::error!(
                     instance = %item.instance, activity = %item.name, restarts = item.restarts,

@@ -27,6 +27,9 @@ pub(crate) enum TimerCommand {
     Arm(TimerKey),
     /// A timer was deleted (cancelled, or its execution ended).
     Disarm(TimerKey),
+    /// Forget what is in memory and read the store again (the partitions owned changed).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Reset,
 }
 
 /// The handle other parts of the runtime use to arm and disarm timers.
@@ -44,6 +47,12 @@ impl TimerHandle {
     pub(crate) fn arm(&self, timer: TimerRecord) {
         // A closed channel means the runtime stopped; the timer is on disk.
         let _ = self.sender.send(TimerCommand::Arm(timer.key()));
+    }
+
+    /// Reads every timer of the partitions owned again.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn reset(&self) {
+        let _ = self.sender.send(TimerCommand::Reset);
     }
 
     /// Forgets a deleted timer, so it does not wake its instance for nothing.
@@ -103,6 +112,10 @@ impl TimerService {
                     Some(TimerCommand::Disarm(key)) => {
                         self.in_memory.remove(&key);
                     }
+                    Some(TimerCommand::Reset) => {
+                        self.in_memory.clear();
+                        self.horizon = Horizon::Unread;
+                    }
                     None => return,
                 },
                 () = async {
@@ -118,6 +131,9 @@ impl TimerService {
     /// Keeps `key` in memory if it is within the horizon, evicting the latest timer when
     /// memory is full.
     fn add(&mut self, key: TimerKey) {
+        if !self.shared.ownership.owns(&key.instance) {
+            return;
+        }
         let within = match &self.horizon {
             Horizon::Unread => false, // the first page read will find it on disk
             Horizon::Through(last) => key <= *last,
@@ -144,6 +160,9 @@ impl TimerService {
             let Some(key) = self.in_memory.pop_first() else {
                 break;
             };
+            if !self.shared.ownership.owns(&key.instance) {
+                continue; // another worker runs it now, and fires it
+            }
             Metrics::add(&self.shared.metrics.timers_fired, 1);
             let mailbox = self.shared.mailbox(&key.instance);
             mailbox.post(ShardMsg::TimerFired { key }).await;
@@ -178,15 +197,22 @@ impl TimerService {
             Some(last) if page.is_full(limit) => Horizon::Through(last.clone()),
             _ => Horizon::All,
         };
-        self.in_memory
-            .extend(page.records.iter().map(TimerRecord::key));
+        let ownership = &self.shared.ownership;
+        self.in_memory.extend(
+            page.records
+                .iter()
+                .map(TimerRecord::key)
+                .filter(|key| ownership.owns(&key.instance)),
+        );
         // A timer's key is all there is to it: a damaged value still fires on time.
         for (key, error) in page.damaged {
             tracing::warn!(
                 instance = %key.instance, %error,
                 "a stored timer's value is damaged; its key holds all it needs, so it fires as scheduled"
             );
-            self.in_memory.insert(key);
+            if ownership.owns(&key.instance) {
+                self.in_memory.insert(key);
+            }
         }
         Ok(())
     }

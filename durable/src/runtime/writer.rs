@@ -47,6 +47,9 @@ pub(crate) enum Dispatch {
     },
     /// Wake clients waiting for this instance to end.
     Ended(InstanceId),
+    /// Tell whoever waits that every commit requested before this one is done.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Barrier(std::sync::mpsc::Sender<()>),
 }
 
 /// A batch to commit and what to do once it is durable.
@@ -55,6 +58,11 @@ pub(crate) struct CommitRequest {
     pub(crate) after: Vec<Dispatch>,
     /// The highest execution id the batch uses, if it starts executions.
     pub(crate) execution_floor: Option<ExecutionId>,
+    /// The runtime's generation the request was made in: one made before a reset (see
+    /// `runtime/ownership.rs`) is discarded.
+    pub(crate) generation: u64,
+    /// Rows of the `messages` table this commit consumes (workers sharing a schema).
+    pub(crate) consume: Vec<(u16, i64)>,
 }
 
 /// Messages to the writer thread.
@@ -171,10 +179,17 @@ fn commit(shared: &Arc<Shared>, requests: Vec<CommitRequest>, floor: &mut Execut
     let count = requests.len() as u64;
     let mut merged = WriteBatch::new();
     let mut after = Vec::new();
+    let mut consume = Vec::new();
     let mut highest = *floor;
+    let generation = shared.ownership.generation();
     for mut request in requests {
+        if request.generation != generation {
+            discard(shared, request);
+            continue;
+        }
         merged.append(&mut request.batch);
         after.append(&mut request.after);
+        consume.append(&mut request.consume);
         highest = highest.max(request.execution_floor.unwrap_or_default());
     }
     // Shards hand out execution ids concurrently and may commit them out of order; the
@@ -184,6 +199,8 @@ fn commit(shared: &Arc<Shared>, requests: Vec<CommitRequest>, floor: &mut Execut
     }
     let result = if shared.is_poisoned() {
         Err(Rejection::Poisoned)
+    } else if let Some(cluster) = shared.cluster() {
+        cluster_commit(shared, cluster, merged, &mut after, consume)
     } else {
         shared.store.commit(&merged).map_err(|error| {
             // What is on disk is now unknown: stop accepting work instead of guessing.
@@ -205,11 +222,12 @@ fn commit(shared: &Arc<Shared>, requests: Vec<CommitRequest>, floor: &mut Execut
             for dispatch in after {
                 match dispatch {
                     Dispatch::Reply(reply) | Dispatch::Refuse(reply, _) => {
-                        let _ = reply.send(Err(error.clone()));
+                        reply.send(Err(error.clone()));
                     }
                     // The shards' bookkeeping goes on, so nothing waits on a count that
                     // never drops.
                     committed @ Dispatch::Committed { .. } => perform(shared, committed),
+                    barrier @ Dispatch::Barrier(_) => perform(shared, barrier),
                     _ => {}
                 }
             }
@@ -228,10 +246,10 @@ fn perform(shared: &Arc<Shared>, dispatch: Dispatch) {
             mailbox.post_now(ShardMsg::Inbox { key, message });
         }
         Dispatch::Reply(reply) => {
-            let _ = reply.send(Ok(()));
+            reply.send(Ok(()));
         }
         Dispatch::Refuse(reply, error) => {
-            let _ = reply.send(Err(error));
+            reply.send(Err(error));
         }
         Dispatch::Committed { shard, instances } => {
             if let Some(mailbox) = shared.mailbox_at(shard) {
@@ -239,5 +257,45 @@ fn perform(shared: &Arc<Shared>, dispatch: Dispatch) {
             }
         }
         Dispatch::Ended(instance) => shared.watchers.notify(&instance),
+        Dispatch::Barrier(done) => {
+            let _ = done.send(());
+        }
     }
+}
+
+/// A request made before the runtime's last reset: computed from state that never became
+/// durable, so it is not committed; its clients hear why.
+fn discard(shared: &Arc<Shared>, request: CommitRequest) {
+    let error = Rejection::from(durable_store::Error::Fenced {
+        partitions: Vec::new(),
+    });
+    for dispatch in request.after {
+        match dispatch {
+            Dispatch::Reply(reply) | Dispatch::Refuse(reply, _) => reply.send(Err(error.clone())),
+            barrier @ Dispatch::Barrier(_) => perform(shared, barrier),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn cluster_commit(
+    shared: &Arc<Shared>,
+    cluster: &super::cluster::Cluster,
+    merged: WriteBatch,
+    after: &mut Vec<Dispatch>,
+    consume: Vec<(u16, i64)>,
+) -> Result<(), Rejection> {
+    cluster.commit(shared, merged, after, consume)
+}
+
+#[cfg(not(feature = "postgres"))]
+fn cluster_commit(
+    _: &Arc<Shared>,
+    _: &std::convert::Infallible,
+    _: WriteBatch,
+    _: &mut Vec<Dispatch>,
+    _: Vec<(u16, i64)>,
+) -> Result<(), Rejection> {
+    Ok(())
 }

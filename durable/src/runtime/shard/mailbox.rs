@@ -47,6 +47,20 @@ impl Mailbox {
         let _ = self.sender.send(envelope);
     }
 
+    /// [`Mailbox::post`], from a thread outside tokio (a worker's lease and message
+    /// threads).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn post_blocking(&self, message: ShardMsg) {
+        let Some(place) = self.room.take_blocking() else {
+            return;
+        };
+        let envelope = Envelope {
+            message,
+            _place: Some(place),
+        };
+        let _ = self.sender.send(envelope);
+    }
+
     /// Sends `message` at once, without room: for the writer, and to stop the shard.
     pub(crate) fn post_now(&self, message: ShardMsg) {
         let envelope = Envelope {

@@ -85,6 +85,17 @@ pub(crate) enum ShardMsg {
         instance: InstanceId,
         failure: Failure,
     },
+    /// Drop everything held in memory: commits made from it were discarded (a fenced
+    /// commit, see `runtime/ownership.rs`); what is stored comes again.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Reset { generation: u64 },
+    /// Drop the instances of these partitions (this worker no longer runs them); say so
+    /// on `done`.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Forget {
+        partitions: durable_store::PartitionSet,
+        done: std::sync::mpsc::Sender<()>,
+    },
     /// Finish the round and exit.
     Stop,
 }
@@ -98,6 +109,8 @@ pub(crate) struct Shard {
     /// Instances whose step could not run (a store read failed); tried again shortly.
     retry: Vec<InstanceId>,
     round: u64,
+    /// The runtime's generation this shard's state belongs to.
+    generation: u64,
 }
 
 /// The shard thread's loop.
@@ -110,7 +123,9 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>, inbox: Receiver<Envelope>) 
         purges: Vec::new(),
         retry: Vec::new(),
         round: 0,
+        generation: 0,
     };
+    shard.generation = shard.shared.ownership.generation();
     loop {
         let first = if shard.retry.is_empty() {
             match inbox.recv() {
@@ -144,6 +159,19 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>, inbox: Receiver<Envelope>) 
 impl Shard {
     /// Files a message; returns whether it asks the shard to stop.
     fn accept(&mut self, message: ShardMsg) -> bool {
+        let owned = match &message {
+            ShardMsg::Command { command, .. } => self.shared.ownership.owns(&command.target()),
+            message => message
+                .instance()
+                .is_none_or(|instance| self.shared.ownership.owns(instance)),
+        };
+        if !owned {
+            // Another worker runs it now; what the message carries is stored for it.
+            if let ShardMsg::Command { reply, .. } = message {
+                reply.send(Err(not_owned()));
+            }
+            return false;
+        }
         match message {
             ShardMsg::Inbox { key, message } => {
                 let input = Input {
@@ -191,6 +219,16 @@ impl Shard {
                 }
             }
             ShardMsg::Damaged { instance, failure } => self.doom(instance, failure),
+            ShardMsg::Reset { generation } => {
+                self.generation = generation;
+                self.drop_instances(|_| true);
+            }
+            ShardMsg::Forget { partitions, done } => {
+                self.drop_instances(|instance| {
+                    partitions.contains(durable_store::partition_of(instance.as_str()))
+                });
+                let _ = done.send(());
+            }
             ShardMsg::Stop => return true,
         }
         false
@@ -431,9 +469,35 @@ impl Shard {
             batch: round.batch,
             after: round.after,
             execution_floor: round.execution_floor,
+            generation: self.generation,
+            consume: Vec::new(),
         };
         if !self.shared.writer.commit(request) {
             tracing::error!("the writer has stopped; a round of turns was not committed");
+        }
+    }
+
+    /// Drops the instances `which` selects, with everything they hold in memory; their
+    /// clients hear that this runtime no longer runs them.
+    fn drop_instances(&mut self, which: impl Fn(&InstanceId) -> bool) {
+        let dropped: Vec<InstanceId> = self.slots.keys().filter(|id| which(id)).cloned().collect();
+        for instance in &dropped {
+            if let Some(slot) = self.slots.remove(instance) {
+                for input in slot.inputs {
+                    if let Source::Client(reply) = input.source {
+                        reply.send(Err(not_owned()));
+                    }
+                }
+            }
+        }
+        self.ready.retain(|instance| !which(instance));
+        self.retry.retain(|instance| !which(instance));
+        for (instance, reply) in std::mem::take(&mut self.purges) {
+            if which(&instance) {
+                reply.send(Err(not_owned()));
+            } else {
+                self.purges.push((instance, reply));
+            }
         }
     }
 
@@ -444,13 +508,13 @@ impl Shard {
                 slot.queued = false;
                 for input in std::mem::take(&mut slot.inputs) {
                     if let Source::Client(reply) = input.source {
-                        let _ = reply.send(Err(Rejection::Poisoned));
+                        reply.send(Err(Rejection::Poisoned));
                     }
                 }
             }
         }
         for (_, reply) in std::mem::take(&mut self.purges) {
-            let _ = reply.send(Err(Rejection::Poisoned));
+            reply.send(Err(Rejection::Poisoned));
         }
     }
 
@@ -463,7 +527,8 @@ impl Shard {
                     if matches!(rejection, Rejection::NotFound) {
                         self.slots.remove(&instance);
                     }
-                    let _ = reply.send(Err(rejection));
+                    // Answered with the round's commit: a remote request is consumed by it.
+                    round.after.push(Dispatch::Refuse(reply, rejection));
                 }
                 Purge::Purged(mut writes) => {
                     self.slots.remove(&instance);
@@ -521,4 +586,28 @@ fn entity_operation(operation: String, input: Json) -> Content {
         caller: None,
         reply: false,
     })
+}
+
+/// The answer to a command for an instance this runtime no longer runs.
+fn not_owned() -> Rejection {
+    Rejection::from(durable_store::Error::Fenced {
+        partitions: Vec::new(),
+    })
+}
+
+impl ShardMsg {
+    /// The instance the message is for, when it is for one.
+    fn instance(&self) -> Option<&InstanceId> {
+        match self {
+            ShardMsg::Inbox { message, .. } => Some(&message.target),
+            ShardMsg::ActivityDone { key, .. } => Some(&key.instance),
+            ShardMsg::TimerFired { key } => Some(&key.instance),
+            ShardMsg::Damaged { instance, .. } => Some(instance),
+            ShardMsg::Command { .. }
+            | ShardMsg::Committed { .. }
+            | ShardMsg::Reset { .. }
+            | ShardMsg::Forget { .. }
+            | ShardMsg::Stop => None,
+        }
+    }
 }

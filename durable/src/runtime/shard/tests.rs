@@ -209,6 +209,7 @@ fn describe(writes: &Writes) -> Vec<String> {
         Dispatch::Refuse(_, rejection) => format!("→ refuse {}", describe_rejection(rejection)),
         Dispatch::Committed { .. } => "→ committed".to_owned(),
         Dispatch::Ended(instance) => format!("→ ended {instance}"),
+        Dispatch::Barrier(_) => "→ barrier".to_owned(),
     });
     ops.chain(after).collect()
 }
@@ -269,6 +270,7 @@ fn json<T: serde::Serialize>(value: T) -> Json {
 /// A client's command, its reply dropped (the tests read the writes instead).
 fn from_client(content: Content) -> Input {
     let (reply, _) = tokio::sync::oneshot::channel();
+    let reply = crate::runtime::handle::ReplySender::Local(reply);
     Input {
         content,
         source: Source::Client(reply),

@@ -27,6 +27,7 @@
 use crate::Error;
 use crate::codec::Space;
 use crate::kv::{KvEngine, KvOp, KvStore, Scan, Visitor};
+use crate::partition::PARTITIONS;
 use crate::store::Durability;
 use std::collections::HashMap;
 use std::future::Future;
@@ -35,14 +36,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 
+mod cluster;
+
 /// A [`KvStore`] in a PostgreSQL schema.
 pub type PostgresStore = KvStore<PostgresEngine>;
 
 /// How many rows one scan query reads at a time.
 const SCAN_PAGE: i64 = 512;
-
-/// How many partitions a schema has.
-pub const PARTITIONS: u16 = 64;
 
 /// A worker's hold on one partition: valid while the partition's epoch is this one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -51,6 +51,27 @@ pub struct Lease {
     pub partition: u16,
     /// The partition's epoch when this worker acquired it.
     pub epoch: i64,
+}
+
+/// One fenced commit of a worker (see [`PostgresEngine::commit_fenced`]).
+#[derive(Debug)]
+pub struct Commit<'a> {
+    /// The worker committing.
+    pub worker: &'a str,
+    /// The leases it must still hold: every partition whose data it changes, or whose
+    /// messages it consumes.
+    pub fence: &'a [Lease],
+    /// The changes.
+    pub ops: Vec<KvOp>,
+    /// Messages to instances of other partitions.
+    pub send: &'a [Outgoing],
+    /// Polled messages this commit consumes, `(partition, seq)`.
+    pub consume: &'a [(u16, i64)],
+    /// Answers to requests sent from other processes, `(request, body)`.
+    pub replies: &'a [(i64, Vec<u8>)],
+    /// Recorded in the fenced partitions' rows: a non-zero number, new for each commit, by
+    /// which [`PostgresEngine::committed`] finds out whether it landed.
+    pub token: i64,
 }
 
 /// A message to an instance of another partition, written with the sender's commit (the
@@ -90,17 +111,6 @@ pub struct Horizon {
     delivered: std::collections::BTreeSet<(u64, i64)>,
 }
 
-/// The partition of an instance: FNV-1a (64 bits) of its id's bytes, modulo
-/// [`PARTITIONS`]. Part of the stored format: never change it for existing data.
-pub fn partition_of(instance: &str) -> u16 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in instance.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    u16::try_from(hash % u64::from(PARTITIONS)).unwrap_or_default()
-}
-
 /// The key-value engine over one schema of a PostgreSQL database.
 pub struct PostgresEngine {
     /// Runs the connections; taken only on drop.
@@ -118,6 +128,17 @@ pub struct PostgresEngine {
     table: String,
     partitions: String,
     messages: String,
+    workers: String,
+    replies: String,
+    id_blocks: String,
+    /// The `LISTEN`/`NOTIFY` channel that tells pollers a message was sent.
+    channel: String,
+    /// The connection for leases and membership, apart from the writer's, so a renewal
+    /// never waits behind a commit.
+    control: Mutex<Option<Client>>,
+    /// Woken at each notification on `channel` (see [`PostgresEngine::wait_for_messages`]).
+    listener: Mutex<Option<Client>>,
+    notified: Arc<tokio::sync::Notify>,
 }
 
 impl PostgresStore {
@@ -172,6 +193,13 @@ impl PostgresEngine {
             reader: Mutex::new(None),
             partitions: format!("\"{schema}\".partitions"),
             messages: format!("\"{schema}\".messages"),
+            workers: format!("\"{schema}\".workers"),
+            replies: format!("\"{schema}\".replies"),
+            id_blocks: format!("\"{schema}\".id_blocks"),
+            channel: format!("durable_{schema}"),
+            control: Mutex::new(None),
+            listener: Mutex::new(None),
+            notified: Arc::new(tokio::sync::Notify::new()),
             table: table.clone(),
         };
         let writer = engine.new_client()?;
@@ -192,8 +220,19 @@ impl PostgresEngine {
                  owner text,
                  epoch bigint NOT NULL DEFAULT 0,
                  expires_at timestamptz NOT NULL DEFAULT '-infinity',
-                 commit_seq bigint NOT NULL DEFAULT 0
+                 commit_seq bigint NOT NULL DEFAULT 0,
+                 last_commit bigint NOT NULL DEFAULT 0
              );
+             CREATE TABLE IF NOT EXISTS \"{schema}\".workers (
+                 id text PRIMARY KEY,
+                 expires_at timestamptz NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS \"{schema}\".replies (
+                 request bigint PRIMARY KEY,
+                 body bytea NOT NULL,
+                 created_at timestamptz NOT NULL DEFAULT now()
+             );
+             CREATE SEQUENCE IF NOT EXISTS \"{schema}\".id_blocks;
              INSERT INTO \"{schema}\".partitions (id)
                  SELECT generate_series(0, {last}) ON CONFLICT DO NOTHING;
              CREATE TABLE IF NOT EXISTS \"{schema}\".messages (
@@ -266,6 +305,16 @@ impl PostgresEngine {
         Ok(writer)
     }
 
+    /// The control connection (leases, membership), connected again if it was lost.
+    fn control(&self) -> Result<MutexGuard<'_, Option<Client>>, Error> {
+        let mut control = self.control.lock().unwrap_or_else(PoisonError::into_inner);
+        if control.as_ref().is_none_or(Client::is_closed) {
+            *control = None;
+            *control = Some(self.new_client()?);
+        }
+        Ok(control)
+    }
+
     /// The readers' connection, connected again if it was lost.
     fn reader(&self) -> Result<Arc<Client>, Error> {
         let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
@@ -297,7 +346,7 @@ impl PostgresEngine {
             self.partitions
         );
         let id = partition_id(partition)?;
-        let writer = self.writer()?;
+        let writer = self.control()?;
         let writer = writer.as_ref().ok_or_else(lost)?;
         let row = self
             .block_on(async {
@@ -330,7 +379,7 @@ impl PostgresEngine {
              RETURNING id, epoch",
             self.partitions
         );
-        let writer = self.writer()?;
+        let writer = self.control()?;
         let writer = writer.as_ref().ok_or_else(lost)?;
         let rows = self
             .block_on(async {
@@ -358,7 +407,7 @@ impl PostgresEngine {
             self.partitions
         );
         let id = partition_id(lease.partition)?;
-        let writer = self.writer()?;
+        let writer = self.control()?;
         let writer = writer.as_ref().ok_or_else(lost)?;
         self.block_on(writer.execute(&sql, &[&id, &lease.epoch, &worker]))
             .map_err(unavailable)?;
@@ -390,14 +439,33 @@ impl PostgresEngine {
         send: &[Outgoing],
         consume: &[(u16, i64)],
     ) -> Result<(), Error> {
-        let (ids, epochs) = fence_arrays(fence)?;
-        let messages = Messages::of(send, consume)?;
-        let outcome = self.transact(
+        self.commit_fenced(Commit {
+            worker,
+            fence,
             ops,
+            send,
+            consume,
+            replies: &[],
+            token: 0,
+        })
+    }
+
+    /// Applies a [`Commit`]: its changes, messages sent and consumed and replies, in one
+    /// transaction, if and only if its worker still holds every lease of its fence.
+    ///
+    /// # Errors
+    /// As [`PostgresEngine::write_fenced`]. After [`Error::Unavailable`] the outcome is
+    /// unknown until [`PostgresEngine::committed`] tells it.
+    pub fn commit_fenced(&self, commit: Commit<'_>) -> Result<(), Error> {
+        let (ids, epochs) = fence_arrays(commit.fence)?;
+        let messages = Messages::of(commit.send, commit.consume, commit.replies)?;
+        let outcome = self.transact(
+            commit.ops,
             Some(Fence {
-                worker,
+                worker: commit.worker,
                 ids,
                 epochs,
+                token: commit.token,
             }),
             Some(messages),
         )?;
@@ -522,6 +590,9 @@ struct Fence<'a> {
     worker: &'a str,
     ids: Vec<i16>,
     epochs: Vec<i64>,
+    /// Recorded in every fenced partition's row, so that a commit whose outcome was lost
+    /// with its connection can be looked up ([`PostgresEngine::committed`]).
+    token: i64,
 }
 
 impl PostgresEngine {
@@ -558,7 +629,7 @@ impl PostgresEngine {
             }
         }
         let check = format!(
-            "UPDATE {} SET commit_seq = commit_seq + 1
+            "UPDATE {} SET commit_seq = commit_seq + 1, last_commit = $4
              WHERE owner = $1 AND (id, epoch) IN (SELECT * FROM unnest($2::smallint[], $3::bigint[]))
              RETURNING id",
             self.partitions
@@ -581,7 +652,10 @@ impl PostgresEngine {
                 // The partitions' rows stay locked to the commit: a takeover waits for it,
                 // or has already moved the epoch and this matches nothing.
                 let held = transaction
-                    .query(&check, &[&fence.worker, &fence.ids, &fence.epochs])
+                    .query(
+                        &check,
+                        &[&fence.worker, &fence.ids, &fence.epochs, &fence.token],
+                    )
                     .await?;
                 let held: Vec<i16> = held.iter().map(|row| row.get(0)).collect();
                 let lost: Vec<i16> = fence
@@ -623,6 +697,22 @@ impl PostgresEngine {
                         )
                         .await?;
                 }
+                if !messages.reply_requests.is_empty() {
+                    let reply = format!(
+                        "INSERT INTO {} (request, body)
+                         SELECT * FROM unnest($1::bigint[], $2::bytea[])
+                         ON CONFLICT (request) DO UPDATE SET body = excluded.body",
+                        self.replies
+                    );
+                    transaction
+                        .execute(&reply, &[&messages.reply_requests, &messages.reply_bodies])
+                        .await?;
+                }
+                if !messages.send_targets.is_empty() || !messages.reply_requests.is_empty() {
+                    transaction
+                        .execute("SELECT pg_notify($1, '')", &[&self.channel])
+                        .await?;
+                }
                 if !messages.consume_seqs.is_empty() {
                     let consume = format!(
                         "DELETE FROM {} WHERE (partition, seq) IN
@@ -651,10 +741,16 @@ struct Messages {
     send_bodies: Vec<Vec<u8>>,
     consume_partitions: Vec<i16>,
     consume_seqs: Vec<i64>,
+    reply_requests: Vec<i64>,
+    reply_bodies: Vec<Vec<u8>>,
 }
 
 impl Messages {
-    fn of(send: &[Outgoing], consume: &[(u16, i64)]) -> Result<Messages, Error> {
+    fn of(
+        send: &[Outgoing],
+        consume: &[(u16, i64)],
+        replies: &[(i64, Vec<u8>)],
+    ) -> Result<Messages, Error> {
         Ok(Messages {
             send_partitions: send
                 .iter()
@@ -667,6 +763,8 @@ impl Messages {
                 .map(|(partition, _)| partition_id(*partition))
                 .collect::<Result<_, _>>()?,
             consume_seqs: consume.iter().map(|(_, seq)| *seq).collect(),
+            reply_requests: replies.iter().map(|(request, _)| *request).collect(),
+            reply_bodies: replies.iter().map(|(_, body)| body.clone()).collect(),
         })
     }
 }
