@@ -116,7 +116,7 @@ impl Client {
     /// asked; reads go to the database.
     ///
     /// ```no_run
-    /// # async fn f() -> Result<(), durable::ClientError> {
+    /// # async fn f() -> Result<(), durable::client::Error> {
     /// let client = durable::Client::connect_postgres("postgres://app@db/orders").await?;
     /// let page = client.list(&durable::InstanceQuery::default(), 10, None).await?;
     /// # Ok(()) }
