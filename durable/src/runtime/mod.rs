@@ -746,20 +746,15 @@ impl Runtime {
     ) -> Result<Runtime, Error> {
         #[cfg(not(feature = "postgres"))]
         let cluster: Option<std::convert::Infallible> = None;
-        let recovery = {
+        // A worker sharing a schema reads the partitions it takes, when it takes them.
+        let recovery = if cluster.is_some() {
+            recovery::Recovery::empty()
+        } else {
             let store = Arc::clone(&store);
             let max_restarts = config.max_activity_restarts;
-            // A worker sharing a schema reads the partitions it takes, when it takes them.
-            let shared_store = cluster.is_some();
-            tokio::task::spawn_blocking(move || {
-                if shared_store {
-                    Ok(recovery::Recovery::empty())
-                } else {
-                    recovery::recover(&*store, max_restarts)
-                }
-            })
-            .await
-            .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))??
+            tokio::task::spawn_blocking(move || recovery::recover(&*store, max_restarts))
+                .await
+                .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))??
         };
         let (writer, writer_queue) = writer::Queue::new(config.writer_queue);
         let (shards, shard_queues): (Vec<_>, Vec<_>) = (0..config.orchestration_threads)
@@ -804,19 +799,26 @@ impl Runtime {
         tokio.spawn(activities::run_backlog(Arc::downgrade(&shared), backlog));
         recovery.resume(&shared).await;
         #[cfg(feature = "postgres")]
-        if let Some(cluster) = &shared.cluster {
-            let (first, partner) = (Arc::clone(&shared), Arc::clone(cluster));
-            tokio::task::spawn_blocking(move || cluster::first_round(&first, &partner))
-                .await
-                .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))?;
-            runtime
-                .cluster_threads
-                .push(cluster::spawn_membership(&shared, cluster).map_err(Error::Thread)?);
-            runtime
-                .cluster_threads
-                .push(cluster::spawn_poller(&shared, cluster).map_err(Error::Thread)?);
-        }
+        runtime.join_cluster(&shared).await?;
         Ok(runtime)
+    }
+
+    /// A worker sharing a schema takes its first share of the partitions, then starts its
+    /// lease and message threads.
+    #[cfg(feature = "postgres")]
+    async fn join_cluster(&mut self, shared: &Arc<Shared>) -> Result<(), Error> {
+        let Some(cluster) = &shared.cluster else {
+            return Ok(());
+        };
+        let (first, partner) = (Arc::clone(shared), Arc::clone(cluster));
+        tokio::task::spawn_blocking(move || cluster::first_round(&first, &partner))
+            .await
+            .map_err(|join| Error::Thread(std::io::Error::other(join.to_string())))?;
+        self.cluster_threads
+            .push(cluster::spawn_membership(shared, cluster).map_err(Error::Thread)?);
+        self.cluster_threads
+            .push(cluster::spawn_poller(shared, cluster).map_err(Error::Thread)?);
+        Ok(())
     }
 
     /// Starts the writer thread (first: `stop` joins it last) and the shard threads.
@@ -931,40 +933,49 @@ impl Runtime {
         // Shards first (they flush their last turns to the writer), then the writer; then,
         // with nothing else writing, what is left unfinished is marked as left by a graceful
         // stop, which the poison-activity guard does not count.
-        let _ = tokio::task::spawn_blocking(move || {
-            let mut threads = threads.into_iter();
-            let writer_thread = threads.next();
-            for thread in threads {
-                let _ = thread.join();
+        let _ = tokio::task::spawn_blocking(move || Runtime::join_threads(threads, writer, store))
+            .await;
+    }
+
+    /// The end of a graceful stop, on a thread that may block: joins the shards, then the
+    /// writer, then leaves the mark of a graceful stop (or, for a worker sharing a schema,
+    /// hands its partitions over).
+    fn join_threads(
+        threads: Vec<std::thread::JoinHandle<()>>,
+        writer: Arc<Shared>,
+        store: Option<Arc<dyn Store>>,
+    ) {
+        let mut threads = threads.into_iter();
+        let writer_thread = threads.next();
+        for thread in threads {
+            let _ = thread.join();
+        }
+        // Nothing takes from the shards' mailboxes any more: release whoever waits.
+        for shard in &writer.shards {
+            shard.close();
+        }
+        writer.writer.stop();
+        #[cfg(feature = "postgres")]
+        let cluster = writer.cluster.clone();
+        drop(writer);
+        if let Some(thread) = writer_thread {
+            let _ = thread.join();
+        }
+        #[cfg(feature = "postgres")]
+        if let Some(cluster) = cluster {
+            // Everything is committed: the partitions go to the other workers now.
+            if store.is_some() {
+                cluster::leave(&cluster);
             }
-            // Nothing takes from the shards' mailboxes any more: release whoever waits.
-            for shard in &writer.shards {
-                shard.close();
-            }
-            writer.writer.stop();
-            #[cfg(feature = "postgres")]
-            let cluster = writer.cluster.clone();
-            drop(writer);
-            if let Some(thread) = writer_thread {
-                let _ = thread.join();
-            }
-            #[cfg(feature = "postgres")]
-            if let Some(cluster) = cluster {
-                // Everything is committed: the partitions go to the other workers now.
-                if store.is_some() {
-                    cluster::leave(&cluster);
-                }
-                return;
-            }
-            let marked = store.map_or(Ok(()), |store| recovery::mark_stopped_gracefully(&*store));
-            if let Err(error) = marked {
-                tracing::warn!(
-                    %error,
-                    "could not mark the unfinished activities as left by a graceful stop; the next start counts this stop against them"
-                );
-            }
-        })
-        .await;
+            return;
+        }
+        let marked = store.map_or(Ok(()), |store| recovery::mark_stopped_gracefully(&*store));
+        if let Err(error) = marked {
+            tracing::warn!(
+                %error,
+                "could not mark the unfinished activities as left by a graceful stop; the next start counts this stop against them"
+            );
+        }
     }
 }
 

@@ -159,13 +159,7 @@ pub(crate) fn run(index: usize, shared: Arc<Shared>, inbox: Receiver<Envelope>) 
 impl Shard {
     /// Files a message; returns whether it asks the shard to stop.
     fn accept(&mut self, message: ShardMsg) -> bool {
-        let owned = match &message {
-            ShardMsg::Command { command, .. } => self.shared.ownership.owns(&command.target()),
-            message => message
-                .instance()
-                .is_none_or(|instance| self.shared.ownership.owns(instance)),
-        };
-        if !owned {
+        if !self.runs(&message) {
             // Another worker runs it now; what the message carries is stored for it.
             if let ShardMsg::Command { reply, .. } = message {
                 reply.send(Err(not_owned()));
@@ -232,6 +226,16 @@ impl Shard {
             ShardMsg::Stop => return true,
         }
         false
+    }
+
+    /// Whether this runtime runs what `message` is for (another worker may, now).
+    fn runs(&self, message: &ShardMsg) -> bool {
+        match message {
+            ShardMsg::Command { command, .. } => self.shared.ownership.owns(&command.target()),
+            message => message
+                .instance()
+                .is_none_or(|instance| self.shared.ownership.owns(instance)),
+        }
     }
 
     fn accept_command(&mut self, command: Command, reply: ReplySender) {
