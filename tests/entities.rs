@@ -166,8 +166,7 @@ async fn hold_until_event(ctx: OrchestrationContext, key: String) -> Result<i64,
 async fn runtime(
     configure: impl FnOnce(durable::RuntimeBuilder) -> durable::RuntimeBuilder,
 ) -> Runtime {
-    let builder = Runtime::builder()
-        .in_memory()
+    let builder = durable_testkit::test_store(Runtime::builder())
         .register_entity::<Counter>()
         .register_entity::<Account>()
         .register(transfer)

@@ -206,8 +206,7 @@ async fn refused(
 }
 
 async fn runtime() -> Runtime {
-    Runtime::builder()
-        .in_memory()
+    durable_testkit::test_store(Runtime::builder())
         .register(job)
         .register(work)
         .start()
@@ -309,8 +308,7 @@ async fn parent_of_waiting(ctx: OrchestrationContext) -> Result<String, Error> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_a_running_child_tells_its_parent() {
-    let runtime = Runtime::builder()
-        .in_memory()
+    let runtime = durable_testkit::test_store(Runtime::builder())
         .register(job)
         .register(work)
         .register(parent_of_waiting)

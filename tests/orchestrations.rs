@@ -183,7 +183,10 @@ fn builder() -> RuntimeBuilder {
 }
 
 async fn runtime() -> Runtime {
-    builder().in_memory().start().await.unwrap()
+    durable_testkit::test_store(builder())
+        .start()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -560,8 +563,7 @@ async fn concurrent_starts_all_complete_exactly_once() {
     async fn doubled(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
         ctx.call_activity(counted, x).await
     }
-    let runtime = Runtime::builder()
-        .in_memory()
+    let runtime = durable_testkit::test_store(Runtime::builder())
         .register(counted)
         .register(doubled)
         .start()
@@ -593,8 +595,7 @@ async fn spin(ctx: OrchestrationContext, n: u64) -> Result<u64, Error> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminate_stops_an_instance_that_continues_as_new_in_a_tight_loop() {
-    let runtime = Runtime::builder()
-        .in_memory()
+    let runtime = durable_testkit::test_store(Runtime::builder())
         .register(spin)
         .start()
         .await
@@ -677,8 +678,7 @@ async fn sneaky(ctx: OrchestrationContext) -> Result<(), Error> {
 
 #[tokio::test]
 async fn tokio_reached_through_a_helper_fails_the_instance_with_advice() {
-    let runtime = Runtime::builder()
-        .in_memory()
+    let runtime = durable_testkit::test_store(Runtime::builder())
         .register(sneaky)
         .register(chain)
         .register(add_one)

@@ -12,6 +12,35 @@
 
 pub mod postgres;
 
+/// The variable that picks the store of the runtime integration tests that run on any
+/// store ([`test_store`]): `memory` (the default) or `postgres` (then
+/// [`postgres::SERVER_VAR`] must name a server, where each runtime gets a new database).
+pub const STORE_VAR: &str = "DURABLE_TEST_STORE";
+
+/// `builder` on the store this test run asks for ([`STORE_VAR`]): in memory, or a worker
+/// of a new PostgreSQL database, so the same tests hold every store to the same behaviour.
+///
+/// # Panics
+/// When [`STORE_VAR`] names a store that is not available.
+pub fn test_store(builder: durable::RuntimeBuilder) -> durable::RuntimeBuilder {
+    match std::env::var(STORE_VAR).as_deref() {
+        Err(_) | Ok("" | "memory") => builder.in_memory(),
+        Ok("postgres") => {
+            assert!(
+                std::env::var_os(postgres::SERVER_VAR).is_some(),
+                "{STORE_VAR}=postgres needs {} to name a running server (`.ci/run` starts one)",
+                postgres::SERVER_VAR
+            );
+            let server = postgres::Server::start().unwrap_or_else(|why| panic!("{why}"));
+            let url = server
+                .database("suite")
+                .unwrap_or_else(|why| panic!("{why}"));
+            builder.postgres(url)
+        }
+        Ok(other) => panic!("{STORE_VAR}={other}: the stores are `memory` and `postgres`"),
+    }
+}
+
 use std::fmt::Debug;
 use std::fs::OpenOptions;
 use std::future::Future;

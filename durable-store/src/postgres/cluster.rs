@@ -119,7 +119,9 @@ impl PostgresEngine {
             .block_on(control.query_one(&sql, &[]))
             .map_err(unavailable)?
             .get(0);
-        Ok(u64::try_from(block).unwrap_or(1) * ID_BLOCK)
+        // The first block starts at 0: the first worker of a schema numbers as a runtime of
+        // its own store does (execution 1, 2, ...).
+        Ok(u64::try_from(block - 1).unwrap_or(0) * ID_BLOCK)
     }
 
     /// Whether the fenced commit with `token` that fenced `partition` landed: asked after
