@@ -340,10 +340,31 @@ impl PostgresEngine {
         partition: u16,
         ttl: Duration,
     ) -> Result<Option<Lease>, Error> {
+        Ok(self
+            .take_over(worker, partition, ttl)?
+            .map(|(lease, _)| lease))
+    }
+
+    /// [`PostgresEngine::acquire`], also telling how the previous lease ended: `true`
+    /// when it expired (its worker died or stalled) rather than being released or never
+    /// held.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn take_over(
+        &self,
+        worker: &str,
+        partition: u16,
+        ttl: Duration,
+    ) -> Result<Option<(Lease, bool)>, Error> {
         let sql = format!(
-            "UPDATE {} SET owner = $1, epoch = epoch + 1, expires_at = now() + make_interval(secs => $3)
-             WHERE id = $2 AND expires_at < now() RETURNING epoch",
-            self.partitions
+            "WITH previous AS (
+                 SELECT id, expires_at <> '-infinity' AS expired FROM {partitions}
+                 WHERE id = $2 AND expires_at < now() FOR UPDATE)
+             UPDATE {partitions} p SET owner = $1, epoch = p.epoch + 1,
+                 expires_at = now() + make_interval(secs => $3)
+             FROM previous WHERE p.id = previous.id RETURNING p.epoch, previous.expired",
+            partitions = self.partitions
         );
         let id = partition_id(partition)?;
         let writer = self.control()?;
@@ -355,9 +376,12 @@ impl PostgresEngine {
                     .await
             })
             .map_err(unavailable)?;
-        Ok(row.map(|row| Lease {
-            partition,
-            epoch: row.get(0),
+        Ok(row.map(|row| {
+            let lease = Lease {
+                partition,
+                epoch: row.get(0),
+            };
+            (lease, row.get(1))
         }))
     }
 

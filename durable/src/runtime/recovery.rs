@@ -152,6 +152,32 @@ pub(crate) fn recover_partitions(
     })
 }
 
+#[cfg(feature = "postgres")]
+impl Recovery {
+    /// Counts, as [`take_stock`] does at a start-up after a crash, the unfinished
+    /// activities of the `abrupt` partitions (their previous owner's lease expired);
+    /// returns the batch that stores the counts, to commit before any runs again.
+    pub(crate) fn count_abrupt_end(
+        &mut self,
+        abrupt: durable_store::PartitionSet,
+        max_restarts: u32,
+    ) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        if abrupt.is_empty() {
+            return batch;
+        }
+        let (mut counted, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.activities)
+            .into_iter()
+            .partition(|item| abrupt.contains(durable_store::partition_of(item.instance.as_str())));
+        for index in take_stock(&mut counted, max_restarts) {
+            batch.put_activity(counted[index].clone());
+        }
+        self.activities = others;
+        self.activities.append(&mut counted);
+        batch
+    }
+}
+
 /// Every stored activity work item, taken stock of (see [`take_stock`]) and stored so
 /// before any runs again, and the keys of those that do not decode.
 fn read_activities(

@@ -56,7 +56,8 @@ fn run(shared: &Arc<Shared>, cluster: &Cluster) {
         renew(shared, cluster);
         balance(shared, cluster);
         if take_up_again {
-            take_up(shared, shared.ownership.owned());
+            // A reset is this worker's own doing: nothing ended abruptly.
+            take_up(shared, shared.ownership.owned(), PartitionSet::default());
         }
     }
 }
@@ -137,15 +138,19 @@ fn acquire(shared: &Arc<Shared>, cluster: &Cluster, free: PartitionSet, wanted: 
     );
     let free: Vec<u16> = free.iter().collect();
     let mut taken = PartitionSet::default();
+    let mut abrupt = PartitionSet::default();
     let mut leases = Vec::new();
     for offset in 0..free.len() {
         if taken.len() == wanted {
             break;
         }
         let partition = free[(start + offset) % free.len()];
-        match engine.acquire(&cluster.worker, partition, cluster.ttl) {
-            Ok(Some(lease)) => {
+        match engine.take_over(&cluster.worker, partition, cluster.ttl) {
+            Ok(Some((lease, expired))) => {
                 taken = taken.with(partition);
+                if expired {
+                    abrupt = abrupt.with(partition);
+                }
                 leases.push(lease);
             }
             Ok(None) => {}
@@ -174,24 +179,55 @@ fn acquire(shared: &Arc<Shared>, cluster: &Cluster, free: PartitionSet, wanted: 
         .extend(leases.iter().map(|lease| (lease.partition, lease.epoch)));
     shared.ownership.set(shared.ownership.owned().union(taken));
     tracing::info!(partitions = ?taken.iter().collect::<Vec<_>>(), worker = %cluster.worker, "partitions acquired");
-    take_up(shared, taken);
+    take_up(shared, taken, abrupt);
 }
 
 /// Reads back what is stored for `partitions` and takes it up: messages to the shards,
-/// activities to run, timers to the timer service.
-fn take_up(shared: &Arc<Shared>, partitions: PartitionSet) {
+/// activities to run, timers to the timer service. The unfinished activities of the
+/// partitions whose previous owner ended abruptly (`abrupt`: its lease expired) are
+/// counted by the poison-activity guard first, as a start-up after a crash counts them.
+fn take_up(shared: &Arc<Shared>, partitions: PartitionSet, abrupt: PartitionSet) {
     if partitions.is_empty() {
         return;
     }
     shared.timers.reset();
     match recovery::recover_partitions(&*shared.store, partitions) {
-        Ok(found) => shared.tokio.block_on(found.resume(shared)),
+        Ok(mut found) => {
+            let counts = found.count_abrupt_end(abrupt, shared.config.max_activity_restarts);
+            if !counts.is_empty() && !commit_and_wait(shared, counts) {
+                // Not counted, not run: the next owner counts them.
+                tracing::warn!(
+                    "cannot record the poison-activity guard's counts; the partitions' activities wait"
+                );
+                return;
+            }
+            shared.tokio.block_on(found.resume(shared));
+        }
         Err(error) => {
             // The next reset or acquisition reads them again; meanwhile their timers and
             // new messages still run.
             tracing::error!(%error, "cannot read the stored work of the partitions taken");
         }
     }
+}
+
+/// Commits `batch` through the writer (fenced like every commit); whether it landed.
+fn commit_and_wait(shared: &Shared, batch: WriteBatch) -> bool {
+    let (done, committed) = mpsc::channel();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = CommitRequest {
+        batch,
+        after: vec![
+            Dispatch::Reply(crate::runtime::handle::ReplySender::Local(reply)),
+            Dispatch::Barrier(done),
+        ],
+        execution_floor: None,
+        generation: shared.ownership.generation(),
+        consume: Vec::new(),
+    };
+    shared.writer.commit(request)
+        && committed.recv_timeout(HAND_OVER_WAIT).is_ok()
+        && matches!(answer.blocking_recv(), Ok(Ok(())))
 }
 
 /// The shards drop what they hold of `partitions`; returns once each has.
