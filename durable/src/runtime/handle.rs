@@ -59,6 +59,9 @@ pub(crate) struct RemoteRequest {
     pub(crate) seq: i64,
     /// The `replies` row its answer goes to.
     pub(crate) request: i64,
+    /// The tenure of its partition when it was read (see `runtime/ownership.rs`): in a
+    /// later one it may have been read again.
+    pub(crate) tenure: u64,
 }
 
 impl ReplySender {

@@ -8,7 +8,7 @@
 //! after a commit was fenced (see `writer.rs`): a commit request made before the last
 //! reset is discarded, since it was computed from state that never became durable.
 
-use durable_store::{PartitionSet, partition_of};
+use durable_store::{PARTITIONS, PartitionSet, partition_of};
 use durable_types::InstanceId;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,6 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) struct Ownership {
     owned: AtomicU64,
     generation: AtomicU64,
+    /// How many times each partition was acquired: what was taken up of a partition in
+    /// an earlier tenure is not this one's.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    tenures: [AtomicU64; PARTITIONS as usize],
 }
 
 impl Ownership {
@@ -25,6 +29,7 @@ impl Ownership {
         Ownership {
             owned: AtomicU64::new(PartitionSet::ALL.0),
             generation: AtomicU64::new(0),
+            tenures: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -34,6 +39,7 @@ impl Ownership {
         Ownership {
             owned: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            tenures: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -55,6 +61,23 @@ impl Ownership {
     #[cfg(feature = "postgres")]
     pub(crate) fn set(&self, partitions: PartitionSet) {
         self.owned.store(partitions.0, Ordering::Release);
+    }
+
+    /// Runs `partitions` too, from now on, each in a new tenure.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn add(&self, partitions: PartitionSet) {
+        for partition in partitions.iter() {
+            self.tenures[usize::from(partition)].fetch_add(1, Ordering::AcqRel);
+        }
+        self.owned.fetch_or(partitions.0, Ordering::AcqRel);
+    }
+
+    /// The current tenure of `partition` (see [`Ownership::add`]).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn tenure(&self, partition: u16) -> u64 {
+        self.tenures
+            .get(usize::from(partition))
+            .map_or(0, |tenure| tenure.load(Ordering::Acquire))
     }
 
     /// The current generation.

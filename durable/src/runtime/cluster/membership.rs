@@ -177,7 +177,7 @@ fn acquire(shared: &Arc<Shared>, cluster: &Cluster, free: PartitionSet, wanted: 
     cluster
         .leases()
         .extend(leases.iter().map(|lease| (lease.partition, lease.epoch)));
-    shared.ownership.set(shared.ownership.owned().union(taken));
+    shared.ownership.add(taken);
     tracing::info!(partitions = ?taken.iter().collect::<Vec<_>>(), worker = %cluster.worker, "partitions acquired");
     take_up(shared, taken, abrupt);
 }

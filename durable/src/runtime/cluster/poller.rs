@@ -16,7 +16,7 @@ use crate::runtime::shard::ShardMsg;
 use crate::runtime::writer::{CommitRequest, Dispatch};
 use durable_store::{Horizon, Polled, WriteBatch};
 use durable_types::InboxKey;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +40,8 @@ pub(crate) fn spawn(
 
 fn run(shared: &Arc<Shared>, cluster: &Cluster) {
     let engine = cluster.store.engine();
-    let mut taken: HashSet<(u16, i64)> = HashSet::new();
+    // Rows being taken up, with the tenure of their partition when they were.
+    let mut taken: HashMap<(u16, i64), u64> = HashMap::new();
     let mut generation = shared.ownership.generation();
     let mut full = false;
     loop {
@@ -54,7 +55,14 @@ fn run(shared: &Arc<Shared>, cluster: &Cluster) {
             generation = shared.ownership.generation();
             taken.clear();
         }
-        let owned: Vec<u16> = shared.ownership.owned().iter().collect();
+        let ownership = &shared.ownership;
+        let owned_set = ownership.owned();
+        // A row of a partition given up is the next owner's; if this worker gets the
+        // partition back before that one took the row up, it takes it up again.
+        taken.retain(|(partition, _), tenure| {
+            owned_set.contains(*partition) && *tenure == ownership.tenure(*partition)
+        });
+        let owned: Vec<u16> = owned_set.iter().collect();
         if owned.is_empty() {
             full = false;
             continue;
@@ -72,11 +80,14 @@ fn run(shared: &Arc<Shared>, cluster: &Cluster) {
             // Every row still there was returned: the others were consumed.
             let present: HashSet<(u16, i64)> =
                 polled.iter().map(|row| (row.partition, row.seq)).collect();
-            taken.retain(|row| present.contains(row));
+            taken.retain(|row, _| present.contains(row));
         }
         let fresh: Vec<Polled> = polled
             .into_iter()
-            .filter(|row| taken.insert((row.partition, row.seq)))
+            .filter(|row| {
+                let tenure = ownership.tenure(row.partition);
+                taken.insert((row.partition, row.seq), tenure).is_none()
+            })
             .collect();
         take_up(shared, fresh, generation);
     }
@@ -105,6 +116,7 @@ fn take_up(shared: &Shared, rows: Vec<Polled>, generation: u64) {
                     partition: row.partition,
                     seq: row.seq,
                     request,
+                    tenure: shared.ownership.tenure(row.partition),
                 });
                 let mailbox = shared.mailbox(&command.target());
                 mailbox.post_blocking(ShardMsg::Command { command, reply });

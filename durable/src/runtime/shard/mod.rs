@@ -231,6 +231,11 @@ impl Shard {
     /// Whether this runtime runs what `message` is for (another worker may, now).
     fn runs(&self, message: &ShardMsg) -> bool {
         match message {
+            #[cfg(feature = "postgres")]
+            ShardMsg::Command {
+                reply: ReplySender::Remote(request),
+                ..
+            } if self.shared.ownership.tenure(request.partition) != request.tenure => false,
             ShardMsg::Command { command, .. } => self.shared.ownership.owns(&command.target()),
             message => message
                 .instance()
