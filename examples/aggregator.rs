@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
     let data =
         std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data/aggregator".to_owned());
     let runtime = Runtime::builder()
-        .store_path(&data)
+        .store_from_env(&data)
         .register_entity::<Counter>()
         .register(ingest_batch)
         .register(read_counter)

@@ -177,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
     let data =
         std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data/bank_transfer".to_owned());
     let runtime = Runtime::builder()
-        .store_path(&data)
+        .store_from_env(&data)
         .register_entity::<Account>()
         .register(transfer)
         .register(withdraw_cash)

@@ -215,7 +215,7 @@ async fn main() -> anyhow::Result<()> {
     let data =
         std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data/billing_cycles".to_owned());
     let runtime = Runtime::builder()
-        .store_path(&data)
+        .store_from_env(&data)
         .register(billing)
         .register(bill_customer)
         .register(compute_amount)

@@ -106,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     // once: `./durable-data/chaining`, or the directory `$DURABLE_DATA` names.
     let data = std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data/chaining".to_owned());
     let runtime = Runtime::builder()
-        .store_path(&data)
+        .store_from_env(&data)
         .register(fulfil_order)
         .register(reserve_stock)
         .register(charge_payment)
@@ -135,11 +135,13 @@ async fn main() -> anyhow::Result<()> {
             status.runtime_status
         );
     }
-    let data = std::fs::canonicalize(&data)?;
-    println!(
-        "state is stored in {} (fjall, fsync on every commit)",
-        data.display()
-    );
+    // On fjall (on PostgreSQL, `DURABLE_POSTGRES`, there is no directory).
+    if let Ok(data) = std::fs::canonicalize(&data) {
+        println!(
+            "state is stored in {} (fjall, fsync on every commit)",
+            data.display()
+        );
+    }
     runtime.shutdown().await;
     Ok(())
 }

@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let data =
         std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data/fan_out_fan_in".to_owned());
     let runtime = Runtime::builder()
-        .store_path(&data)
+        .store_from_env(&data)
         .register(word_count)
         .register(list_documents)
         .register(count_words)
@@ -83,11 +83,13 @@ async fn main() -> anyhow::Result<()> {
         "{} activities, {} orchestrator turns, {} commits",
         metrics.activities_completed, metrics.turns, metrics.commits
     );
-    let data = std::fs::canonicalize(&data)?;
-    println!(
-        "state is stored in {} (fjall, fsync on every commit)",
-        data.display()
-    );
+    // On fjall (on PostgreSQL, `DURABLE_POSTGRES`, there is no directory).
+    if let Ok(data) = std::fs::canonicalize(&data) {
+        println!(
+            "state is stored in {} (fjall, fsync on every commit)",
+            data.display()
+        );
+    }
     runtime.shutdown().await;
     Ok(())
 }

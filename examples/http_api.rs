@@ -60,7 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // once: `./durable-data/http_api`, or the directory `$DURABLE_DATA` names.
     let dir = std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data/http_api".to_owned());
     let runtime = Runtime::builder()
-        .store_path(&dir)
+        .store_from_env(&dir)
         .register(compile_report)
         .register(city_reports)
         .register(approval)

@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     // once: `./durable-data/monitor`, or the directory `$DURABLE_DATA` names.
     let data = std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data/monitor".to_owned());
     let runtime = Runtime::builder()
-        .store_path(&data)
+        .store_from_env(&data)
         .register(monitor_job)
         .register(get_job_status)
         .register(send_alert)
@@ -108,8 +108,10 @@ async fn main() -> anyhow::Result<()> {
             custom.unwrap_or_default()
         );
     }
-    let data = std::fs::canonicalize(&data)?;
-    println!("state is stored in {}", data.display());
+    // On fjall (on PostgreSQL, `DURABLE_POSTGRES`, there is no directory).
+    if let Ok(data) = std::fs::canonicalize(&data) {
+        println!("state is stored in {}", data.display());
+    }
     runtime.shutdown().await;
     Ok(())
 }

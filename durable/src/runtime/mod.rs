@@ -221,6 +221,31 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The store the environment names, for a program that runs on fjall on a laptop and
+    /// on PostgreSQL in production unchanged: `DURABLE_POSTGRES` (a connection string;
+    /// feature `postgres`), in schema `DURABLE_POSTGRES_SCHEMA` (default `durable`), as a
+    /// worker ([`RuntimeBuilder::postgres`]); otherwise fjall in the directory
+    /// `DURABLE_DATA`, or `default_dir`.
+    ///
+    /// ```no_run
+    /// # use durable::prelude::*;
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let runtime = Runtime::builder().store_from_env("./durable-data").start().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn store_from_env(self, default_dir: impl Into<PathBuf>) -> Self {
+        #[cfg(feature = "postgres")]
+        if let Ok(url) = std::env::var("DURABLE_POSTGRES") {
+            let schema =
+                std::env::var("DURABLE_POSTGRES_SCHEMA").unwrap_or_else(|_| "durable".to_owned());
+            return self.postgres_schema(url, schema);
+        }
+        match std::env::var_os("DURABLE_DATA") {
+            Some(dir) => self.store_path(dir),
+            None => self.store_path(default_dir),
+        }
+    }
+
     /// How long a worker sharing a PostgreSQL schema holds a partition without renewing
     /// its lease (default 1.5 s; renewed every quarter of it). A worker that dies is
     /// replaced after about this long; one that stalls longer (a pause, a cut network)
