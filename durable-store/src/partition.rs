@@ -43,6 +43,12 @@ impl PartitionSet {
         PartitionSet(self.0 | other.0)
     }
 
+    /// The partitions in both this set and `other`.
+    #[must_use]
+    pub fn intersection(self, other: PartitionSet) -> PartitionSet {
+        PartitionSet(self.0 & other.0)
+    }
+
     /// The partitions of this set not in `other`.
     #[must_use]
     pub fn without(self, other: PartitionSet) -> PartitionSet {

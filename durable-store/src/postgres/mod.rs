@@ -41,6 +41,13 @@ mod cluster;
 /// A [`KvStore`] in a PostgreSQL schema.
 pub type PostgresStore = KvStore<PostgresEngine>;
 
+/// How long a transaction of the writer may sit idle (its process paused or cut off)
+/// before the server ends it, releasing what it locked.
+const STALLED_TRANSACTION: Duration = Duration::from_secs(3);
+
+/// How long a lease statement waits for a row lock before it gives up for this round.
+const CONTROL_LOCK_WAIT: Duration = Duration::from_millis(500);
+
 /// How many rows one scan query reads at a time.
 const SCAN_PAGE: i64 = 512;
 
@@ -233,6 +240,12 @@ impl PostgresEngine {
                  created_at timestamptz NOT NULL DEFAULT now()
              );
              CREATE SEQUENCE IF NOT EXISTS \"{schema}\".id_blocks;
+             -- A new schema gets its format version here, under the setup lock: engines
+             -- opening it together must not see each other's first rows as data of no
+             -- version.
+             INSERT INTO {table} (space, key, value)
+                 SELECT 0, '{version_key}'::bytea, '\\x{version:08x}'::bytea
+                 WHERE NOT EXISTS (SELECT 1 FROM {table});
              INSERT INTO \"{schema}\".partitions (id)
                  SELECT generate_series(0, {last}) ON CONFLICT DO NOTHING;
              CREATE TABLE IF NOT EXISTS \"{schema}\".messages (
@@ -244,7 +257,9 @@ impl PostgresEngine {
                  PRIMARY KEY (partition, seq)
              );
              COMMIT",
-            last = PARTITIONS - 1
+            last = PARTITIONS - 1,
+            version_key = crate::codec::FORMAT_VERSION_KEY,
+            version = crate::kv::FORMAT_VERSION,
         );
         engine
             .block_on(writer.batch_execute(&create))
@@ -300,6 +315,14 @@ impl PostgresEngine {
             *writer = None;
             let client = self.new_client()?;
             self.hold_schema(&client)?;
+            // A process paused (or cut off) inside a commit would keep the partitions'
+            // rows locked, and every takeover waiting, until its socket times out: the
+            // server ends such a transaction instead.
+            self.block_on(client.batch_execute(&format!(
+                "SET idle_in_transaction_session_timeout = {}",
+                STALLED_TRANSACTION.as_millis()
+            )))
+            .map_err(unavailable)?;
             *writer = Some(client);
         }
         Ok(writer)
@@ -310,7 +333,14 @@ impl PostgresEngine {
         let mut control = self.control.lock().unwrap_or_else(PoisonError::into_inner);
         if control.as_ref().is_none_or(Client::is_closed) {
             *control = None;
-            *control = Some(self.new_client()?);
+            let client = self.new_client()?;
+            // Renewals must not wait behind a row another process keeps locked.
+            self.block_on(client.batch_execute(&format!(
+                "SET lock_timeout = {}",
+                CONTROL_LOCK_WAIT.as_millis()
+            )))
+            .map_err(unavailable)?;
+            *control = Some(client);
         }
         Ok(control)
     }
@@ -360,7 +390,7 @@ impl PostgresEngine {
         let sql = format!(
             "WITH previous AS (
                  SELECT id, expires_at <> '-infinity' AS expired FROM {partitions}
-                 WHERE id = $2 AND expires_at < now() FOR UPDATE)
+                 WHERE id = $2 AND expires_at < now() FOR UPDATE SKIP LOCKED)
              UPDATE {partitions} p SET owner = $1, epoch = p.epoch + 1,
                  expires_at = now() + make_interval(secs => $3)
              FROM previous WHERE p.id = previous.id RETURNING p.epoch, previous.expired",

@@ -133,23 +133,19 @@ pub(crate) fn recover_partitions(
     store: &dyn Store,
     partitions: durable_store::PartitionSet,
 ) -> Result<Recovery, StoreError> {
-    let ours =
-        |instance: &InstanceId| partitions.contains(durable_store::partition_of(instance.as_str()));
-    let (mut inbox, mut damaged_messages) = read_inbox(store)?;
-    inbox.retain(|(key, _)| ours(&key.instance));
-    damaged_messages.retain(|(key, _)| ours(&key.instance));
-    let (mut activities, mut damaged_activities) = read_stored_activities(store)?;
-    activities.retain(|item| ours(&item.instance));
-    damaged_activities.retain(|(key, _)| ours(&key.instance));
+    let (mut inbox, damaged_messages) = read_inbox(store)?;
+    let (activities, damaged_activities) = read_stored_activities(store)?;
     inbox.sort_by_key(|(key, _)| key.seq);
-    Ok(Recovery {
+    let mut found = Recovery {
         inbox,
         activities,
         damaged_activities,
         damaged_messages,
         next_inbox_seq: 0,
         execution_floor: ExecutionId(0),
-    })
+    };
+    found.retain(partitions);
+    Ok(found)
 }
 
 #[cfg(feature = "postgres")]
@@ -277,11 +273,41 @@ pub(crate) fn mark_stopped_gracefully(store: &dyn Store) -> Result<(), StoreErro
 impl Recovery {
     /// Takes up what was found: messages to their shards, activities to run (or to fail),
     /// damage reported to what it belonged to.
-    pub(crate) async fn resume(self, shared: &Arc<Shared>) {
-        for (key, message) in self.inbox {
+    pub(crate) async fn resume(mut self, shared: &Arc<Shared>) {
+        for (key, message) in std::mem::take(&mut self.inbox) {
             let mailbox = shared.mailbox(&message.target);
-            mailbox.post(ShardMsg::Inbox { key, message }).await;
+            mailbox.post(ShardMsg::Stored { key, message }).await;
         }
+        self.start_work(shared).await;
+    }
+
+    /// Keeps only what was found for `partitions`.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn retain(&mut self, partitions: durable_store::PartitionSet) {
+        let ours = |instance: &InstanceId| {
+            partitions.contains(durable_store::partition_of(instance.as_str()))
+        };
+        self.inbox.retain(|(key, _)| ours(&key.instance));
+        self.damaged_messages.retain(|(key, _)| ours(&key.instance));
+        self.activities.retain(|item| ours(&item.instance));
+        self.damaged_activities
+            .retain(|(key, _)| ours(&key.instance));
+    }
+
+    /// Hands the stored messages found to their shards at once (a worker taking
+    /// partitions over, before it counts them as its own: see `cluster/membership.rs`).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn deliver_stored(&mut self, shared: &Shared) {
+        for (key, message) in std::mem::take(&mut self.inbox) {
+            shared
+                .mailbox(&message.target)
+                .post_now(ShardMsg::Stored { key, message });
+        }
+    }
+
+    /// Takes up what was found besides messages: activities to run (or to fail), damage
+    /// reported to what it belonged to.
+    pub(crate) async fn start_work(self, shared: &Arc<Shared>) {
         let max_restarts = shared.config.max_activity_restarts;
         let mut isolated = Vec::new();
         for item in self.activities {

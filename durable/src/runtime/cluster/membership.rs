@@ -45,7 +45,7 @@ fn run(shared: &Arc<Shared>, cluster: &Cluster) {
             let (mut signals, _) = cluster
                 .wake
                 .wait_timeout_while(signals, tick, |signals| {
-                    !signals.take_up_again && !cluster.is_stopped()
+                    signals.take_up_again.is_empty() && !cluster.is_stopped()
                 })
                 .unwrap_or_else(PoisonError::into_inner);
             std::mem::take(&mut signals.take_up_again)
@@ -55,10 +55,8 @@ fn run(shared: &Arc<Shared>, cluster: &Cluster) {
         }
         renew(shared, cluster);
         balance(shared, cluster);
-        if take_up_again {
-            // A reset is this worker's own doing: nothing ended abruptly.
-            take_up(shared, shared.ownership.owned(), PartitionSet::default());
-        }
+        // A reset is this worker's own doing: nothing ended abruptly.
+        take_up(shared, cluster, take_up_again, PartitionSet::default());
     }
 }
 
@@ -92,7 +90,7 @@ fn renew(shared: &Shared, cluster: &Cluster) {
                 .collect();
             if !lost.is_empty() {
                 tracing::warn!(partitions = ?lost.iter().collect::<Vec<_>>(), worker = %cluster.worker, "leases lost to another worker; their instances are dropped here");
-                cluster.lose(shared, lost);
+                cluster.transition(|| cluster.lose(shared, lost));
                 forget(shared, lost);
             }
         }
@@ -177,38 +175,53 @@ fn acquire(shared: &Arc<Shared>, cluster: &Cluster, free: PartitionSet, wanted: 
     cluster
         .leases()
         .extend(leases.iter().map(|lease| (lease.partition, lease.epoch)));
-    shared.ownership.add(taken);
     tracing::info!(partitions = ?taken.iter().collect::<Vec<_>>(), worker = %cluster.worker, "partitions acquired");
-    take_up(shared, taken, abrupt);
+    take_up(shared, cluster, taken, abrupt);
 }
 
-/// Reads back what is stored for `partitions` and takes it up: messages to the shards,
-/// activities to run, timers to the timer service. The unfinished activities of the
-/// partitions whose previous owner ended abruptly (`abrupt`: its lease expired) are
-/// counted by the poison-activity guard first, as a start-up after a crash counts them.
-fn take_up(shared: &Arc<Shared>, partitions: PartitionSet, abrupt: PartitionSet) {
+/// Makes `partitions` (leased, not yet owned: nothing of them is in memory, and nothing
+/// is delivered to them live) this worker's: reads back what is stored for them, hands the
+/// stored messages to the shards and, in the same step as far as a reset can tell, starts
+/// counting them as owned; then their activities run and their timers arm. Live messages
+/// committed after the read reach the partitions through the `messages` table, so nothing
+/// comes twice. The unfinished activities of the partitions whose previous owner ended
+/// abruptly (`abrupt`: its lease expired) are counted by the poison-activity guard first,
+/// as a start-up after a crash counts them. What cannot be read now is tried again.
+fn take_up(
+    shared: &Arc<Shared>,
+    cluster: &Cluster,
+    partitions: PartitionSet,
+    abrupt: PartitionSet,
+) {
     if partitions.is_empty() {
         return;
     }
-    shared.timers.reset();
-    match recovery::recover_partitions(&*shared.store, partitions) {
-        Ok(mut found) => {
-            let counts = found.count_abrupt_end(abrupt, shared.config.max_activity_restarts);
-            if !counts.is_empty() && !commit_and_wait(shared, counts) {
-                // Not counted, not run: the next owner counts them.
-                tracing::warn!(
-                    "cannot record the poison-activity guard's counts; the partitions' activities wait"
-                );
-                return;
-            }
-            shared.tokio.block_on(found.resume(shared));
-        }
-        Err(error) => {
-            // The next reset or acquisition reads them again; meanwhile their timers and
-            // new messages still run.
-            tracing::error!(%error, "cannot read the stored work of the partitions taken");
-        }
+    let again = |why: &str| {
+        tracing::warn!(why, "cannot take partitions up now; trying again");
+        let mut signals = cluster
+            .signal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        signals.take_up_again = signals.take_up_again.union(partitions);
+    };
+    let mut found = match recovery::recover_partitions(&*shared.store, partitions) {
+        Ok(found) => found,
+        Err(error) => return again(&error.to_string()),
+    };
+    let counts = found.count_abrupt_end(abrupt, shared.config.max_activity_restarts);
+    if !counts.is_empty() && !commit_and_wait(shared, counts) {
+        return again("the poison-activity guard's counts were not committed");
     }
+    cluster.transition(|| {
+        // A lease lost meanwhile: its partition is the next owner's to take up.
+        let leased: PartitionSet = cluster.leases().keys().copied().collect();
+        let partitions = partitions.intersection(leased);
+        found.retain(partitions);
+        found.deliver_stored(shared);
+        shared.ownership.add(partitions);
+    });
+    shared.timers.reset();
+    shared.tokio.block_on(found.start_work(shared));
 }
 
 /// Commits `batch` through the writer (fenced like every commit); whether it landed.
@@ -247,9 +260,11 @@ fn forget(shared: &Shared, partitions: PartitionSet) -> bool {
 /// Gives `partitions` up gracefully: stop running them, let the writer commit what it
 /// has for them, then release their leases.
 fn hand_over(shared: &Shared, cluster: &Cluster, partitions: PartitionSet) {
-    shared
-        .ownership
-        .set(shared.ownership.owned().without(partitions));
+    cluster.transition(|| {
+        shared
+            .ownership
+            .set(shared.ownership.owned().without(partitions));
+    });
     let flushed = forget(shared, partitions) && {
         let (done, committed) = mpsc::channel();
         let request = CommitRequest {

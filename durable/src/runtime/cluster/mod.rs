@@ -54,16 +54,21 @@ pub(crate) struct Cluster {
     /// The epoch of each partition held.
     leases: Mutex<BTreeMap<u16, i64>>,
     tokens: AtomicI64,
-    /// Wakes the lease thread early: to take every owned partition up again after a
-    /// reset, or to stop.
+    /// Wakes the lease thread early: to take partitions up again after a reset, or to
+    /// stop.
     signal: Mutex<Signals>,
     wake: Condvar,
     stopped: AtomicBool,
+    /// Held across each change of what this worker runs that must look atomic to the
+    /// others: a reset (the writer) and the hand-off of a partition taken over to the
+    /// shards (the lease thread). Never held while waiting for the writer or a shard.
+    transition: Mutex<()>,
 }
 
 #[derive(Default)]
 struct Signals {
-    take_up_again: bool,
+    /// Partitions dropped from memory by a reset, to read back from the store.
+    take_up_again: PartitionSet,
 }
 
 impl Cluster {
@@ -82,6 +87,7 @@ impl Cluster {
             signal: Mutex::new(Signals::default()),
             wake: Condvar::new(),
             stopped: AtomicBool::new(false),
+            transition: Mutex::new(()),
         }
     }
 
@@ -141,14 +147,16 @@ impl Cluster {
                 })
                 .collect()
         };
-        let ops = encode_batch(&WriteBatch::from(ops));
+        let batch = WriteBatch::from(ops);
         let token = self.tokens.fetch_add(1, Ordering::Relaxed);
         let mut delay = Duration::from_millis(10);
         loop {
             let commit = Commit {
                 worker: &self.worker,
                 fence: &fence,
-                ops: ops.clone(),
+                // Encoded per attempt: a retry (rare) encodes again rather than every
+                // commit keeping a copy.
+                ops: encode_batch(&batch),
                 send: &send,
                 consume: &consume,
                 replies: &replies,
@@ -207,9 +215,18 @@ impl Cluster {
     /// owned are taken up again from the store.
     fn fenced(&self, shared: &Arc<Shared>, partitions: Vec<u16>) -> Rejection {
         tracing::warn!(?partitions, worker = %self.worker, "another worker took these partitions over; this worker drops its state and goes on with the partitions it still owns");
-        self.lose(shared, partitions.iter().copied().collect());
+        self.transition(|| self.lose(shared, partitions.iter().copied().collect()));
         self.reset(shared);
         Rejection::from(StoreError::Fenced { partitions })
+    }
+
+    /// Runs `change` as one transition (see the field).
+    fn transition<T>(&self, change: impl FnOnce() -> T) -> T {
+        let _held = self
+            .transition
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        change()
     }
 
     /// Stops running `partitions` (their leases are gone).
@@ -224,8 +241,16 @@ impl Cluster {
     }
 
     /// Drops everything held in memory (shards, timers) and starts a new generation; the
-    /// lease thread takes every owned partition up again.
+    /// lease thread takes every partition still owned up again. Until it has, they count
+    /// as not owned, so nothing is delivered to them live while the store is read back
+    /// (what is read back would come twice).
     pub(crate) fn reset(&self, shared: &Shared) {
+        let _held = self
+            .transition
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let dropped = shared.ownership.owned();
+        shared.ownership.set(PartitionSet::default());
         // The shards hear of the new generation before the poller can see it, so nothing
         // it delivers again is dropped as belonging to the old one.
         let generation = shared.ownership.generation() + 1;
@@ -237,10 +262,8 @@ impl Cluster {
         }
         shared.timers.reset();
         shared.ownership.next_generation();
-        self.signal
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take_up_again = true;
+        let mut signals = self.signal.lock().unwrap_or_else(PoisonError::into_inner);
+        signals.take_up_again = signals.take_up_again.union(dropped);
         self.wake.notify_all();
     }
 }
@@ -253,7 +276,7 @@ fn route(batch: WriteBatch, owned: PartitionSet) -> (Vec<Op>, Vec<Outgoing>, Par
     let mut send = Vec::new();
     let mut fence = PartitionSet::default();
     for op in batch.into_ops() {
-        let instance = match &op {
+        let partition = match &op {
             Op::SetExecutionFloor(_) | Op::SetStoppedGracefully(_) => continue,
             Op::PutInbox(key, message) => {
                 let partition = partition_of(key.instance.as_str());
@@ -265,33 +288,32 @@ fn route(batch: WriteBatch, owned: PartitionSet) -> (Vec<Op>, Vec<Outgoing>, Par
                     });
                     continue;
                 }
-                key.instance.as_str().to_owned()
+                partition
             }
-            op => op_instance(op),
+            op => op_partition(op),
         };
-        fence = fence.with(partition_of(&instance));
+        fence = fence.with(partition);
         ops.push(op);
     }
     (ops, send, fence)
 }
 
-/// The instance whose data `op` changes.
-fn op_instance(op: &Op) -> String {
-    match op {
-        Op::PutInstance(record) => record.id.to_string(),
-        Op::DeleteInstance(id) => id.to_string(),
-        Op::AppendHistory { instance, .. } | Op::DeleteHistory { instance, .. } => {
-            instance.to_string()
-        }
-        Op::PutInbox(key, _) | Op::DeleteInbox(key) => key.instance.to_string(),
-        Op::PutActivity(item) => item.instance.to_string(),
-        Op::DeleteActivity(key) => key.instance.to_string(),
-        Op::PutTimer(timer) => timer.instance.to_string(),
-        Op::DeleteTimer(key) => key.instance.to_string(),
-        Op::PutEntity(record) => record.id.instance_id().to_string(),
-        Op::DeleteEntity(id) => id.instance_id().to_string(),
-        Op::SetExecutionFloor(_) | Op::SetStoppedGracefully(_) => String::new(),
-    }
+/// The partition of the instance whose data `op` changes.
+fn op_partition(op: &Op) -> u16 {
+    let instance = match op {
+        Op::PutInstance(record) => &record.id,
+        Op::DeleteInstance(id) => id,
+        Op::AppendHistory { instance, .. } | Op::DeleteHistory { instance, .. } => instance,
+        Op::PutInbox(key, _) | Op::DeleteInbox(key) => &key.instance,
+        Op::PutActivity(item) => &item.instance,
+        Op::DeleteActivity(key) => &key.instance,
+        Op::PutTimer(timer) => &timer.instance,
+        Op::DeleteTimer(key) => &key.instance,
+        Op::PutEntity(record) => return partition_of(record.id.instance_id().as_str()),
+        Op::DeleteEntity(id) => return partition_of(id.instance_id().as_str()),
+        Op::SetExecutionFloor(_) | Op::SetStoppedGracefully(_) => return 0,
+    };
+    partition_of(instance.as_str())
 }
 
 /// The answers to remote requests among `after`, as `replies` rows; their `messages`

@@ -65,6 +65,13 @@ pub(crate) enum ShardMsg {
         key: InboxKey,
         message: InboxMessage,
     },
+    /// An inbox message read from the store at start-up, or by a worker taking its
+    /// partition over (then before the partition counts as owned, so that no live delivery
+    /// of the same message can come too).
+    Stored {
+        key: InboxKey,
+        message: InboxMessage,
+    },
     /// A client's command, answered after its commit.
     Command {
         command: Command,
@@ -167,7 +174,7 @@ impl Shard {
             return false;
         }
         match message {
-            ShardMsg::Inbox { key, message } => {
+            ShardMsg::Inbox { key, message } | ShardMsg::Stored { key, message } => {
                 let input = Input {
                     content: Content::of(message.body),
                     source: Source::Inbox(key),
@@ -613,6 +620,7 @@ impl ShardMsg {
             ShardMsg::TimerFired { key } => Some(&key.instance),
             ShardMsg::Damaged { instance, .. } => Some(instance),
             ShardMsg::Command { .. }
+            | ShardMsg::Stored { .. }
             | ShardMsg::Committed { .. }
             | ShardMsg::Reset { .. }
             | ShardMsg::Forget { .. }
