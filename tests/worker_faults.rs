@@ -6,8 +6,9 @@
 //!   off its partitions either.
 //! - failover time: from SIGKILL, and from a graceful stop (SIGTERM to a worker waiting in
 //!   `Runtime::shutdown_on_signal`), to the first commit of the new owner of each of the
-//!   worker's partitions, over repetitions; printed as a JSON line (run with
-//!   `-- --nocapture` to see it) and asserted only against a generous bound.
+//!   worker's partitions, over repetitions (5 of each; `DURABLE_FAILOVER_REPETITIONS`
+//!   sets another number); printed as a JSON line (run with `-- --nocapture` to see it)
+//!   and asserted only against a generous bound.
 //! - balancing: 1, then 4, then 2 workers, with the `partitions` table sampled as fast as
 //!   it answers: one owner per lease at every sample, every partition leased and the
 //!   shares fair once settled.
@@ -21,6 +22,10 @@
 //! checks the data in the database: every orchestration acknowledged completed with the
 //! output computed from its input, every history dense with each task resolved exactly
 //! once, every entity operation applied exactly once, nothing left over.
+//!
+//! Two tests are ignored because they fail on runtime bugs they expose (run them with
+//! `-- --ignored`): a worker paused inside a commit, and workers opening a fresh schema
+//! together.
 //!
 //! The workers are this test binary run again (`worker_process`, which does nothing unless
 //! its environment says so). The tests run one at a time (`SERIAL`: they measure time and
@@ -137,14 +142,15 @@ async fn work(ctx: OrchestrationContext, job: Job) -> Result<u64, Error> {
 #[derive(Default, Serialize, Deserialize)]
 struct Tally {
     ops: BTreeSet<u64>,
-    duplicates: u64,
+    /// The operations given more than once, each time again.
+    duplicates: Vec<u64>,
 }
 
 #[entity]
 impl Tally {
     fn add(&mut self, op: u64) {
         if !self.ops.insert(op) {
-            self.duplicates += 1;
+            self.duplicates.push(op);
         }
     }
 }
@@ -633,7 +639,13 @@ impl Watch {
 
     fn check_token(&mut self, partition: u16, previous: &Row, row: &Row) {
         let token = row.last_commit;
-        if token == previous.last_commit || token == 0 {
+        // A sample that shows a new owner may also show the previous owner's last commit,
+        // landed before the takeover: only a commit within one owner's epoch is attributed.
+        if token == previous.last_commit
+            || token == 0
+            || row.epoch != previous.epoch
+            || row.owner != previous.owner
+        {
             return;
         }
         let Some(owner) = row.owner.clone() else {
@@ -1065,7 +1077,18 @@ fn check_data(url: &str, driver: Driver) -> Checked {
         counted_ops(&store).len()
     );
     for (counter, (tally, duplicates)) in tallies(&store) {
-        assert_eq!(duplicates, 0, "{counter}: operations applied twice");
+        let twice: Vec<(&String, u16)> = duplicates
+            .iter()
+            .filter_map(|op| book.attempted.iter().find(|(_, job)| job.op == *op))
+            .map(|(id, _)| (id, partition_of(id)))
+            .collect();
+        let entity = format!("@Tally@{counter}");
+        assert!(
+            duplicates.is_empty(),
+            "{counter} (partition {}): operations {duplicates:?} applied twice, signalled by \
+             the jobs (with their partitions) {twice:?}",
+            partition_of(&entity)
+        );
         assert_eq!(
             tally,
             ops.remove(&counter).unwrap_or_default(),
@@ -1151,7 +1174,7 @@ fn check_history(store: &PostgresStore, record: &InstanceRecord, job: &Job) {
 }
 
 /// Each counter's operations and how many it was given twice.
-fn tallies(store: &PostgresStore) -> BTreeMap<String, (BTreeSet<u64>, u64)> {
+fn tallies(store: &PostgresStore) -> BTreeMap<String, (BTreeSet<u64>, Vec<u64>)> {
     store
         .list_entities(None, None, 1_000)
         .expect("the entities")
@@ -1508,7 +1531,7 @@ fn failover_after_a_kill_and_after_a_graceful_stop_is_timely() {
     let repetitions: usize = std::env::var("DURABLE_FAILOVER_REPETITIONS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(6);
+        .unwrap_or(5);
     let url = server.database("failover").expect("a database");
     let mut rng = Prng::from_time();
     let (mut fleet, sampler, driver) = start_fleet(&url, "failover", 3, Duration::from_millis(1));
@@ -1520,7 +1543,7 @@ fn failover_after_a_kill_and_after_a_graceful_stop_is_timely() {
         let running = fleet.running();
         let victim = running[repetition % running.len()].clone();
         // A random moment of the steady workload.
-        std::thread::sleep(rng.delay(50, 500));
+        std::thread::sleep(rng.delay(20, 300));
         let owned = sampler.fresh().owned_by(&victim);
         assert!(!owned.is_empty(), "{victim} holds partitions");
         let since = Instant::now();
