@@ -1410,8 +1410,6 @@ fn commit_seqs(db: &mut Db, name: &str) -> i64 {
 /// partitions the commit is fenced by) must not keep the others off those partitions:
 /// they take them over within a bound while it stays paused.
 #[test]
-#[ignore = "fails: a worker paused inside a commit blocks every other worker's lease thread on \
-            the partitions' row locks, and once resumed entity operations are applied twice"]
 fn a_worker_paused_inside_a_commit_does_not_hold_its_partitions() {
     let _serial = serial();
     let Some(server) = server_or_skip("a_worker_paused_inside_a_commit") else {
@@ -1743,8 +1741,6 @@ fn workers_wait_out_the_database_going_away_and_lose_nothing() {
 /// of them must start. (In-process stores suffice: a worker opens its store so, and the
 /// race is in that opening.)
 #[test]
-#[ignore = "fails: stores opened together on a fresh schema race on its format version, and \
-            some fail with IncompatibleFormat { found: 0 }"]
 fn workers_started_together_on_a_fresh_schema_all_start() {
     let _serial = serial();
     let Some(server) = server_or_skip("workers_started_together_on_a_fresh_schema") else {

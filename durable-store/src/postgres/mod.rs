@@ -265,6 +265,7 @@ impl PostgresEngine {
             .block_on(writer.batch_execute(&create))
             .map_err(unavailable)?;
         engine.hold_schema(&writer)?;
+        engine.prepare_writer(&writer)?;
         *engine.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(writer);
         Ok(engine)
     }
@@ -315,14 +316,7 @@ impl PostgresEngine {
             *writer = None;
             let client = self.new_client()?;
             self.hold_schema(&client)?;
-            // A process paused (or cut off) inside a commit would keep the partitions'
-            // rows locked, and every takeover waiting, until its socket times out: the
-            // server ends such a transaction instead.
-            self.block_on(client.batch_execute(&format!(
-                "SET idle_in_transaction_session_timeout = {}",
-                STALLED_TRANSACTION.as_millis()
-            )))
-            .map_err(unavailable)?;
+            self.prepare_writer(&client)?;
             *writer = Some(client);
         }
         Ok(writer)
@@ -343,6 +337,17 @@ impl PostgresEngine {
             *control = Some(client);
         }
         Ok(control)
+    }
+
+    /// Settings of the writer's connection. A process paused (or cut off) inside a commit
+    /// would keep the partitions' rows locked, and every takeover waiting, until its socket
+    /// times out: the server ends such a transaction instead.
+    fn prepare_writer(&self, writer: &Client) -> Result<(), Error> {
+        self.block_on(writer.batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = {}",
+            STALLED_TRANSACTION.as_millis()
+        )))
+        .map_err(unavailable)
     }
 
     /// The readers' connection, connected again if it was lost.
