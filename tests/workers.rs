@@ -214,3 +214,42 @@ async fn workers_share_the_partitions_and_every_instance_is_reached_from_anywher
     first.shutdown().await;
     third.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_hubs_in_schemas_of_one_database_are_apart() {
+    let Some(server) = server_or_skip("task_hubs_in_schemas") else {
+        return;
+    };
+    let url = server.database("hubs").unwrap();
+    let hub = |schema: &'static str| {
+        let url = url.clone();
+        async move {
+            Runtime::builder()
+                .postgres_schema(url, schema)
+                .register(gate)
+                .start()
+                .await
+                .unwrap()
+        }
+    };
+    let (alpha, beta) = (hub("alpha").await, hub("beta").await);
+    // The same id in each hub is two instances.
+    alpha.client().start_with_id(gate, "same", 1).await.unwrap();
+    beta.client().start_with_id(gate, "same", 2).await.unwrap();
+    // A client of the database alone, for one hub, drives that hub's instance only:
+    // suspended, an event waits; resumed, it is taken.
+    let remote = Client::connect_postgres_schema(&url, "beta").await.unwrap();
+    remote.suspend("same", "hold on").await.unwrap();
+    remote.raise_event("same", GO, 40).await.unwrap();
+    let status = remote.status("same").await.unwrap().unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Suspended);
+    remote.resume("same", "go on").await.unwrap();
+    let status = remote.wait_for_completion("same", WAIT).await.unwrap();
+    assert_eq!(status.output, Some(durable::Json::encode(&42u64).unwrap()));
+    let in_alpha = alpha.client().status("same").await.unwrap().unwrap();
+    assert_eq!(in_alpha.runtime_status, RuntimeStatus::Running);
+    assert_eq!(in_alpha.input.decode::<u64>().unwrap(), 1);
+    alpha.client().terminate("same", "done").await.unwrap();
+    alpha.shutdown().await;
+    beta.shutdown().await;
+}

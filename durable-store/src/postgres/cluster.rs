@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 /// How many numbers one [`PostgresEngine::id_block`] hands out.
-pub const ID_BLOCK: u64 = 1 << 32;
+const ID_BLOCK: u64 = 1 << 32;
 
 impl PostgresEngine {
     /// Records that `worker` is alive until `ttl` from now (database time) and returns how
@@ -106,7 +106,7 @@ impl PostgresEngine {
             .collect())
     }
 
-    /// The first of [`ID_BLOCK`] numbers no one has had: each block is above every block
+    /// The first of 2³² numbers no one has had: each block is above every block
     /// handed out before it, whoever took it.
     ///
     /// # Errors

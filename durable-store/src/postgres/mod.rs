@@ -85,7 +85,7 @@ pub struct Commit<'a> {
 /// target's inbox is in the same database: no outbox to relay).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outgoing {
-    /// The target instance's partition ([`partition_of`]).
+    /// The target instance's partition ([`partition_of`](crate::partition_of)).
     pub partition: u16,
     /// The target instance.
     pub target: String,
