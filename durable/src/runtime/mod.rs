@@ -927,13 +927,11 @@ impl Runtime {
         if let Some(cluster) = &shared.cluster {
             cluster.stop();
         }
-        let cluster_threads = std::mem::take(&mut self.cluster_threads);
-        let _ = tokio::task::spawn_blocking(move || {
-            for thread in cluster_threads {
-                let _ = thread.join();
-            }
-        })
-        .await;
+        // The message thread ends now; the lease thread renews until the last commit.
+        let mut cluster_threads = std::mem::take(&mut self.cluster_threads);
+        let poller = cluster_threads.pop();
+        let _ =
+            tokio::task::spawn_blocking(move || poller.map(std::thread::JoinHandle::join)).await;
         // Activities that watch their cancellation stop early; they run again after the
         // next start (a success is still committed).
         shared.activity_runs.cancel_all();
@@ -958,8 +956,10 @@ impl Runtime {
         // Shards first (they flush their last turns to the writer), then the writer; then,
         // with nothing else writing, what is left unfinished is marked as left by a graceful
         // stop, which the poison-activity guard does not count.
-        let _ = tokio::task::spawn_blocking(move || Runtime::join_threads(threads, writer, store))
-            .await;
+        let _ = tokio::task::spawn_blocking(move || {
+            Runtime::join_threads(threads, cluster_threads, writer, store);
+        })
+        .await;
     }
 
     /// The end of a graceful stop, on a thread that may block: joins the shards, then the
@@ -967,6 +967,7 @@ impl Runtime {
     /// hands its partitions over).
     fn join_threads(
         threads: Vec<std::thread::JoinHandle<()>>,
+        lease_thread: Vec<std::thread::JoinHandle<()>>,
         writer: Arc<Shared>,
         store: Option<Arc<dyn Store>>,
     ) {
@@ -988,12 +989,18 @@ impl Runtime {
         }
         #[cfg(feature = "postgres")]
         if let Some(cluster) = cluster {
-            // Everything is committed: the partitions go to the other workers now.
+            // Everything is committed: the partitions go to the other workers now (no
+            // renewal may extend a lease once released).
+            cluster.stop_renewing();
+            for thread in lease_thread {
+                let _ = thread.join();
+            }
             if store.is_some() {
                 cluster::leave(&cluster);
             }
             return;
         }
+        drop(lease_thread);
         let marked = store.map_or(Ok(()), |store| recovery::mark_stopped_gracefully(&*store));
         if let Err(error) = marked {
             tracing::warn!(
@@ -1042,7 +1049,7 @@ impl Drop for Runtime {
             shared.writer.stop();
             #[cfg(feature = "postgres")]
             if let Some(cluster) = &shared.cluster {
-                cluster.stop();
+                cluster.stop_renewing();
             }
         }
     }

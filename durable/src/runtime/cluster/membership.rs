@@ -45,15 +45,18 @@ fn run(shared: &Arc<Shared>, cluster: &Cluster) {
             let (mut signals, _) = cluster
                 .wake
                 .wait_timeout_while(signals, tick, |signals| {
-                    signals.take_up_again.is_empty() && !cluster.is_stopped()
+                    signals.take_up_again.is_empty() && !cluster.renewing_ended()
                 })
                 .unwrap_or_else(PoisonError::into_inner);
             std::mem::take(&mut signals.take_up_again)
         };
-        if cluster.is_stopped() || shared.is_stopping() {
+        if cluster.renewing_ended() || shared.is_poisoned() {
             return;
         }
         renew(shared, cluster);
+        if cluster.is_stopped() {
+            continue; // a graceful stop commits its last turns, under its leases
+        }
         balance(shared, cluster);
         // A reset is this worker's own doing: nothing ended abruptly.
         take_up(shared, cluster, take_up_again, PartitionSet::default());

@@ -58,7 +58,11 @@ pub(crate) struct Cluster {
     /// stop.
     signal: Mutex<Signals>,
     wake: Condvar,
+    /// The runtime stops: no more partitions are taken, no messages polled; leases are
+    /// still renewed, so that the last commits of a graceful stop are not fenced.
     stopped: AtomicBool,
+    /// The lease thread ends (before the leases are released, or for good).
+    renewing_ended: AtomicBool,
     /// Held across each change of what this worker runs that must look atomic to the
     /// others: a reset (the writer) and the hand-off of a partition taken over to the
     /// shards (the lease thread). Never held while waiting for the writer or a shard.
@@ -87,6 +91,7 @@ impl Cluster {
             signal: Mutex::new(Signals::default()),
             wake: Condvar::new(),
             stopped: AtomicBool::new(false),
+            renewing_ended: AtomicBool::new(false),
             transition: Mutex::new(()),
         }
     }
@@ -95,10 +100,21 @@ impl Cluster {
         self.leases.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Tells the lease and message threads to end.
+    /// Tells the message thread to end, and the lease thread to only renew from now on.
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.wake.notify_all();
+    }
+
+    /// Tells the lease thread to end.
+    pub(crate) fn stop_renewing(&self) {
+        self.stop();
+        self.renewing_ended.store(true, Ordering::Release);
+        self.wake.notify_all();
+    }
+
+    fn renewing_ended(&self) -> bool {
+        self.renewing_ended.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_stopped(&self) -> bool {
@@ -129,23 +145,9 @@ impl Cluster {
         if ops.is_empty() && send.is_empty() && consume.is_empty() {
             return Ok(());
         }
-        let fence: Vec<Lease> = {
-            let leases = self.leases();
-            let lost: Vec<u16> = fence
-                .iter()
-                .filter(|partition| !leases.contains_key(partition))
-                .collect();
-            if !lost.is_empty() {
-                drop(leases);
-                return Err(self.fenced(shared, lost));
-            }
-            fence
-                .iter()
-                .map(|partition| Lease {
-                    partition,
-                    epoch: leases[&partition],
-                })
-                .collect()
+        let fence = match self.fence(fence) {
+            Ok(fence) => fence,
+            Err(lost) => return Err(self.fenced(shared, lost)),
         };
         let batch = WriteBatch::from(ops);
         let token = self.tokens.fetch_add(1, Ordering::Relaxed);
@@ -180,6 +182,26 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// The leases of `partitions`, or the partitions among them this worker does not
+    /// hold.
+    fn fence(&self, partitions: PartitionSet) -> Result<Vec<Lease>, Vec<u16>> {
+        let leases = self.leases();
+        let lost: Vec<u16> = partitions
+            .iter()
+            .filter(|partition| !leases.contains_key(partition))
+            .collect();
+        if !lost.is_empty() {
+            return Err(lost);
+        }
+        Ok(partitions
+            .iter()
+            .map(|partition| Lease {
+                partition,
+                epoch: leases[&partition],
+            })
+            .collect())
     }
 
     /// After a commit's connection failed: waits until the database answers whether the
