@@ -348,6 +348,50 @@ mod leases {
         assert!(b.get(Space::Meta, b"by-b").unwrap().is_some());
     }
 
+    /// A commit whose answer was lost with its connection is looked up by its token: what
+    /// landed says so, what did not (refused while the database was away, fenced, never
+    /// sent) says not, and its data is absent.
+    #[test]
+    fn a_commit_whose_outcome_is_unknown_is_found_out_by_its_token() {
+        let Some(server) = server_or_skip("a_commit_whose_outcome_is_unknown") else {
+            return;
+        };
+        let url = server.database("outcome").unwrap();
+        let a = PostgresEngine::connect_shared(&url, "hub").unwrap();
+        let lease = a.acquire("a", 5, LONG).unwrap().unwrap();
+        let commit = |token: i64, key: &str| durable_store::Commit {
+            worker: "a",
+            fence: std::slice::from_ref(&lease),
+            ops: vec![put(key)],
+            send: &[],
+            consume: &[],
+            replies: &[],
+            token,
+        };
+        a.commit_fenced(commit(77, "landed")).unwrap();
+        assert!(a.committed(5, 77).unwrap(), "a commit that landed");
+        assert!(!a.committed(5, 78).unwrap(), "a token never committed");
+        // The database goes away: the commit is refused, and once it is back the token
+        // says it did not land.
+        server.stop().unwrap();
+        let error = a.commit_fenced(commit(79, "refused")).unwrap_err();
+        assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
+        server.restart().unwrap();
+        assert!(!a.committed(5, 79).unwrap());
+        assert_eq!(a.get(Space::Meta, b"refused").unwrap(), None);
+        assert!(a.get(Space::Meta, b"landed").unwrap().is_some());
+        // A fenced commit did not land either.
+        let other = PostgresEngine::connect_shared(&url, "hub").unwrap();
+        a.release("a", lease).unwrap();
+        let taken = other.acquire("b", 5, LONG).unwrap().unwrap();
+        assert!(a.commit_fenced(commit(80, "fenced")).is_err());
+        assert!(!a.committed(5, 80).unwrap());
+        other
+            .write_fenced("b", &[taken], vec![put("by-b")])
+            .unwrap();
+        assert_eq!(a.get(Space::Meta, b"fenced").unwrap(), None);
+    }
+
     #[test]
     fn a_lease_is_held_until_it_expires_or_is_given_back() {
         let Some(server) = server_or_skip("a_lease_is_held_until_it_expires_or_is_given_back")
