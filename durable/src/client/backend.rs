@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 /// A request that changes an instance or an entity. Its answer comes once what it did is
 /// durable (for a start: with the instance's first turn).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Command {
     /// Start a new execution of `name` (an absent or ended instance).
     Start {
@@ -121,7 +121,8 @@ pub(crate) trait Backend: Send + Sync {
     /// How often a client waiting for an instance's end should look at its status, when
     /// the end may come from elsewhere than this backend's runtime (`None`: the watch
     /// always wakes).
-    fn end_poll(&self) -> Option<std::time::Duration> {
+    fn end_poll(&self, instance: &InstanceId) -> Option<std::time::Duration> {
+        let _ = instance;
         None
     }
 }

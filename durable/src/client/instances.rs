@@ -890,7 +890,7 @@ impl Client {
         let instance = InstanceId::new(instance_id)?;
         // `None`: a timeout too long to represent, which means no deadline.
         let deadline = tokio::time::Instant::now().checked_add(timeout);
-        let poll = self.backend.end_poll();
+        let mut poll = self.backend.end_poll(&instance);
         loop {
             let watch = self.backend.watch(&instance)?;
             let outcome = {
@@ -931,6 +931,9 @@ impl Client {
             if let Some(outcome) = outcome {
                 return outcome;
             }
+            // Looked at again and again, an instance that runs long is looked at less
+            // often: up to once a second.
+            poll = poll.map(|every| (every * 2).min(Duration::from_secs(1)));
         }
     }
 

@@ -34,6 +34,11 @@ pub(crate) enum Rejection {
     Store(Arc<durable_store::Error>),
     /// An earlier write failed; the runtime takes no more work.
     Poisoned,
+    /// This worker (of a schema shared by several) does not run the instance now: its
+    /// partition moved, or a commit was fenced. Nothing of the command was done; it is
+    /// sent again to whoever runs the instance.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Moved,
 }
 
 /// What the runtime answers to a command, once what it did is durable.
@@ -89,6 +94,9 @@ impl Rejection {
             },
             Rejection::Store(error) => Error::Store(error),
             Rejection::Poisoned => Error::Poisoned,
+            Rejection::Moved => Error::Store(Arc::new(durable_store::Error::Unavailable(format!(
+                "`{instance}` kept moving between workers while the command was sent; try again"
+            )))),
         }
     }
 }
@@ -144,16 +152,9 @@ impl Backend for RuntimeHandle {
         let target = command.target();
         #[cfg(feature = "postgres")]
         if let Ok(shared) = self.running()
-            && let Some(cluster) = &shared.cluster
-            && !shared.ownership.owns(&target)
+            && shared.cluster.is_some()
         {
-            // Another worker runs it: the command goes there through the database.
-            let store = std::sync::Arc::clone(&cluster.store);
-            return Box::pin(async move {
-                super::cluster::remote::submit(&store, command)
-                    .await?
-                    .map_err(|rejection| rejection.into_error(target))
-            });
+            return Box::pin(cluster_submit(Weak::clone(&self.shared), command));
         }
         // The mailbox only: a client waiting for its answer keeps no runtime alive.
         let mailbox = self.running().map(|shared| shared.mailbox(&target).clone());
@@ -193,16 +194,67 @@ impl Backend for RuntimeHandle {
         self.limits
     }
 
-    fn end_poll(&self) -> Option<std::time::Duration> {
-        // Workers sharing a schema: the instance may end in another process.
+    fn end_poll(&self, instance: &InstanceId) -> Option<std::time::Duration> {
+        // Workers sharing a schema: the instance may end in another process (or move
+        // there while the client waits, then only slowly looked at).
         #[cfg(feature = "postgres")]
-        if self
-            .shared
-            .upgrade()
-            .is_some_and(|shared| shared.cluster.is_some())
+        if let Some(shared) = self.shared.upgrade()
+            && shared.cluster.is_some()
         {
-            return Some(super::cluster::remote::END_POLL);
+            return Some(if shared.ownership.owns(instance) {
+                std::time::Duration::from_secs(1)
+            } else {
+                super::cluster::remote::END_POLL
+            });
         }
+        let _ = instance;
         None
     }
+}
+
+/// A command of a client of a worker sharing a schema: run here when this worker runs the
+/// instance, sent to the one that does otherwise; sent again while the instance moves.
+#[cfg(feature = "postgres")]
+async fn cluster_submit(shared: Weak<Shared>, command: Command) -> Result<(), Error> {
+    use super::cluster::remote;
+    let target = command.target();
+    let mut command = Some(command);
+    for attempt in 0..10u32 {
+        let Some(next) = command.take() else {
+            break;
+        };
+        let running = shared.upgrade().ok_or(Error::ShuttingDown)?;
+        let outcome = if running.ownership.owns(&target) {
+            let mailbox = running.mailbox(&target).clone();
+            drop(running);
+            let (reply, answer) = oneshot::channel();
+            let kept = Some(next.clone());
+            let reply = ReplySender::Local(reply);
+            mailbox
+                .post(ShardMsg::Command {
+                    command: next,
+                    reply,
+                })
+                .await;
+            command = kept;
+            answer.await.map_err(|_| Error::ShuttingDown)?
+        } else {
+            let store = running
+                .cluster
+                .as_ref()
+                .map(|cluster| Arc::clone(&cluster.store));
+            drop(running);
+            let Some(store) = store else { break };
+            command = Some(next.clone());
+            remote::submit(&store, next).await?
+        };
+        match outcome {
+            Err(Rejection::Moved) => {
+                // Nothing was done: wait for the partition to settle, then send again.
+                tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(5))).await;
+            }
+            outcome => return outcome.map_err(|rejection| rejection.into_error(target)),
+        }
+    }
+    Err(Rejection::Moved.into_error(target))
 }

@@ -266,9 +266,7 @@ fn perform(shared: &Arc<Shared>, dispatch: Dispatch) {
 /// A request made before the runtime's last reset: computed from state that never became
 /// durable, so it is not committed; its clients hear why.
 fn discard(shared: &Arc<Shared>, request: CommitRequest) {
-    let error = Rejection::from(durable_store::Error::Fenced {
-        partitions: Vec::new(),
-    });
+    let error = Rejection::Moved;
     for dispatch in request.after {
         match dispatch {
             Dispatch::Reply(reply) | Dispatch::Refuse(reply, _) => reply.send(Err(error.clone())),

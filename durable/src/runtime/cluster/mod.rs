@@ -239,7 +239,7 @@ impl Cluster {
         tracing::warn!(?partitions, worker = %self.worker, "another worker took these partitions over; this worker drops its state and goes on with the partitions it still owns");
         self.transition(|| self.lose(shared, partitions.iter().copied().collect()));
         self.reset(shared);
-        Rejection::from(StoreError::Fenced { partitions })
+        Rejection::Moved
     }
 
     /// Runs `change` as one transition (see the field).

@@ -95,7 +95,7 @@ impl Backend for PostgresBackend {
         Ok(EndWatch::new(Arc::new(Notify::new()), |_| {}))
     }
 
-    fn end_poll(&self) -> Option<Duration> {
+    fn end_poll(&self, _instance: &InstanceId) -> Option<Duration> {
         Some(END_POLL)
     }
 

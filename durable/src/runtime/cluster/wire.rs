@@ -192,6 +192,7 @@ pub(crate) enum WireReply {
     EntityNotRegistered(String),
     Store(String),
     Poisoned,
+    Moved,
 }
 
 impl WireReply {
@@ -208,6 +209,7 @@ impl WireReply {
             }
             Err(Rejection::Store(error)) => WireReply::Store(error.to_string()),
             Err(Rejection::Poisoned) => WireReply::Poisoned,
+            Err(Rejection::Moved) => WireReply::Moved,
         };
         encode_value(&wire)
     }
@@ -229,6 +231,7 @@ impl WireReply {
                 durable_store::Error::Backend(message),
             ))),
             WireReply::Poisoned => Err(Rejection::Poisoned),
+            WireReply::Moved => Err(Rejection::Moved),
         }
     }
 }

@@ -606,9 +606,7 @@ fn entity_operation(operation: String, input: Json) -> Content {
 
 /// The answer to a command for an instance this runtime no longer runs.
 fn not_owned() -> Rejection {
-    Rejection::from(durable_store::Error::Fenced {
-        partitions: Vec::new(),
-    })
+    Rejection::Moved
 }
 
 impl ShardMsg {
