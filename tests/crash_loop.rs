@@ -1694,6 +1694,8 @@ const PG_CI_WORKERS: u32 = 3;
 const KILL_EVERY_MS: (u64, u64) = (1_000, 5_000);
 /// How often the failover watcher reads who owns the partitions.
 const OWNERS_POLL: Duration = Duration::from_millis(50);
+/// A long campaign says how far it is every this many kills.
+const PROGRESS_EVERY: u32 = 50;
 /// How long a worker gets to stop gracefully at the end, and the store to drain.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -2199,6 +2201,13 @@ fn postgres_campaign(options: &Options) {
             .unwrap_or_else(PoisonError::into_inner)
             .killed(pid, Instant::now());
         pool[victim] = Worker::start(slot, incarnation + 1, &workdir.path, &url);
+        if (round + 1) % PROGRESS_EVERY == 0 {
+            println!(
+                "crash loop on PostgreSQL: {} of {kills} kills, {:.0} s",
+                round + 1,
+                loop_began.elapsed().as_secs_f64()
+            );
+        }
     }
     tokio.block_on(release_round(&client, &plan, kills, &files.events));
     let deadline = Instant::now() + FINISH_TIMEOUT;
