@@ -1688,9 +1688,9 @@ const SCHEMA: &str = "crash_loop";
 /// Kills and workers in a plain `cargo test` run.
 const PG_CI_KILLS: u32 = 12;
 const PG_CI_WORKERS: u32 = 3;
-/// Milliseconds from one kill to the next, drawn uniformly: past a lease's time to live
-/// (1.5 s) as often as not, so that partitions fail over to the survivors, then go back
-/// to the restarted worker as it takes its fair share.
+/// Milliseconds from one kill to the next, drawn uniformly: mostly past a lease's time to
+/// live (1.5 s), so that the killed worker's partitions fail over to the survivors before
+/// the restarted worker takes its fair share back, and the next kill finds them settled.
 const KILL_EVERY_MS: (u64, u64) = (1_000, 5_000);
 /// How often the failover watcher reads who owns the partitions.
 const OWNERS_POLL: Duration = Duration::from_millis(50);
