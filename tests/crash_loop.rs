@@ -62,6 +62,7 @@
 
 use durable::client::Error as ClientError;
 use durable::prelude::*;
+use durable::store::partition_of;
 use durable::store::{
     ActivityKey, Durability, EntityRecord, ExecutionId, FjallStore, HistoryEvent, InstanceQuery,
     InstanceRecord, MemoryStore, PostgresStore, Store, TaskId,
@@ -123,7 +124,7 @@ static RUNS: OnceLock<Recorder> = OnceLock::new();
 /// Writes down an activity run, before it does anything else:
 /// `who|activity|instance:execution:task|idempotency key`, and with PostgreSQL `|open`
 /// when the task's completion was not committed as the run began, `|committed` or
-/// `|gone` when it was (see [`completion_state`]).
+/// `|gone` when it was (see [`completion_state`]), then `|` the time (Unix ms).
 async fn record_run(ctx: &ActivityContext) {
     let Some(recorder) = RUNS.get() else {
         return;
@@ -143,8 +144,9 @@ async fn record_run(ctx: &ActivityContext) {
             execution: ctx.execution_id(),
             task: ctx.task_id(),
         };
-        line.push('|');
-        line.push_str(&completion_state(probe, key).await);
+        let found = completion_state(probe, key).await;
+        // When, to set runs beside the workers' and the driver's logs.
+        line.push_str(&format!("|{found}|{}", unix_ms()));
     }
     recorder.log.append(&line);
 }
@@ -1721,6 +1723,8 @@ fn open_schema(url: &str) -> PostgresStore {
 /// or closes its stdin (then it stops gracefully, handing its partitions over).
 fn worker(config: &str) -> ExitCode {
     let config: WorkerConfig = serde_json::from_str(config).expect("the worker's configuration");
+    let log = FileLog::new(config.dir.join(format!("worker-{}.log", config.who)));
+    tracing::subscriber::set_global_default(log).expect("the worker's only subscriber");
     let recorder = Recorder {
         log: Files::new(&config.dir).runs,
         who: config.who.clone(),
@@ -1752,6 +1756,72 @@ fn worker(config: &str) -> ExitCode {
         runtime.shutdown().await;
     });
     ExitCode::SUCCESS
+}
+
+/// Milliseconds since the Unix epoch: the time stamp of the campaign's logs.
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis())
+}
+
+/// A worker's runtime log (`tracing` events from INFO up: partitions acquired, handed
+/// over, lost, fenced commits), one time-stamped line per event, so that a failure can be
+/// set against what each worker did when. Also the driver's own log.
+struct FileLog {
+    file: Mutex<std::fs::File>,
+}
+
+impl FileLog {
+    fn new(path: PathBuf) -> FileLog {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|error| panic!("cannot open {}: {error}", path.display()));
+        FileLog {
+            file: Mutex::new(file),
+        }
+    }
+
+    /// Appends one line, with one `write` (whole lines, even from several threads).
+    fn line(&self, text: &str) {
+        let line = format!("{} {}\n", unix_ms(), text.replace('\n', " / "));
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
+impl tracing::Subscriber for FileLog {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= tracing::Level::INFO
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut text = format!("{} {}", event.metadata().level(), event.metadata().target());
+        event.record(&mut LogFields(&mut text));
+        self.line(&text);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+struct LogFields<'a>(&'a mut String);
+
+impl tracing::field::Visit for LogFields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={value:?}", field.name()));
+    }
 }
 
 /// The driver's handle on a worker process; dropping it kills the process.
@@ -1984,13 +2054,25 @@ async fn read_tables(sql: &tokio_postgres::Client) -> Result<Tables, tokio_postg
 
 /// Starts batch `round` and raises the events due in this round, each once (the driver
 /// is never killed: an acknowledged start or event is committed, and none is sent again).
-async fn release_round(client: &Client, plan: &Plan, round: u32, log: &SideEffectLog) {
+async fn release_round(
+    client: &Client,
+    plan: &Plan,
+    round: u32,
+    log: &SideEffectLog,
+    driver: &Arc<FileLog>,
+) {
     let mut starts = tokio::task::JoinSet::new();
     for item in plan.items.iter().filter(|item| item.batch == round) {
-        let (client, item) = (client.clone(), item.clone());
+        let (client, item, driver) = (client.clone(), item.clone(), Arc::clone(driver));
         starts.spawn(async move {
-            start(&client, &item)
-                .await
+            driver.line(&format!(
+                "start {} (partition {})",
+                item.id,
+                partition_of(&item.id)
+            ));
+            let started = start(&client, &item).await;
+            driver.line(&format!("start {}: {started:?}", item.id));
+            started
                 .unwrap_or_else(|error| panic!("round {round}: cannot start {}: {error}", item.id));
         });
     }
@@ -2008,14 +2090,14 @@ async fn release_round(client: &Client, plan: &Plan, round: u32, log: &SideEffec
             }
             let (client, id, payload, log) =
                 (client.clone(), item.id.clone(), *payload, log.clone());
+            let driver = Arc::clone(driver);
             raises.spawn(async move {
                 log.append(&format!("raising|{round}|{id}|{index}"));
-                client
-                    .raise_event(&id, event_name(index), payload)
-                    .await
-                    .unwrap_or_else(|error| {
-                        panic!("round {round}: cannot raise e{index} to {id}: {error}")
-                    });
+                let raised = client.raise_event(&id, event_name(index), payload).await;
+                driver.line(&format!("raise e{index} to {id}: {raised:?}"));
+                raised.unwrap_or_else(|error| {
+                    panic!("round {round}: cannot raise e{index} to {id}: {error}")
+                });
                 log.append(&format!("acked|{round}|{id}|{index}"));
             });
         }
@@ -2049,7 +2131,7 @@ fn pg_leftovers(
 /// while a panic unwinds.
 struct DumpOnPanic {
     url: String,
-    path: PathBuf,
+    dir: PathBuf,
 }
 
 impl Drop for DumpOnPanic {
@@ -2057,9 +2139,27 @@ impl Drop for DumpOnPanic {
         if !std::thread::panicking() {
             return;
         }
+        let path = self.dir.join("schema-dump.txt");
         let dump = dump_schema(&self.url).unwrap_or_else(|error| format!("no dump: {error}"));
-        let _ = std::fs::write(&self.path, dump);
-        eprintln!("the schema's contents are in {}", self.path.display());
+        let _ = std::fs::write(&path, dump);
+        // Every table as it is, to load into a server of one's own.
+        let sql = self.dir.join("database.sql");
+        let dumped = std::process::Command::new("pg_dump")
+            .arg("-d")
+            .arg(&self.url)
+            .arg("-f")
+            .arg(&sql)
+            .status()
+            .is_ok_and(|status| status.success());
+        eprintln!(
+            "the schema's contents are in {}{}",
+            path.display(),
+            if dumped {
+                format!(", the database in {}", sql.display())
+            } else {
+                String::new()
+            }
+        );
     }
 }
 
@@ -2158,8 +2258,9 @@ fn postgres_campaign(options: &Options) {
     let files = Files::new(&workdir.path);
     let _dump = DumpOnPanic {
         url: url.clone(),
-        path: workdir.path.join("schema-dump.txt"),
+        dir: workdir.path.clone(),
     };
+    let driver = Arc::new(FileLog::new(workdir.path.join("driver.log")));
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -2174,7 +2275,11 @@ fn postgres_campaign(options: &Options) {
     });
     let loop_began = Instant::now();
     let mut pool: Vec<Worker> = (0..workers)
-        .map(|slot| Worker::start(slot, 0, &workdir.path, &url))
+        .map(|slot| {
+            let worker = Worker::start(slot, 0, &workdir.path, &url);
+            driver.line(&format!("w{slot}.0 runs, pid {}", worker.pid()));
+            worker
+        })
         .collect();
     // The schema exists once a worker has started.
     let probe = open_schema(&url);
@@ -2190,17 +2295,24 @@ fn postgres_campaign(options: &Options) {
         let lead = rng.range(KILL_DELAY_MS.0, KILL_DELAY_MS.1).min(delay);
         let victim = rng.range(0, u64::from(workers) - 1) as usize;
         std::thread::sleep(Duration::from_millis(delay - lead));
-        tokio.block_on(release_round(&client, &plan, round, &files.events));
+        driver.line(&format!("round {round} released"));
+        tokio.block_on(release_round(&client, &plan, round, &files.events, &driver));
         std::thread::sleep(Duration::from_millis(lead));
         let worker = &mut pool[victim];
         let (pid, slot, incarnation) = (worker.pid(), worker.slot, worker.incarnation);
         worker.kill();
+        driver.line(&format!("w{slot}.{incarnation} killed, pid {pid}"));
         watch
             .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .killed(pid, Instant::now());
         pool[victim] = Worker::start(slot, incarnation + 1, &workdir.path, &url);
+        driver.line(&format!(
+            "w{slot}.{} runs, pid {}",
+            incarnation + 1,
+            pool[victim].pid()
+        ));
         if (round + 1) % PROGRESS_EVERY == 0 {
             println!(
                 "crash loop on PostgreSQL: {} of {kills} kills, {:.0} s",
@@ -2209,7 +2321,8 @@ fn postgres_campaign(options: &Options) {
             );
         }
     }
-    tokio.block_on(release_round(&client, &plan, kills, &files.events));
+    driver.line(&format!("round {kills} released (the last)"));
+    tokio.block_on(release_round(&client, &plan, kills, &files.events, &driver));
     let deadline = Instant::now() + FINISH_TIMEOUT;
     let ended = tokio.block_on(async {
         for item in &plan.items {
@@ -2436,8 +2549,8 @@ struct WorkerRun {
 fn check_worker_runs(crash: &Snapshot, files: &Files, summary: &mut Summary) -> usize {
     let mut runs: BTreeMap<String, Vec<WorkerRun>> = BTreeMap::new();
     for line in files.runs.lines() {
-        let parts: Vec<&str> = line.splitn(5, '|').collect();
-        let [who, _name, key, _idempotency, found] = parts[..] else {
+        let parts: Vec<&str> = line.splitn(6, '|').collect();
+        let [who, _name, key, _idempotency, found, _at] = parts[..] else {
             panic!("malformed run line {line:?}");
         };
         runs.entry(key.to_owned()).or_default().push(WorkerRun {
