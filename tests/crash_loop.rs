@@ -1,54 +1,93 @@
 //! The crash loop: a mixed workload — chains, fan-outs of 100, sub-orchestrations,
 //! durable timers of 0–200 ms, external events, entity counters, locked transfers and a
-//! flaky activity called with retries — runs in a child process that is killed with
-//! SIGKILL at random moments and restarted over the same fjall store, again and again,
-//! until the workload finishes. Then the store is held to a crash-free in-memory run of
-//! the same workload, and to results computed from the inputs:
+//! flaky activity called with retries — runs in child processes that are killed with
+//! SIGKILL at random moments and restarted, again and again, until the workload finishes.
+//! Then the store is held to a crash-free in-memory run of the same workload, and to
+//! results computed from the inputs:
 //! - every orchestration ended as in the crash-free run, with the computed output;
 //! - every entity holds the crash-free run's state (counter sums, conserved transfer
 //!   totals; every operation applied exactly once) and no lock;
-//! - an activity ran again only while its completion was not committed, never after (the
-//!   side-effect log says which incarnation of the child ran what; each child records,
-//!   before its runtime starts, which completions the store holds);
+//! - an activity ran again only while its completion was not committed, never after;
 //! - no instance is stuck and nothing is left to run; every timer fired at most once and
 //!   not early; every event the driver's schedule raised was consumed exactly once.
 //!
-//! `cargo test --test crash_loop` runs 20 kills. Longer campaigns take options:
-//! `cargo test --release --test crash_loop -- --kills 500 --seed 42`. The seed fixes the
-//! workload's inputs and the kill delays and is printed first, so a failure can be rerun
-//! with the same schedule (where exactly a kill lands still depends on timing).
+//! Two tests run it over two stores:
+//! - `crash_loop`: one child process over a fjall store, killed and restarted.
+//!   `cargo test --test crash_loop -- crash_loop --exact` runs 20 kills; longer campaigns:
+//!   `cargo test --release --test crash_loop -- crash_loop --exact --kills 500 --seed 42`.
+//! - `crash_loop_postgres`: several worker processes (3 by default) sharing one PostgreSQL
+//!   schema, one of them killed and restarted every 1–5 s. `cargo test --test crash_loop
+//!   -- crash_loop_postgres` runs 12 kills; longer campaigns: `cargo test --release --test
+//!   crash_loop -- crash_loop_postgres --kills 500 --workers 4 --seed 42` (and
+//!   `--kill-every 1000..5000`, in milliseconds). Without PostgreSQL on the machine it
+//!   prints a skip notice and passes, unless `DURABLE_REQUIRE_POSTGRES` is set.
 //!
-//! The workload comes in batches, one started by each generation (incarnation of the
-//! child), and a waiting orchestration's events are raised one per generation after its
-//! start: kills keep landing on fresh work, and events arrive after restarts. The waiters
-//! keep the workload from finishing before the last generation, which raises the rest and
-//! runs to the end.
+//! The seed fixes the workload's inputs and the kill schedule and is printed first, so a
+//! failure can be rerun with the same schedule (where exactly a kill lands still depends
+//! on timing). A failed campaign keeps its directory (logs; for PostgreSQL a dump of the
+//! schema) and names it.
+//!
+//! The workload comes in batches, one per kill: with fjall each generation (incarnation
+//! of the child) starts one, with PostgreSQL the driver starts one between two kills. A
+//! waiting orchestration's events are raised one per batch after its start: kills keep
+//! landing on fresh work, and events arrive after restarts. The waiters keep the
+//! workload from finishing before the last batch, which raises the rest and runs to the
+//! end.
+//!
+//! How "no committed step re-ran" is checked. Each activity run appends a line to a
+//! side-effect log (`runs.log`) before it does anything else.
+//! - fjall: one process at a time runs everything, so it is enough to know what each
+//!   incarnation found committed when it began: before its runtime starts, the child
+//!   records every completion the store holds (`committed.log`). A task that ran in an
+//!   incarnation that began with its completion in the store ran after its commit.
+//! - PostgreSQL: workers live on while partitions move between them (a dead worker's
+//!   lease expires, a restarted one takes its fair share back), so what a worker found at
+//!   its start says nothing about a partition it takes up later. Instead each run reads
+//!   the store itself, at its start, before its side effect: the task's work item, and if
+//!   that is gone, the history. A completion is committed with the deletion of its work
+//!   item in one transaction, and in this workload nothing else deletes one (no activity
+//!   is cancelled), so a run that finds its work item gone began after its completion was
+//!   committed: a re-run of a committed step, which the driver fails on. A run that finds
+//!   it is allowed, however many there are (a killed worker's runs are redone by the next
+//!   owner; a worker that lost a partition may finish a run whose result it cannot
+//!   commit). The read is a fresh transaction on a connection of its own, so it sees
+//!   every commit acknowledged before it; a commit racing it is one the run did not
+//!   follow, and fencing makes sure a partition's new owner reads the store only after
+//!   the last commit of the old one.
 //!
 //! This target has `harness = false`: `main` speaks enough of libtest's command line for
-//! `cargo test` filters and for nextest (`--list --format terse`, `--exact`). The child is
-//! this same binary, run again with `CHILD_VAR` set.
+//! `cargo test` filters and for nextest (`--list --format terse`, `--exact`). The children
+//! are this same binary, run again with `CHILD_VAR` (fjall) or `WORKER_VAR` (PostgreSQL)
+//! set.
 
 use durable::client::Error as ClientError;
 use durable::prelude::*;
+use durable::store::partition_of;
 use durable::store::{
-    Durability, EntityRecord, FjallStore, HistoryEvent, InstanceQuery, InstanceRecord, MemoryStore,
-    Store,
+    ActivityKey, Durability, EntityRecord, ExecutionId, FjallStore, HistoryEvent, InstanceQuery,
+    InstanceRecord, MemoryStore, PostgresStore, Store, TaskId,
 };
 use durable::{Client, Either, InstanceId, Timestamp};
+use durable_testkit::postgres::Server;
 use durable_testkit::{SideEffectLog, spawn_self, stdout_lines};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitCode};
-use std::sync::{Arc, OnceLock};
+use std::process::{Child, ChildStdin, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The name under which the harness lists its one test.
-const TEST_NAME: &str = "crash_loop";
+/// The names under which the harness lists its tests: over fjall, over PostgreSQL.
+const FJALL_TEST: &str = "crash_loop";
+const POSTGRES_TEST: &str = "crash_loop_postgres";
 /// Set (to the child's configuration, as JSON) in the child process.
 const CHILD_VAR: &str = "DURABLE_CRASH_LOOP_CHILD";
+/// Set (to the worker's configuration, as JSON) in a PostgreSQL worker process.
+const WORKER_VAR: &str = "DURABLE_CRASH_LOOP_WORKER";
 /// What the child prints on stdout once its runtime has started (recovery done).
 const READY: &str = "crash-loop-child-ready";
 /// Kills in a plain `cargo test` run.
@@ -69,20 +108,75 @@ const LOSING_TIMER: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------
 // The workload: activities, entities, orchestrators.
 
-/// In the child: the side-effect log of activity runs and the generation running them.
-/// Unset in the driver, whose crash-free reference run records nothing.
-static RUNS: OnceLock<(SideEffectLog, u32)> = OnceLock::new();
+/// In a child: where activity runs are written down, and by whom.
+struct Recorder {
+    log: SideEffectLog,
+    /// The fjall child's generation, or the PostgreSQL worker's `w{slot}.{incarnation}`.
+    who: String,
+    /// A PostgreSQL worker's own connection to the schema, for each run to read whether
+    /// its completion is committed already (see the header).
+    probe: Option<Arc<PostgresStore>>,
+}
 
-fn record_run(ctx: &ActivityContext) {
-    if let Some((log, generation)) = RUNS.get() {
-        log.append(&format!(
-            "{generation}|{}|{}:{}:{}|{}",
-            ctx.name(),
-            ctx.instance_id(),
-            ctx.execution_id(),
-            ctx.task_id(),
-            ctx.idempotency_key()
-        ));
+/// Unset in the driver, whose crash-free reference run records nothing.
+static RUNS: OnceLock<Recorder> = OnceLock::new();
+
+/// Writes down an activity run, before it does anything else:
+/// `who|activity|instance:execution:task|idempotency key`, and with PostgreSQL `|open`
+/// when the task's completion was not committed as the run began, `|committed` or
+/// `|gone` when it was (see [`completion_state`]), then `|` the time (Unix ms).
+async fn record_run(ctx: &ActivityContext) {
+    let Some(recorder) = RUNS.get() else {
+        return;
+    };
+    let mut line = format!(
+        "{}|{}|{}:{}:{}|{}",
+        recorder.who,
+        ctx.name(),
+        ctx.instance_id(),
+        ctx.execution_id(),
+        ctx.task_id(),
+        ctx.idempotency_key()
+    );
+    if let Some(probe) = &recorder.probe {
+        let key = ActivityKey {
+            instance: ctx.instance_id().clone(),
+            execution: ctx.execution_id(),
+            task: ctx.task_id(),
+        };
+        let found = completion_state(probe, key).await;
+        // When, to set runs beside the workers' and the driver's logs.
+        line.push_str(&format!("|{found}|{}", unix_ms()));
+    }
+    recorder.log.append(&line);
+}
+
+/// Whether the completion of the task `key` is committed: `open` while its work item is
+/// in the store; once it is gone, `committed` if the history holds the result, else
+/// `gone`. A read that fails is written down as such (the driver fails on it).
+async fn completion_state(probe: &Arc<PostgresStore>, key: ActivityKey) -> String {
+    let probe = Arc::clone(probe);
+    // PostgreSQL reads block on the engine's own runtime: off the async threads.
+    let read = tokio::task::spawn_blocking(move || -> Result<&'static str, String> {
+        if probe.activity(&key).map_err(|e| e.to_string())?.is_some() {
+            return Ok("open");
+        }
+        let history = probe
+            .history(&key.instance, key.execution)
+            .map_err(|e| e.to_string())?;
+        let resolved = history.iter().any(|event| match event {
+            HistoryEvent::TaskCompleted { id, .. } | HistoryEvent::TaskFailed { id, .. } => {
+                *id == key.task
+            }
+            _ => false,
+        });
+        Ok(if resolved { "committed" } else { "gone" })
+    })
+    .await;
+    match read {
+        Ok(Ok(state)) => state.to_owned(),
+        Ok(Err(error)) => format!("unread: {error}").replace('|', "/"),
+        Err(join) => format!("unread: {join}").replace('|', "/"),
     }
 }
 
@@ -103,7 +197,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 /// The unit of work; sleeps up to 7 ms so that kills also land inside activity runs.
 #[activity]
 async fn step(ctx: ActivityContext, x: u64) -> Result<u64, Error> {
-    record_run(&ctx);
+    record_run(&ctx).await;
     let pause = x % 8;
     if pause > 0 {
         tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -115,7 +209,7 @@ async fn step(ctx: ActivityContext, x: u64) -> Result<u64, Error> {
 /// crash-free run fails the same attempts.
 #[activity]
 async fn flaky(ctx: ActivityContext, x: u64) -> Result<u64, Error> {
-    record_run(&ctx);
+    record_run(&ctx).await;
     let task = format!("{}/{}", ctx.instance_id(), ctx.task_id());
     if !fnv(task.as_bytes()).is_multiple_of(3) {
         return Err(Error::msg(format!("flaky failure of task {task}")));
@@ -660,8 +754,15 @@ fn child(config: &str) -> ExitCode {
     let config: ChildConfig = serde_json::from_str(config).expect("the child's configuration");
     let files = Files::new(&config.dir);
     let generation = config.generation;
-    RUNS.set((files.runs.clone(), generation))
-        .expect("set once, before the runtime starts");
+    let recorder = Recorder {
+        log: files.runs.clone(),
+        who: generation.to_string(),
+        probe: None,
+    };
+    assert!(
+        RUNS.set(recorder).is_ok(),
+        "set once, before the runtime starts"
+    );
     let plan = Plan::new(config.seed, config.kills);
     let store =
         Arc::new(FjallStore::open(&files.store, Durability::Fsync).expect("open the store"));
@@ -1313,7 +1414,8 @@ fn check_retry_keys(files: &Files) {
     let mut keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for line in files.runs.lines() {
         let parts: Vec<&str> = line.split('|').collect();
-        let [_generation, "flaky", task, key] = parts[..] else {
+        // PostgreSQL workers add what the run found in the store: ignored here.
+        let [_who, "flaky", task, key, ..] = parts[..] else {
             continue;
         };
         let execution = task
@@ -1391,13 +1493,17 @@ fn check_events(files: &Files, summary: &mut Summary) {
 // The driver.
 
 struct Options {
-    kills: u32,
+    /// `None`: each test's own number for a plain `cargo test` run.
+    kills: Option<u32>,
     seed: u64,
     dir: Option<PathBuf>,
+    /// PostgreSQL: how many worker processes, and the bounds of the time between kills.
+    workers: u32,
+    kill_every_ms: (u64, u64),
 }
 
 /// The campaign's directory: a temporary one, kept (and named) if the campaign fails, or
-/// one given with `--dir`, always kept.
+/// the test's own in the one given with `--dir`, always kept.
 struct WorkDir {
     temp: Option<tempfile::TempDir>,
     path: PathBuf,
@@ -1405,13 +1511,17 @@ struct WorkDir {
 }
 
 impl WorkDir {
-    fn new(options: &Options) -> WorkDir {
+    fn new(options: &Options, test: &str) -> WorkDir {
         let (temp, path) = match &options.dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir).expect("create --dir");
-                let empty = std::fs::read_dir(dir).expect("read --dir").next().is_none();
+                let dir = dir.join(test);
+                std::fs::create_dir_all(&dir).expect("create --dir");
+                let empty = std::fs::read_dir(&dir)
+                    .expect("read --dir")
+                    .next()
+                    .is_none();
                 assert!(empty, "--dir {} must be empty", dir.display());
-                (None, dir.clone())
+                (None, dir)
             }
             None => {
                 let temp = tempfile::Builder::new()
@@ -1448,32 +1558,28 @@ impl Drop for WorkDir {
 
 fn campaign(options: &Options) {
     let began = Instant::now();
+    let kills = options.kills.unwrap_or(CI_KILLS);
     println!(
         "crash loop: seed {seed}, {kills} kills (to rerun: cargo test{release} --test \
-         crash_loop -- --seed {seed} --kills {kills})",
+         crash_loop -- {FJALL_TEST} --exact --seed {seed} --kills {kills})",
         seed = options.seed,
-        kills = options.kills,
-        release = if cfg!(debug_assertions) {
-            ""
-        } else {
-            " --release"
-        },
+        release = release_flag(),
     );
-    let plan = Plan::new(options.seed, options.kills);
+    let plan = Plan::new(options.seed, kills);
     let reference = reference_run(&plan);
     let reference_time = began.elapsed();
-    let workdir = WorkDir::new(options);
+    let workdir = WorkDir::new(options, FJALL_TEST);
     let files = Files::new(&workdir.path);
     let mut rng = Prng::new(options.seed);
     let loop_began = Instant::now();
-    for generation in 0..=options.kills {
-        let kill_after = (generation < options.kills)
+    for generation in 0..=kills {
+        let kill_after = (generation < kills)
             .then(|| Duration::from_millis(rng.range(KILL_DELAY_MS.0, KILL_DELAY_MS.1)));
         let config = ChildConfig {
             dir: workdir.path.clone(),
             generation,
             seed: options.seed,
-            kills: options.kills,
+            kills,
         };
         run_generation(&config, kill_after, &files);
     }
@@ -1489,7 +1595,6 @@ fn campaign(options: &Options) {
          {events} events raised ({again} again after a kill), none lost; {fired} timers \
          fired ({cancelled} cancelled), none twice; seed {seed}; {total:.1} s (crash-free \
          reference {reference:.1} s, crash loop {looped:.1} s)",
-        kills = options.kills,
         mid = s.kills_mid_activity,
         instances = s.instances,
         items = plan.items.len(),
@@ -1576,20 +1681,953 @@ fn finish(child: &mut Child, files: &Files) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Over PostgreSQL: worker processes sharing one schema, one of them killed every few
+// seconds and started again, while the driver starts the batches and raises the events
+// through a client of the database alone.
+
+/// The schema the workers share.
+const SCHEMA: &str = "crash_loop";
+/// Kills and workers in a plain `cargo test` run.
+const PG_CI_KILLS: u32 = 12;
+const PG_CI_WORKERS: u32 = 3;
+/// Milliseconds from one kill to the next, drawn uniformly: mostly past a lease's time to
+/// live (1.5 s), so that the killed worker's partitions fail over to the survivors before
+/// the restarted worker takes its fair share back, and the next kill finds them settled.
+const KILL_EVERY_MS: (u64, u64) = (1_000, 5_000);
+/// How often the failover watcher reads who owns the partitions.
+const OWNERS_POLL: Duration = Duration::from_millis(50);
+/// A long campaign says how far it is every this many kills.
+const PROGRESS_EVERY: u32 = 50;
+/// How long a worker gets to stop gracefully at the end, and the store to drain.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A worker process's configuration.
+#[derive(Serialize, Deserialize)]
+struct WorkerConfig {
+    dir: PathBuf,
+    url: String,
+    /// `w{slot}.{incarnation}`: which worker, and which of its processes.
+    who: String,
+}
+
+/// The shared schema as a [`Store`], for reads (a worker's probe, the driver's checks).
+fn open_schema(url: &str) -> PostgresStore {
+    let engine = durable::store::PostgresEngine::connect_shared(url, SCHEMA)
+        .unwrap_or_else(|error| panic!("cannot connect to schema {SCHEMA}: {error}"));
+    let place = PathBuf::from(format!("postgres schema {SCHEMA}"));
+    durable::store::KvStore::with_engine(engine, &place)
+        .unwrap_or_else(|error| panic!("cannot read schema {SCHEMA}: {error}"))
+}
+
+/// A worker process: a runtime on the shared schema, running until the driver kills it
+/// or closes its stdin (then it stops gracefully, handing its partitions over).
+fn worker(config: &str) -> ExitCode {
+    let config: WorkerConfig = serde_json::from_str(config).expect("the worker's configuration");
+    let log = FileLog::new(config.dir.join(format!("worker-{}.log", config.who)));
+    tracing::subscriber::set_global_default(log).expect("the worker's only subscriber");
+    let recorder = Recorder {
+        log: Files::new(&config.dir).runs,
+        who: config.who.clone(),
+        probe: Some(Arc::new(open_schema(&config.url))),
+    };
+    assert!(
+        RUNS.set(recorder).is_ok(),
+        "set once, before the runtime starts"
+    );
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    tokio.block_on(async {
+        let runtime = register(Runtime::builder().postgres_schema(&config.url, SCHEMA))
+            .start()
+            .await
+            .expect("the worker starts on the schema");
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "{READY}")
+            .and_then(|()| stdout.flush())
+            .expect("report ready");
+        // Also ends when the driver is gone, so that no worker outlives a campaign.
+        let _ = tokio::task::spawn_blocking(|| {
+            std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink())
+        })
+        .await;
+        runtime.shutdown().await;
+    });
+    ExitCode::SUCCESS
+}
+
+/// Milliseconds since the Unix epoch: the time stamp of the campaign's logs.
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis())
+}
+
+/// A worker's runtime log (`tracing` events from INFO up: partitions acquired, handed
+/// over, lost, fenced commits), one time-stamped line per event, so that a failure can be
+/// set against what each worker did when. Also the driver's own log.
+struct FileLog {
+    file: Mutex<std::fs::File>,
+}
+
+impl FileLog {
+    fn new(path: PathBuf) -> FileLog {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|error| panic!("cannot open {}: {error}", path.display()));
+        FileLog {
+            file: Mutex::new(file),
+        }
+    }
+
+    /// Appends one line, with one `write` (whole lines, even from several threads).
+    fn line(&self, text: &str) {
+        let line = format!("{} {}\n", unix_ms(), text.replace('\n', " / "));
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
+impl tracing::Subscriber for FileLog {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= tracing::Level::INFO
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut text = format!("{} {}", event.metadata().level(), event.metadata().target());
+        event.record(&mut LogFields(&mut text));
+        self.line(&text);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+struct LogFields<'a>(&'a mut String);
+
+impl tracing::field::Visit for LogFields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!(" {}={value:?}", field.name()));
+    }
+}
+
+/// The driver's handle on a worker process; dropping it kills the process.
+struct Worker {
+    slot: u32,
+    incarnation: u32,
+    child: Child,
+    /// Closed to stop the worker gracefully.
+    stdin: Option<ChildStdin>,
+}
+
+impl Worker {
+    /// Starts incarnation `incarnation` of worker `slot` and waits until it runs.
+    fn start(slot: u32, incarnation: u32, dir: &Path, url: &str) -> Worker {
+        let who = format!("w{slot}.{incarnation}");
+        let config = WorkerConfig {
+            dir: dir.to_owned(),
+            url: url.to_owned(),
+            who: who.clone(),
+        };
+        let exe = std::env::current_exe().expect("the test binary knows its path");
+        let mut child = std::process::Command::new(exe)
+            .env(
+                WORKER_VAR,
+                serde_json::to_string(&config).expect("the configuration is JSON"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start a worker process");
+        let stdin = child.stdin.take();
+        let lines = stdout_lines(&mut child);
+        let mut worker = Worker {
+            slot,
+            incarnation,
+            child,
+            stdin,
+        };
+        let ready = loop {
+            match lines.recv_timeout(READY_TIMEOUT) {
+                Ok(line) if line == READY => break Ok(()),
+                Ok(_) => continue,
+                Err(error) => break Err(error),
+            }
+        };
+        if let Err(error) = ready {
+            worker.kill();
+            panic!("worker {who} did not report running ({error})");
+        }
+        worker
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and reaps the process.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Closes its stdin and waits for it to stop gracefully.
+    fn stop(mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("poll a worker") {
+                assert!(
+                    status.success(),
+                    "worker w{}.{} failed as it stopped: {status}",
+                    self.slot,
+                    self.incarnation
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "worker w{}.{} did not stop within {STOP_TIMEOUT:?}",
+            self.slot, self.incarnation
+        );
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The process id in a worker's name (`host:pid:uuid`, see the runtime's cluster module).
+fn owner_pid(worker: &str) -> Option<u32> {
+    worker.rsplit(':').nth(1)?.parse().ok()
+}
+
+/// A kill whose partitions are not all in live hands again yet.
+struct PendingFailover {
+    pid: u32,
+    killed_at: Instant,
+    /// The partitions the killed worker held at its last reading before the kill.
+    held: Vec<u16>,
+}
+
+/// Watches the partitions' owners on a thread of its own: how long after a kill every
+/// partition the killed worker held has a live owner again.
+#[derive(Default)]
+struct FailoverWatch {
+    /// The latest reading: partition -> owner's process id (unexpired leases only).
+    owners: BTreeMap<u16, u32>,
+    pending: Vec<PendingFailover>,
+    /// Kills of a worker that held partitions: `(partitions, time until all had a live
+    /// owner again)`.
+    done: Vec<(usize, Duration)>,
+    /// Kills of a worker that held no partition yet (it had just started).
+    empty_handed: u32,
+    read_errors: u32,
+}
+
+impl FailoverWatch {
+    fn spawn(url: &str) -> (Arc<(Mutex<FailoverWatch>, AtomicBool)>, JoinHandle<()>) {
+        let shared = Arc::new((Mutex::new(FailoverWatch::default()), AtomicBool::new(false)));
+        let engine = durable::store::PostgresEngine::connect_shared(url, SCHEMA)
+            .unwrap_or_else(|error| panic!("cannot connect to schema {SCHEMA}: {error}"));
+        let watch = Arc::clone(&shared);
+        let thread = std::thread::spawn(move || {
+            let (state, stop) = &*watch;
+            while !stop.load(Ordering::Acquire) {
+                let read = engine.owners();
+                let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+                match read {
+                    Ok(rows) => {
+                        state.owners = rows
+                            .iter()
+                            .filter_map(|(partition, owner, _)| {
+                                Some((*partition, owner_pid(owner)?))
+                            })
+                            .collect();
+                        state.settle();
+                    }
+                    Err(_) => state.read_errors += 1,
+                }
+                drop(state);
+                std::thread::sleep(OWNERS_POLL);
+            }
+        });
+        (shared, thread)
+    }
+
+    /// Records a kill of the worker with process id `pid`.
+    fn killed(&mut self, pid: u32, killed_at: Instant) {
+        let held: Vec<u16> = self
+            .owners
+            .iter()
+            .filter(|(_, owner)| **owner == pid)
+            .map(|(partition, _)| *partition)
+            .collect();
+        if held.is_empty() {
+            self.empty_handed += 1;
+        } else {
+            self.pending.push(PendingFailover {
+                pid,
+                killed_at,
+                held,
+            });
+        }
+    }
+
+    /// Ends the failovers whose partitions all have another owner now.
+    fn settle(&mut self) {
+        let owners = &self.owners;
+        let mut done = Vec::new();
+        self.pending.retain(|kill| {
+            let over = kill.held.iter().all(|partition| {
+                owners
+                    .get(partition)
+                    .is_some_and(|owner| *owner != kill.pid)
+            });
+            if over {
+                done.push((kill.held.len(), kill.killed_at.elapsed()));
+            }
+            !over
+        });
+        self.done.extend(done);
+    }
+}
+
+/// What the driver reads through SQL at the end.
+#[derive(Debug)]
+struct Tables {
+    /// Rows of `messages` (to instances of other partitions, client commands) left.
+    messages: Vec<String>,
+    /// Answers to commands nobody took.
+    replies: i64,
+    /// Partition acquisitions over the campaign (the epochs grow by one at each).
+    acquisitions: i64,
+}
+
+async fn read_tables(sql: &tokio_postgres::Client) -> Result<Tables, tokio_postgres::Error> {
+    let messages = sql
+        .query(
+            &format!("SELECT partition, seq, target FROM \"{SCHEMA}\".messages ORDER BY 1, 2"),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let (partition, seq, target): (i16, i64, String) = (row.get(0), row.get(1), row.get(2));
+            format!("partition {partition} seq {seq} for {target}")
+        })
+        .collect();
+    let replies = sql
+        .query_one(&format!("SELECT count(*) FROM \"{SCHEMA}\".replies"), &[])
+        .await?
+        .get(0);
+    let acquisitions = sql
+        .query_one(
+            &format!("SELECT coalesce(sum(epoch), 0)::bigint FROM \"{SCHEMA}\".partitions"),
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(Tables {
+        messages,
+        replies,
+        acquisitions,
+    })
+}
+
+/// Starts batch `round` and raises the events due in this round, each once (the driver
+/// is never killed: an acknowledged start or event is committed, and none is sent again).
+async fn release_round(
+    client: &Client,
+    plan: &Plan,
+    round: u32,
+    log: &SideEffectLog,
+    driver: &Arc<FileLog>,
+) {
+    let mut starts = tokio::task::JoinSet::new();
+    for item in plan.items.iter().filter(|item| item.batch == round) {
+        let (client, item, driver) = (client.clone(), item.clone(), Arc::clone(driver));
+        starts.spawn(async move {
+            driver.line(&format!(
+                "start {} (partition {})",
+                item.id,
+                partition_of(&item.id)
+            ));
+            let started = start(&client, &item).await;
+            driver.line(&format!("start {}: {started:?}", item.id));
+            started
+                .unwrap_or_else(|error| panic!("round {round}: cannot start {}: {error}", item.id));
+        });
+    }
+    while let Some(started) = starts.join_next().await {
+        started.expect("a start");
+    }
+    let mut raises = tokio::task::JoinSet::new();
+    for item in &plan.items {
+        let Work::Waiter(payloads) = &item.work else {
+            continue;
+        };
+        for (index, payload) in (0..).zip(payloads) {
+            if item.batch > round || plan.event_release(item.batch, index) != round {
+                continue;
+            }
+            let (client, id, payload, log) =
+                (client.clone(), item.id.clone(), *payload, log.clone());
+            let driver = Arc::clone(driver);
+            raises.spawn(async move {
+                log.append(&format!("raising|{round}|{id}|{index}"));
+                let raised = client.raise_event(&id, event_name(index), payload).await;
+                driver.line(&format!("raise e{index} to {id}: {raised:?}"));
+                raised.unwrap_or_else(|error| {
+                    panic!("round {round}: cannot raise e{index} to {id}: {error}")
+                });
+                log.append(&format!("acked|{round}|{id}|{index}"));
+            });
+        }
+    }
+    while let Some(raised) = raises.join_next().await {
+        raised.expect("an event");
+    }
+}
+
+/// What is left to run, described, including the `messages` rows: empty once drained.
+fn pg_leftovers(
+    store: &dyn Store,
+    tokio: &tokio::runtime::Runtime,
+    sql: &tokio_postgres::Client,
+) -> Vec<String> {
+    let mut left = leftovers(store);
+    let tables = tokio
+        .block_on(read_tables(sql))
+        .expect("read the messages table");
+    left.extend(
+        tables
+            .messages
+            .into_iter()
+            .map(|row| format!("messages row: {row}")),
+    );
+    left
+}
+
+/// On a failure, writes what the schema holds to `schema-dump.txt` in the campaign's
+/// directory (the database goes with the test's cluster). Never panics itself: it runs
+/// while a panic unwinds.
+struct DumpOnPanic {
+    url: String,
+    dir: PathBuf,
+}
+
+impl Drop for DumpOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let path = self.dir.join("schema-dump.txt");
+        let dump = dump_schema(&self.url).unwrap_or_else(|error| format!("no dump: {error}"));
+        let _ = std::fs::write(&path, dump);
+        // Every table as it is, to load into a server of one's own.
+        let sql = self.dir.join("database.sql");
+        let dumped = std::process::Command::new("pg_dump")
+            .arg("-d")
+            .arg(&self.url)
+            .arg("-f")
+            .arg(&sql)
+            .status()
+            .is_ok_and(|status| status.success());
+        eprintln!(
+            "the schema's contents are in {}{}",
+            path.display(),
+            if dumped {
+                format!(", the database in {}", sql.display())
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+fn dump_schema(url: &str) -> Result<String, String> {
+    use std::fmt::Write as _;
+    let engine =
+        durable::store::PostgresEngine::connect_shared(url, SCHEMA).map_err(|e| e.to_string())?;
+    let owners = engine.owners().map_err(|e| e.to_string())?;
+    let all: Vec<u16> = (0..durable::store::PARTITIONS).collect();
+    let messages = engine
+        .poll_messages(&all, &mut durable::store::Horizon::default(), 1_000)
+        .map_err(|e| e.to_string())?;
+    let place = PathBuf::from(format!("postgres schema {SCHEMA}"));
+    let store = durable::store::KvStore::with_engine(engine, &place).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    let _ = writeln!(out, "partition owners (unexpired leases): {owners:?}");
+    let _ = writeln!(out, "messages rows: {}", messages.len());
+    for row in &messages {
+        let _ = writeln!(
+            out,
+            "  partition {} seq {} for {}",
+            row.partition, row.seq, row.target
+        );
+    }
+    let inbox = store.scan_inbox(None, 100).map_err(|e| e.to_string())?;
+    let _ = writeln!(out, "inbox (first 100): {inbox:#?}");
+    let activities = store
+        .scan_activities(None, 100)
+        .map_err(|e| e.to_string())?;
+    let _ = writeln!(out, "activities (first 100): {activities:#?}");
+    let timers = store.scan_timers(None, 100).map_err(|e| e.to_string())?;
+    let _ = writeln!(out, "timers (first 100): {timers:#?}");
+    let entities = store
+        .list_entities(None, None, 1_000)
+        .map_err(|e| e.to_string())?;
+    let _ = writeln!(out, "entities: {entities:#?}");
+    let mut after: Option<InstanceId> = None;
+    loop {
+        let page = store
+            .list_instances(&InstanceQuery::default(), after.as_ref(), 1_000)
+            .map_err(|e| e.to_string())?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = Some(last.id.clone());
+        for record in &page {
+            let _ = writeln!(
+                out,
+                "instance {} ({:?}, partition {}), execution {}, output {:?}, failure {:?}",
+                record.id,
+                record.status,
+                durable::store::partition_of(record.id.as_str()),
+                record.execution,
+                record.output,
+                record.failure
+            );
+            if !record.status.is_terminal() {
+                let history = store
+                    .history(&record.id, record.execution)
+                    .map_err(|e| e.to_string())?;
+                let _ = writeln!(out, "  history: {history:#?}");
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn postgres_campaign(options: &Options) {
+    let began = Instant::now();
+    let server = match Server::start() {
+        Ok(server) => server,
+        Err(why) if std::env::var_os("DURABLE_REQUIRE_POSTGRES").is_some() => {
+            panic!("{POSTGRES_TEST}: PostgreSQL is required here but unavailable: {why}")
+        }
+        Err(why) => {
+            println!("{POSTGRES_TEST}: skipped, PostgreSQL is unavailable: {why}");
+            return;
+        }
+    };
+    let url = server.database("crash_loop").expect("a database");
+    let kills = options.kills.unwrap_or(PG_CI_KILLS);
+    let (workers, every) = (options.workers, options.kill_every_ms);
+    println!(
+        "crash loop on PostgreSQL: seed {seed}, {kills} kills of {workers} workers every \
+         {low}..{high} ms (to rerun: cargo test{release} --test crash_loop -- {POSTGRES_TEST} \
+         --seed {seed} --kills {kills} --workers {workers} --kill-every {low}..{high})",
+        seed = options.seed,
+        low = every.0,
+        high = every.1,
+        release = release_flag(),
+    );
+    let plan = Plan::new(options.seed, kills);
+    let reference = reference_run(&plan);
+    let reference_time = began.elapsed();
+    let workdir = WorkDir::new(options, POSTGRES_TEST);
+    let files = Files::new(&workdir.path);
+    let _dump = DumpOnPanic {
+        url: url.clone(),
+        dir: workdir.path.clone(),
+    };
+    let driver = Arc::new(FileLog::new(workdir.path.join("driver.log")));
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let sql = tokio.block_on(async {
+        let (sql, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to PostgreSQL");
+        tokio::spawn(connection);
+        sql
+    });
+    let loop_began = Instant::now();
+    let mut pool: Vec<Worker> = (0..workers)
+        .map(|slot| {
+            let worker = Worker::start(slot, 0, &workdir.path, &url);
+            driver.line(&format!("w{slot}.0 runs, pid {}", worker.pid()));
+            worker
+        })
+        .collect();
+    // The schema exists once a worker has started.
+    let probe = open_schema(&url);
+    let (watch, watcher) = FailoverWatch::spawn(&url);
+    let client = tokio
+        .block_on(Client::connect_postgres_schema(&url, SCHEMA))
+        .expect("a client of the database");
+    let mut rng = Prng::new(options.seed);
+    for round in 0..kills {
+        // The batch goes out shortly before the kill (5–400 ms, as the fjall child's
+        // kills come after its start), so that kills land on work in progress.
+        let delay = rng.range(every.0, every.1);
+        let lead = rng.range(KILL_DELAY_MS.0, KILL_DELAY_MS.1).min(delay);
+        let victim = rng.range(0, u64::from(workers) - 1) as usize;
+        std::thread::sleep(Duration::from_millis(delay - lead));
+        driver.line(&format!("round {round} released"));
+        tokio.block_on(release_round(&client, &plan, round, &files.events, &driver));
+        std::thread::sleep(Duration::from_millis(lead));
+        let worker = &mut pool[victim];
+        let (pid, slot, incarnation) = (worker.pid(), worker.slot, worker.incarnation);
+        worker.kill();
+        driver.line(&format!("w{slot}.{incarnation} killed, pid {pid}"));
+        watch
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .killed(pid, Instant::now());
+        pool[victim] = Worker::start(slot, incarnation + 1, &workdir.path, &url);
+        driver.line(&format!(
+            "w{slot}.{} runs, pid {}",
+            incarnation + 1,
+            pool[victim].pid()
+        ));
+        if (round + 1) % PROGRESS_EVERY == 0 {
+            println!(
+                "crash loop on PostgreSQL: {} of {kills} kills, {:.0} s",
+                round + 1,
+                loop_began.elapsed().as_secs_f64()
+            );
+        }
+    }
+    driver.line(&format!("round {kills} released (the last)"));
+    tokio.block_on(release_round(&client, &plan, kills, &files.events, &driver));
+    let deadline = Instant::now() + FINISH_TIMEOUT;
+    let ended = tokio.block_on(async {
+        for item in &plan.items {
+            let left = deadline.saturating_duration_since(Instant::now());
+            client
+                .wait_for_completion(&item.id, left)
+                .await
+                .map_err(|error| format!("{} did not end: {error}", item.id))?;
+        }
+        Ok::<(), String>(())
+    });
+    if let Err(why) = ended {
+        let stuck: Vec<String> = all_instances(&probe)
+            .into_iter()
+            .filter(|record| !record.status.is_terminal())
+            .map(|record| format!("{} ({:?})", record.id, record.status))
+            .collect();
+        panic!(
+            "the workload did not finish within {FINISH_TIMEOUT:?} of the last kill: {why}; \
+             unfinished: {stuck:#?}; left to run: {:#?}",
+            pg_leftovers(&probe, &tokio, &sql)
+        );
+    }
+    // Signals an orchestration's last turn sent, lock releases: let them land.
+    let drain_deadline = Instant::now() + STOP_TIMEOUT;
+    loop {
+        let left = pg_leftovers(&probe, &tokio, &sql);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < drain_deadline,
+            "work left {STOP_TIMEOUT:?} after every instance ended (stuck): {left:#?}"
+        );
+        std::thread::sleep(OWNERS_POLL);
+    }
+    let loop_time = loop_began.elapsed();
+    for worker in pool {
+        worker.stop();
+    }
+    watch.1.store(true, Ordering::Release);
+    watcher.join().expect("the failover watcher");
+    let tables = tokio.block_on(read_tables(&sql)).expect("read the tables");
+    let crash = snapshot(&probe);
+    let s = verify_postgres(&plan, &crash, &reference, &files, &tables);
+    check_probe(&tokio, probe, &crash);
+    let watch = watch.0.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut failovers: Vec<Duration> = watch.done.iter().map(|(_, took)| *took).collect();
+    failovers.sort();
+    let held: usize = watch.done.iter().map(|(partitions, _)| partitions).sum();
+    let median = failovers
+        .get(failovers.len() / 2)
+        .copied()
+        .unwrap_or_default();
+    let slowest = failovers.last().copied().unwrap_or_default();
+    println!(
+        "crash loop on PostgreSQL: {kills} kills of {workers} workers, {kills} restarts; \
+         {instances} instances ({items} started by the driver, {subs} sub-orchestrations, \
+         {crossing} in another partition than their parent; {partitions} partitions used), \
+         all completed as in the crash-free run; activities: {runs} runs of {tasks} tasks, \
+         {committed} committed, {reruns} re-runs ({rerun_tasks} tasks ran more than once, \
+         {elsewhere} of them in another process; none after its commit); {events} events \
+         raised, each consumed once; {fired} timers fired ({cancelled} cancelled), none \
+         twice; no message or reply left; failover: {failed_over} kills of a worker holding \
+         partitions ({held} partitions in all), all back in live hands after {median:.2?} \
+         (median), {slowest:.2?} at most; {empty} kills of a worker holding none yet; \
+         {acquisitions} partition acquisitions; seed {seed}; {total:.1} s (crash-free \
+         reference {reference:.1} s, workers {looped:.1} s)",
+        instances = s.summary.instances,
+        items = plan.items.len(),
+        subs = s.subs,
+        crossing = s.subs_crossing,
+        partitions = s.partitions,
+        runs = s.summary.runs,
+        tasks = s.summary.tasks_run,
+        committed = s.summary.committed,
+        reruns = s.summary.reruns,
+        rerun_tasks = s.summary.rerun_tasks,
+        elsewhere = s.rerun_elsewhere,
+        events = s.summary.events_raised,
+        fired = s.summary.timers_fired,
+        cancelled = s.summary.timers_cancelled,
+        failed_over = watch.done.len(),
+        empty = watch.empty_handed,
+        acquisitions = tables.acquisitions,
+        seed = options.seed,
+        total = began.elapsed().as_secs_f64(),
+        reference = reference_time.as_secs_f64(),
+        looped = loop_time.as_secs_f64(),
+    );
+    assert!(
+        watch.pending.is_empty(),
+        "partitions of killed workers never found a live owner again: {:?}",
+        watch
+            .pending
+            .iter()
+            .map(|kill| (kill.pid, &kill.held))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// The PostgreSQL campaign's counts, beyond the common ones.
+struct PgSummary {
+    summary: Summary,
+    subs: usize,
+    subs_crossing: usize,
+    partitions: usize,
+    rerun_elsewhere: usize,
+}
+
+fn verify_postgres(
+    plan: &Plan,
+    crash: &Snapshot,
+    reference: &Snapshot,
+    files: &Files,
+    tables: &Tables,
+) -> PgSummary {
+    assert!(
+        reference.leftovers.is_empty(),
+        "the crash-free run left work behind: {:?}",
+        reference.leftovers
+    );
+    assert!(
+        crash.leftovers.is_empty() && tables.messages.is_empty(),
+        "work left after the last batch ended (stuck): {:?}, messages rows {:?}",
+        crash.leftovers,
+        tables.messages
+    );
+    assert_eq!(
+        tables.replies, 0,
+        "answers to commands that nobody took: a command was answered twice"
+    );
+    check_outcomes(plan, crash, reference);
+    check_entities(plan, crash, reference);
+    check_histories(plan, reference, &mut Summary::default());
+    let mut summary = Summary {
+        instances: crash.instances.len(),
+        ..Summary::default()
+    };
+    check_histories(plan, crash, &mut summary);
+    let rerun_elsewhere = check_worker_runs(crash, files, &mut summary);
+    check_retry_keys(files);
+    check_events(files, &mut summary);
+    assert_eq!(
+        summary.events_raised_again, 0,
+        "the driver raised an event twice"
+    );
+    // The work crosses partitions: sub-orchestrations, and the instances spread.
+    let partition = |id: &str| durable::store::partition_of(id);
+    let subs: Vec<&InstanceRecord> = crash
+        .instances
+        .iter()
+        .filter(|record| record.parent.is_some())
+        .collect();
+    let subs_crossing = subs
+        .iter()
+        .filter(|record| {
+            record.parent.as_ref().is_some_and(|parent| {
+                partition(parent.instance.as_str()) != partition(record.id.as_str())
+            })
+        })
+        .count();
+    assert!(
+        subs_crossing * 2 > subs.len(),
+        "most sub-orchestrations should land in another partition than their parent's: \
+         {subs_crossing} of {}",
+        subs.len()
+    );
+    let partitions: BTreeSet<u16> = crash
+        .instances
+        .iter()
+        .map(|record| partition(record.id.as_str()))
+        .collect();
+    PgSummary {
+        summary,
+        subs: subs.len(),
+        subs_crossing,
+        partitions: partitions.len(),
+        rerun_elsewhere,
+    }
+}
+
+/// The check of the runs is only as good as the workers' probe: it must see a committed
+/// completion. Now that every completion is, it reads a sample of them (up to 300, spread
+/// over the campaign) as a worker's run does.
+fn check_probe(tokio: &tokio::runtime::Runtime, probe: PostgresStore, crash: &Snapshot) {
+    let (_, completed) = final_tasks(crash);
+    let completed: Vec<&String> = completed.iter().collect();
+    let stride = completed.len().div_ceil(300).max(1);
+    let probe = Arc::new(probe);
+    for key in completed.into_iter().step_by(stride) {
+        let (task, execution, instance) = {
+            let mut parts = key.rsplitn(3, ':');
+            let (Some(task), Some(execution), Some(instance)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                panic!("malformed task key {key}");
+            };
+            (task, execution, instance)
+        };
+        let key_read = ActivityKey {
+            instance: InstanceId::new(instance).expect("an instance id"),
+            execution: ExecutionId(execution.parse().expect("an execution id")),
+            task: TaskId(task.parse().expect("a task id")),
+        };
+        let found = tokio.block_on(completion_state(&probe, key_read));
+        assert_eq!(
+            found, "committed",
+            "the workers' probe does not see the committed completion of {key}"
+        );
+    }
+}
+
+/// One activity run, as a worker wrote it down.
+struct WorkerRun {
+    who: String,
+    found: String,
+}
+
+/// The activity runs against the store: each task ran at least once, only after it was
+/// scheduled in a committed history, and every run began while the task's completion was
+/// not committed (each run read that from the store before its side effect; see the
+/// header). Returns how many tasks ran in more than one process.
+fn check_worker_runs(crash: &Snapshot, files: &Files, summary: &mut Summary) -> usize {
+    let mut runs: BTreeMap<String, Vec<WorkerRun>> = BTreeMap::new();
+    for line in files.runs.lines() {
+        let parts: Vec<&str> = line.splitn(6, '|').collect();
+        let [who, _name, key, _idempotency, found, _at] = parts[..] else {
+            panic!("malformed run line {line:?}");
+        };
+        runs.entry(key.to_owned()).or_default().push(WorkerRun {
+            who: who.to_owned(),
+            found: found.to_owned(),
+        });
+    }
+    let (scheduled, completed) = final_tasks(crash);
+    for key in &scheduled {
+        assert!(runs.contains_key(key), "activity {key} never ran");
+    }
+    for (key, task_runs) in &runs {
+        assert!(
+            scheduled.contains(key),
+            "activity {key} ran without being scheduled in a committed history"
+        );
+        for run in task_runs {
+            assert_eq!(
+                run.found,
+                "open",
+                "activity {key} ran in worker {} although its completion was committed when \
+                 that run began (what the run found: {}; every run of the task: {:?})",
+                run.who,
+                run.found,
+                task_runs
+                    .iter()
+                    .map(|run| format!("{} {}", run.who, run.found))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+    summary.runs = runs.values().map(Vec::len).sum();
+    summary.tasks_run = runs.len();
+    summary.committed = completed.len();
+    summary.reruns = summary.runs - summary.tasks_run;
+    summary.rerun_tasks = runs.values().filter(|runs| runs.len() > 1).count();
+    // `w1.3` and `w1.4` are two processes of one worker slot: the same process is the
+    // whole name.
+    runs.values()
+        .filter(|runs| {
+            let processes: BTreeSet<&str> = runs.iter().map(|run| run.who.as_str()).collect();
+            processes.len() > 1
+        })
+        .count()
+}
+
+fn release_flag() -> &'static str {
+    if cfg!(debug_assertions) {
+        ""
+    } else {
+        " --release"
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The command line.
 
-const USAGE: &str = "usage: crash_loop [--kills N] [--seed S] [--dir EMPTY_DIR] [FILTER] \
-                     [libtest options, ignored]";
+const USAGE: &str = "usage: crash_loop [--kills N] [--seed S] [--dir DIR] [--workers N] \
+                     [--kill-every MIN_MS..MAX_MS] [FILTER] [libtest options, ignored]
+  tests: crash_loop (fjall), crash_loop_postgres (worker processes sharing a PostgreSQL schema)
+  --kills N       kills (default: 20 with fjall, 12 with PostgreSQL)
+  --seed S        the workload's inputs and the kill schedule (default: a fresh one, printed)
+  --dir DIR       keep the logs in DIR/<test>, which must be empty or absent
+  --workers N     PostgreSQL worker processes (default 3)
+  --kill-every A..B  PostgreSQL: milliseconds between kills, drawn uniformly (default 1000..5000)";
+
+/// The tests, in the order they run.
+const TESTS: [&str; 2] = [FJALL_TEST, POSTGRES_TEST];
 
 enum Command {
     Help,
-    /// `--list`: print the test (unless filtered out or only ignored tests are asked for).
-    List {
-        listed: bool,
-    },
+    /// `--list`: print the tests selected (none when filtered out or only ignored tests
+    /// are asked for).
+    List(Vec<&'static str>),
     /// Filtered out, or only ignored tests asked for.
     Skip,
-    Run(Options),
+    Run(Options, Vec<&'static str>),
 }
 
 /// libtest's options, accepted and ignored: those that take a value, and flags.
@@ -1619,9 +2657,11 @@ const IGNORED_FLAGS: &[&str] = &[
 
 fn parse_args(args: &[String]) -> Result<Command, String> {
     let mut options = Options {
-        kills: CI_KILLS,
+        kills: None,
         seed: default_seed(),
         dir: None,
+        workers: PG_CI_WORKERS,
+        kill_every_ms: KILL_EVERY_MS,
     };
     let (mut list, mut ignored, mut exact) = (false, false, false);
     let (mut filters, mut skips) = (Vec::new(), Vec::new());
@@ -1643,7 +2683,14 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 .ok_or_else(|| format!("{flag} needs a value"))
         };
         match flag {
-            "--kills" => options.kills = parse_number(flag, &value()?)?,
+            "--kills" => options.kills = Some(parse_number(flag, &value()?)?),
+            "--workers" => {
+                options.workers = parse_number(flag, &value()?)?;
+                if options.workers == 0 {
+                    return Err("--workers must be at least 1".into());
+                }
+            }
+            "--kill-every" => options.kill_every_ms = parse_range(flag, &value()?)?,
             "--seed" => options.seed = parse_number(flag, &value()?)?,
             "--dir" => options.dir = Some(PathBuf::from(value()?)),
             "--skip" => skips.push(value()?),
@@ -1657,18 +2704,35 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             _ => filters.push(arg.clone()),
         }
     }
-    let matches = |pattern: &String| match exact {
-        true => pattern == TEST_NAME,
-        false => TEST_NAME.contains(pattern.as_str()),
-    };
-    let selected = !ignored
-        && (filters.is_empty() || filters.iter().any(matches))
-        && !skips.iter().any(matches);
-    Ok(match (list, selected) {
-        (true, listed) => Command::List { listed },
-        (false, true) => Command::Run(options),
-        (false, false) => Command::Skip,
+    let selected: Vec<&'static str> = TESTS
+        .into_iter()
+        .filter(|test| {
+            let matches = |pattern: &String| match exact {
+                true => pattern == test,
+                false => test.contains(pattern.as_str()),
+            };
+            !ignored
+                && (filters.is_empty() || filters.iter().any(matches))
+                && !skips.iter().any(matches)
+        })
+        .collect();
+    Ok(match (list, selected.is_empty()) {
+        (true, _) => Command::List(selected),
+        (false, false) => Command::Run(options, selected),
+        (false, true) => Command::Skip,
     })
+}
+
+/// `MIN..MAX`, as numbers with `MIN <= MAX`.
+fn parse_range(flag: &str, text: &str) -> Result<(u64, u64), String> {
+    let (low, high) = text
+        .split_once("..")
+        .ok_or_else(|| format!("{flag} {text:?}: expected MIN..MAX"))?;
+    let range = (parse_number(flag, low)?, parse_number(flag, high)?);
+    if range.0 > range.1 {
+        return Err(format!("{flag} {text:?}: MIN is above MAX"));
+    }
+    Ok(range)
 }
 
 fn parse_number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String>
@@ -1691,6 +2755,9 @@ fn main() -> ExitCode {
     if let Ok(config) = std::env::var(CHILD_VAR) {
         return child(&config);
     }
+    if let Ok(config) = std::env::var(WORKER_VAR) {
+        return worker(&config);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match parse_args(&args) {
         Err(message) => {
@@ -1701,18 +2768,23 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Ok(Command::List { listed }) => {
-            if listed {
-                println!("{TEST_NAME}: test");
+        Ok(Command::List(tests)) => {
+            for test in tests {
+                println!("{test}: test");
             }
             ExitCode::SUCCESS
         }
         Ok(Command::Skip) => {
-            println!("running 0 tests ({TEST_NAME} filtered out)");
+            println!("running 0 tests ({} filtered out)", TESTS.join(", "));
             ExitCode::SUCCESS
         }
-        Ok(Command::Run(options)) => {
-            campaign(&options);
+        Ok(Command::Run(options, tests)) => {
+            for test in tests {
+                match test {
+                    FJALL_TEST => campaign(&options),
+                    _ => postgres_campaign(&options),
+                }
+            }
             ExitCode::SUCCESS
         }
     }
