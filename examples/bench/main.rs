@@ -697,6 +697,7 @@ async fn postgres_workload(
     }
     let multi = postgres.workers > 1 || postgres.database_client;
     workloads::set_observation(multi, true);
+    let cpu_at_start = measure::cpu_seconds();
     // This process's worker first: it sets the schema up before the others open it.
     let runtime = if postgres.database_client {
         None
@@ -731,9 +732,11 @@ async fn postgres_workload(
     let outcome = workloads::drive(workload, config, &client, Some(&owners)).await;
     let ticks_after = fleet::machine_ticks();
     stop_sampling.store(true, std::sync::atomic::Ordering::Relaxed);
-    let own = runtime
-        .as_ref()
-        .map(|runtime| fleet::Report::of(&runtime.metrics(), workloads::activity_runs()));
+    let own = runtime.as_ref().map(|runtime| {
+        let mut own = fleet::Report::of(&runtime.metrics(), workloads::activity_runs());
+        own.cpu_s -= cpu_at_start;
+        own
+    });
     let mut outcome = outcome?;
     drop(client);
     let mut reports = fleet.stop().await?;

@@ -681,7 +681,24 @@ fn render_workers(peer: &[Value], ours: &[Value]) -> String {
             .filter(|line| str_of(line, "workload").as_deref() == Some(workload))
             .collect();
         for (label, key, better) in figures {
-            let peer_values: Vec<f64> = peer_lines.iter().filter_map(|l| num_of(l, key)).collect();
+            let mut peer_values: Vec<f64> =
+                peer_lines.iter().filter_map(|l| num_of(l, key)).collect();
+            // A peer run stopped by its time limit: the activities it executed in that time
+            // (its notes) over the default limit of 300 s, when it has no figure of its own.
+            // An upper bound of its rate (not every instance had ended).
+            let mut bound = false;
+            if *key == "activities_per_s" {
+                for line in &peer_lines {
+                    let notes = notes(line);
+                    if num_of(line, key).is_none()
+                        && notes.starts_with("SKIPPED")
+                        && let Some(executed) = executed_in_limit(notes)
+                    {
+                        peer_values.push(executed / 300.0);
+                        bound = true;
+                    }
+                }
+            }
             let peer_median = median(&peer_values);
             let listed = |values: &[f64]| {
                 if values.is_empty() {
@@ -718,12 +735,21 @@ fn render_workers(peer: &[Value], ours: &[Value]) -> String {
                     .collect();
                 let ratio = match (ours_median, peer_median) {
                     (Some(ours), Some(theirs)) if ours > 0.0 && theirs > 0.0 => {
-                        times(match better {
+                        let ratio = times(match better {
                             Better::Higher => ours / theirs,
                             _ => theirs / ours,
-                        })
+                        });
+                        if bound { format!("≥ {ratio}") } else { ratio }
                     }
                     _ => NONE.to_owned(),
+                };
+                let peer_each = if bound {
+                    format!(
+                        "{} (activities executed within the 300 s limit ÷ 300 s; no run finished)",
+                        listed(&peer_values)
+                    )
+                } else {
+                    listed(&peer_values)
                 };
                 let mut each = listed(&values);
                 if failed > 0 {
@@ -740,7 +766,7 @@ fn render_workers(peer: &[Value], ours: &[Value]) -> String {
                         ours_median.map_or(NONE.to_owned(), number),
                         median(&steps).map_or(NONE.to_owned(), number),
                         median(&commits).map_or(NONE.to_owned(), number),
-                        listed(&peer_values),
+                        peer_each,
                         peer_median.map_or(NONE.to_owned(), number),
                         ratio,
                     ],
@@ -749,4 +775,11 @@ fn render_workers(peer: &[Value], ours: &[Value]) -> String {
         }
     }
     out
+}
+
+/// "N activities executed" in a peer line's notes.
+fn executed_in_limit(notes: &str) -> Option<f64> {
+    let end = notes.find(" activities executed")?;
+    let start = notes[..end].rfind(' ').map_or(0, |space| space + 1);
+    notes[start..end].parse().ok()
 }
