@@ -574,3 +574,212 @@ fn row<S: AsRef<str>>(out: &mut String, cells: &[S]) {
     }
     out.push('\n');
 }
+
+pub const WORKERS_USAGE: &str = "\
+durable-bench --workers-table: PostgreSQL runs by worker count, against the peer
+
+USAGE:
+    bench --workers-table PEER.jsonl|- OURS.jsonl
+
+    PEER.jsonl   duroxide-bench's lines (--provider postgres), or - without the peer
+    OURS.jsonl   durable-bench's lines (--store postgres, any --workers), any number of
+                 runs of each: every run is listed, the median is compared
+";
+
+/// `bench --workers-table PEER OURS`: one row per workload, figure and worker count, every
+/// run's value, their median, and the ratio to the peer's median.
+pub fn workers_main(args: &[String]) -> ExitCode {
+    let (peer, ours) = match args {
+        [peer, ours] => (peer, ours),
+        _ => {
+            eprintln!("{WORKERS_USAGE}");
+            return ExitCode::from(64);
+        }
+    };
+    let read = |path: &str| -> Result<Vec<Value>, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| serde_json::from_str(line).map_err(|e| format!("{path}: not JSON: {e}")))
+            .collect()
+    };
+    let ours = match read(ours) {
+        Ok(lines) => lines,
+        Err(error) => return fail(&error),
+    };
+    let peer = if peer == "-" {
+        Vec::new()
+    } else {
+        match read(peer) {
+            Ok(lines) => lines,
+            Err(error) => return fail(&error),
+        }
+    };
+    print!("{}", render_workers(&peer, &ours));
+    ExitCode::SUCCESS
+}
+
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+fn render_workers(peer: &[Value], ours: &[Value]) -> String {
+    let str_of = |line: &Value, key: &str| line.get(key).and_then(Value::as_str).map(str::to_owned);
+    let num_of = |line: &Value, key: &str| line.get(key).and_then(Value::as_f64);
+    let mut workloads: Vec<String> = Vec::new();
+    for line in ours {
+        if let Some(workload) = str_of(line, "workload")
+            && !workloads.contains(&workload)
+        {
+            workloads.push(workload);
+        }
+    }
+    let mut worker_counts: Vec<u64> = ours
+        .iter()
+        .filter_map(|line| line.get("workers").and_then(Value::as_u64))
+        .collect();
+    worker_counts.sort_unstable();
+    worker_counts.dedup();
+    let mut out = String::new();
+    row(
+        &mut out,
+        &[
+            "workload",
+            "figure",
+            "better",
+            "workers",
+            "durable: each run",
+            "durable: median",
+            "steps per commit (median)",
+            "commits/s (median)",
+            "duroxide-pg: each run",
+            "duroxide-pg: median",
+            "ratio (median; >1: durable ahead)",
+        ],
+    );
+    row(&mut out, &["---"; 11]);
+    for workload in &workloads {
+        let figures: &[(&str, &str, Better)] = match workload.as_str() {
+            "seq10-latency" | "cross-partition-hop" | "event-roundtrip" | "timer-100ms" => &[
+                ("p50 ms", "p50_ms", Better::Lower),
+                ("p99 ms", "p99_ms", Better::Lower),
+            ],
+            "long-history-5000" | "recovery-10000" | "idle-timers-100000" => {
+                &[("wall s", "wall_s", Better::Lower)]
+            }
+            _ => &[("activities/s", "activities_per_s", Better::Higher)],
+        };
+        let peer_lines: Vec<&Value> = peer
+            .iter()
+            .filter(|line| str_of(line, "workload").as_deref() == Some(workload))
+            .collect();
+        for (label, key, better) in figures {
+            let mut peer_values: Vec<f64> =
+                peer_lines.iter().filter_map(|l| num_of(l, key)).collect();
+            // A peer run stopped by its time limit: the activities it executed in that time
+            // (its notes) over the default limit of 300 s, when it has no figure of its own.
+            // An upper bound of its rate (not every instance had ended).
+            let mut bound = false;
+            if *key == "activities_per_s" {
+                for line in &peer_lines {
+                    let notes = notes(line);
+                    if num_of(line, key).is_none()
+                        && notes.starts_with("SKIPPED")
+                        && let Some(executed) = executed_in_limit(notes)
+                    {
+                        peer_values.push(executed / 300.0);
+                        bound = true;
+                    }
+                }
+            }
+            let peer_median = median(&peer_values);
+            let listed = |values: &[f64]| {
+                if values.is_empty() {
+                    NONE.to_owned()
+                } else {
+                    values
+                        .iter()
+                        .map(|v| number(*v))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            };
+            for workers in &worker_counts {
+                let lines: Vec<&Value> = ours
+                    .iter()
+                    .filter(|line| {
+                        str_of(line, "workload").as_deref() == Some(workload)
+                            && line.get("workers").and_then(Value::as_u64) == Some(*workers)
+                    })
+                    .collect();
+                if lines.is_empty() {
+                    continue;
+                }
+                let values: Vec<f64> = lines.iter().filter_map(|l| num_of(l, key)).collect();
+                let failed = lines.len() - values.len();
+                let ours_median = median(&values);
+                let steps: Vec<f64> = lines
+                    .iter()
+                    .filter_map(|l| num_of(l, "steps_per_commit"))
+                    .collect();
+                let commits: Vec<f64> = lines
+                    .iter()
+                    .filter_map(|l| num_of(l, "commits_per_s"))
+                    .collect();
+                let ratio = match (ours_median, peer_median) {
+                    (Some(ours), Some(theirs)) if ours > 0.0 && theirs > 0.0 => {
+                        let ratio = times(match better {
+                            Better::Higher => ours / theirs,
+                            _ => theirs / ours,
+                        });
+                        if bound { format!("≥ {ratio}") } else { ratio }
+                    }
+                    _ => NONE.to_owned(),
+                };
+                let peer_each = if bound {
+                    format!(
+                        "{} (activities executed within the 300 s limit ÷ 300 s; no run finished)",
+                        listed(&peer_values)
+                    )
+                } else {
+                    listed(&peer_values)
+                };
+                let mut each = listed(&values);
+                if failed > 0 {
+                    let _ = write!(each, " ({failed} failed)");
+                }
+                row(
+                    &mut out,
+                    &[
+                        workload.clone(),
+                        (*label).to_owned(),
+                        better_text(*better).to_owned(),
+                        workers.to_string(),
+                        each,
+                        ours_median.map_or(NONE.to_owned(), number),
+                        median(&steps).map_or(NONE.to_owned(), number),
+                        median(&commits).map_or(NONE.to_owned(), number),
+                        peer_each,
+                        peer_median.map_or(NONE.to_owned(), number),
+                        ratio,
+                    ],
+                );
+            }
+        }
+    }
+    out
+}
+
+/// "N activities executed" in a peer line's notes.
+fn executed_in_limit(notes: &str) -> Option<f64> {
+    let end = notes.find(" activities executed")?;
+    let start = notes[..end].rfind(' ').map_or(0, |space| space + 1);
+    notes[start..end].parse().ok()
+}

@@ -10,7 +10,6 @@ use crate::{BenchError, Config, progress};
 use durable::prelude::*;
 use durable::{Durability, InstanceHandle};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -94,6 +93,40 @@ async fn two_steps(ctx: OrchestrationContext, x: u64) -> Result<u64, Error> {
     ctx.call_activity(inc, first).await
 }
 
+/// Microseconds since the Unix epoch: the one clock that worker processes share. For the
+/// hop measurement only; an orchestration that reads the clock is not deterministic, and
+/// these run once each (no replay while an instance stays in memory).
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Starts each child in turn and waits for it: returns, per child, (when the parent's
+/// turn asked for it, when the child's first turn ran, when the parent's turn that got its
+/// result ran), in Unix microseconds.
+#[orchestrator]
+async fn hop_parent(
+    ctx: OrchestrationContext,
+    children: Vec<String>,
+) -> Result<Vec<(u64, u64, u64)>, Error> {
+    let mut times = Vec::with_capacity(children.len());
+    for child in children {
+        let asked = unix_micros();
+        let first_turn = ctx
+            .call_sub_orchestrator_with_id(hop_child, child, asked)
+            .await?;
+        times.push((asked, first_turn, unix_micros()));
+    }
+    Ok(times)
+}
+
+/// Returns the time of its first (and only) turn.
+#[orchestrator]
+async fn hop_child(_ctx: OrchestrationContext, _asked: u64) -> Result<u64, Error> {
+    Ok(unix_micros())
+}
+
 /// The seed's aggregator: a counter entity.
 #[derive(Default, Serialize, Deserialize)]
 struct Counter {
@@ -107,25 +140,63 @@ impl Counter {
     }
 }
 
-/// The PostgreSQL server to run on instead of fjall (a libpq connection string), when
-/// set: `--store postgres` in its first form, one worker process.
-pub const POSTGRES_VAR: &str = "DURABLE_BENCH_POSTGRES";
+/// Where a workload's store is.
+#[derive(Clone, Debug)]
+pub enum Place {
+    /// A fjall store in this directory.
+    Dir(std::path::PathBuf),
+    /// A schema of a PostgreSQL database (a libpq connection string).
+    Schema { url: String, schema: String },
+    /// A schema held by this process alone: `PostgresStore::connect`, the store as it was
+    /// before workers shared schemas (no partitions, leases, fencing or messages).
+    Exclusive { url: String, schema: String },
+}
 
-async fn start_runtime(dir: &Path, durability: Durability) -> Result<Runtime, BenchError> {
-    let builder = match std::env::var(POSTGRES_VAR) {
-        // A schema per store directory: a workload that restarts its runtime finds its data.
-        Ok(url) => {
-            let name = dir
-                .file_name()
-                .map(|name| name.to_string_lossy().to_lowercase());
-            let schema: String = format!("bench_{}", name.unwrap_or_default())
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                .take(63)
-                .collect();
-            Runtime::builder().postgres_schema(url, schema)
+/// Activity executions counted in this process since the workload began.
+pub fn activity_runs() -> u64 {
+    ACTIVITY_RUNS.load(Ordering::SeqCst)
+}
+
+/// While set, the end of one instance is observed by polling its status every 1 ms, not
+/// by the runtime's wake-up: the instance may run in another process.
+static POLLING: AtomicBool = AtomicBool::new(false);
+/// While set, the ends of many instances are observed by one watcher polling them in
+/// turn, not by a waiter each: on a schema that workers share, a client's wait also reads
+/// the instance's status every 25 ms, which with thousands of waiters loads the database.
+static POLLING_MANY: AtomicBool = AtomicBool::new(false);
+/// While set, the activity count is checked by the caller, across processes, against the
+/// count left in `EXPECTED_ACTIVITIES`.
+static DEFER_ACTIVITY_CHECK: AtomicBool = AtomicBool::new(false);
+static EXPECTED_ACTIVITIES: AtomicU64 = AtomicU64::new(0);
+
+/// How ends are observed: `multi_process` (the instances may run in other processes:
+/// poll, and leave the activity check to the caller), `shared_schema` (many instances: one
+/// watcher).
+pub fn set_observation(multi_process: bool, shared_schema: bool) {
+    POLLING.store(multi_process, Ordering::SeqCst);
+    POLLING_MANY.store(multi_process || shared_schema, Ordering::SeqCst);
+    DEFER_ACTIVITY_CHECK.store(multi_process, Ordering::SeqCst);
+}
+
+/// The activity count the last workload required, when the check was deferred.
+pub fn expected_activities() -> u64 {
+    EXPECTED_ACTIVITIES.load(Ordering::SeqCst)
+}
+
+pub async fn start_runtime(place: &Place, durability: Durability) -> Result<Runtime, BenchError> {
+    let builder = match place {
+        Place::Schema { url, schema } => Runtime::builder().postgres_schema(url, schema),
+        Place::Dir(dir) => Runtime::builder().store_path(dir),
+        Place::Exclusive { url, schema } => {
+            let (url, schema) = (url.clone(), schema.clone());
+            let store = tokio::task::spawn_blocking(move || {
+                durable_store::PostgresStore::connect(&url, &schema)
+            })
+            .await
+            .map_err(|error| BenchError::Failed(format!("connect: {error}")))?
+            .map_err(|error| BenchError::Failed(format!("cannot open the store: {error}")))?;
+            Runtime::builder().store(std::sync::Arc::new(store))
         }
-        Err(_) => Runtime::builder().store_path(dir),
     };
     builder
         .durability(durability)
@@ -138,6 +209,8 @@ async fn start_runtime(dir: &Path, durability: Durability) -> Result<Runtime, Be
         .register(await_event)
         .register(two_steps)
         .register(inc_once)
+        .register(hop_parent)
+        .register(hop_child)
         .register_entity::<Counter>()
         .start()
         .await
@@ -148,34 +221,21 @@ fn failed(context: &'static str) -> impl Fn(durable::client::Error) -> BenchErro
     move |error| BenchError::Failed(format!("{context}: {error}"))
 }
 
-/// Runs one workload in a fresh store at `dir`.
+/// Runs one workload in a fresh store at `place`, in this process.
 pub async fn run(
     workload: &str,
     config: &Config,
-    dir: &Path,
+    place: &Place,
     durability: Durability,
 ) -> Result<Outcome, BenchError> {
     ACTIVITY_RUNS.store(0, Ordering::SeqCst);
     let count = |full: u64| config.count.unwrap_or(full / config.divisor);
     if workload == "recovery-10000" {
-        return recovery(count(10_000), dir, durability).await;
+        return recovery(count(10_000), place, durability).await;
     }
-    let runtime = start_runtime(dir, durability).await?;
+    let runtime = start_runtime(place, durability).await?;
     let client = runtime.client();
-    let outcome = match workload {
-        "seq10-latency" => seq10_latency(&client, count(200)).await,
-        "seq10-throughput" => seq10_throughput(&client, count(2000)).await,
-        "fanout-1000" => fanout(&client, count(1000)).await,
-        "fanout-10000" => fanout(&client, count(10_000)).await,
-        "long-history-5000" => long_history(&client, count(5000)).await,
-        "timer-100ms" => timer(&client, count(200), 100).await,
-        "event-roundtrip" => event_roundtrip(&client, count(200)).await,
-        "idle-timers-100000" => idle_timers(&client, count(100_000)).await,
-        "entity-counter" => entity_counter(&client, count(100_000), 1).await,
-        "entity-counter-1000" => entity_counter(&client, count(100_000), 1000).await,
-        "http-start" => http_start(&runtime, count(10_000)).await,
-        other => Err(BenchError::Failed(format!("unknown workload {other}"))),
-    };
+    let outcome = drive(workload, config, &client, None).await;
     let metrics = runtime.metrics();
     runtime.shutdown().await;
     let mut outcome = outcome?;
@@ -184,6 +244,35 @@ pub async fn run(
         metrics.turns, metrics.commits, metrics.commit_requests, metrics.history_events_replayed
     ));
     Ok(outcome)
+}
+
+/// Runs one workload (not `recovery-10000`) through `client`, whose instances a runtime
+/// of this process or other processes run. `owners`: each partition's worker, for the
+/// workloads that place instances on purpose.
+pub async fn drive(
+    workload: &str,
+    config: &Config,
+    client: &Client,
+    owners: Option<&std::collections::BTreeMap<u16, String>>,
+) -> Result<Outcome, BenchError> {
+    ACTIVITY_RUNS.store(0, Ordering::SeqCst);
+    EXPECTED_ACTIVITIES.store(0, Ordering::SeqCst);
+    let count = |full: u64| config.count.unwrap_or(full / config.divisor);
+    match workload {
+        "seq10-latency" => seq10_latency(client, count(200)).await,
+        "seq10-throughput" => seq10_throughput(client, count(2000)).await,
+        "fanout-1000" => fanout(client, count(1000)).await,
+        "fanout-10000" => fanout(client, count(10_000)).await,
+        "long-history-5000" => long_history(client, count(5000)).await,
+        "timer-100ms" => timer(client, count(200), 100).await,
+        "event-roundtrip" => event_roundtrip(client, count(200)).await,
+        "idle-timers-100000" => idle_timers(client, count(100_000)).await,
+        "entity-counter" => entity_counter(client, count(100_000), 1).await,
+        "entity-counter-1000" => entity_counter(client, count(100_000), 1000).await,
+        "http-start" => http_start(client, count(10_000)).await,
+        "cross-partition-hop" => hop(client, count(200), owners).await,
+        other => Err(BenchError::Failed(format!("unknown workload {other}"))),
+    }
 }
 
 fn check_output(id: &str, got: u64, expected: u64) -> Result<(), BenchError> {
@@ -197,6 +286,10 @@ fn check_output(id: &str, got: u64, expected: u64) -> Result<(), BenchError> {
 }
 
 fn check_activity_count(expected: u64, notes: &mut Vec<String>) -> Result<(), BenchError> {
+    if DEFER_ACTIVITY_CHECK.load(Ordering::SeqCst) {
+        EXPECTED_ACTIVITIES.store(expected, Ordering::SeqCst);
+        return Ok(());
+    }
     let executed = ACTIVITY_RUNS.load(Ordering::SeqCst);
     if executed < expected {
         return Err(BenchError::Failed(format!(
@@ -235,6 +328,126 @@ async fn wait_all(waiters: Vec<Waiter>) -> Result<Vec<(Instant, u64)>, BenchErro
     Ok(done)
 }
 
+/// The output of an ended instance; `None` while it runs.
+async fn ended_output<O: serde::de::DeserializeOwned>(
+    client: &Client,
+    id: &str,
+) -> Result<Option<O>, BenchError> {
+    let Some(status) = client.status(id).await.map_err(failed("status"))? else {
+        return Ok(None);
+    };
+    if !status.is_ended() {
+        return Ok(None);
+    }
+    if status.runtime_status != RuntimeStatus::Completed {
+        return Err(BenchError::Failed(format!(
+            "{id} is {}: {:?}",
+            status.runtime_status, status.failure
+        )));
+    }
+    status
+        .output_as::<O>()
+        .map_err(|error| BenchError::Failed(format!("{id}: output: {error}")))?
+        .map(Some)
+        .ok_or_else(|| BenchError::Failed(format!("{id}: completed without output")))
+}
+
+/// Polls `id`'s status every `every` until it has ended.
+async fn poll_until_ended<O: serde::de::DeserializeOwned>(
+    client: &Client,
+    id: &str,
+    every: Duration,
+) -> Result<O, BenchError> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(output) = ended_output(client, id).await? {
+            return Ok(output);
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Timeout(format!("{id} has not ended")));
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Waits for one instance: woken by this process's runtime, or (instances run by other
+/// processes) by polling its status every millisecond, as the peer harness does.
+async fn wait_one<O: serde::de::DeserializeOwned>(
+    client: &Client,
+    handle: &InstanceHandle<O>,
+) -> Result<O, BenchError> {
+    if POLLING.load(Ordering::SeqCst) {
+        poll_until_ended(client, handle.id().as_str(), Duration::from_millis(1)).await
+    } else {
+        handle.wait(WAIT).await.map_err(failed("wait"))
+    }
+}
+
+/// Observes the completion of many instances, from the moment each is pushed: a waiter
+/// task each (this process's runtime wakes them), or one watcher that polls them one
+/// after the other, every `every` until the one it looks at has ended (the instances
+/// may run in other processes; an instance that ends before the ones pushed before it
+/// is seen when the watcher reaches it).
+enum Observer {
+    Wake(Vec<Waiter>),
+    Poll {
+        sender: tokio::sync::mpsc::UnboundedSender<String>,
+        watcher: tokio::task::JoinHandle<Result<Vec<(Instant, u64)>, BenchError>>,
+    },
+}
+
+impl Observer {
+    fn new(client: &Client, every: Duration) -> Observer {
+        if !POLLING_MANY.load(Ordering::SeqCst) {
+            return Observer::Wake(Vec::new());
+        }
+        let (sender, mut ids) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let client = client.clone();
+        let watcher = tokio::spawn(async move {
+            let mut done = Vec::new();
+            while let Some(id) = ids.recv().await {
+                let output = poll_until_ended(&client, &id, every).await?;
+                done.push((Instant::now(), output));
+            }
+            Ok(done)
+        });
+        Observer::Poll { sender, watcher }
+    }
+
+    fn push(&mut self, handle: InstanceHandle<u64>) {
+        match self {
+            Observer::Wake(waiters) => waiters.push(spawn_waiter(handle)),
+            Observer::Poll { sender, .. } => {
+                let _ = sender.send(handle.id().to_string());
+            }
+        }
+    }
+
+    /// Each instance's completion time and output, in the order pushed.
+    async fn finish(self) -> Result<Vec<(Instant, u64)>, BenchError> {
+        match self {
+            Observer::Wake(waiters) => wait_all(waiters).await,
+            Observer::Poll { sender, watcher } => {
+                drop(sender);
+                watcher
+                    .await
+                    .map_err(|error| BenchError::Failed(format!("watcher: {error}")))?
+            }
+        }
+    }
+
+    fn method(&self) -> &'static str {
+        match self {
+            Observer::Wake(_) => {
+                "each instance's end observed by a waiter of its own (woken at the commit)"
+            }
+            Observer::Poll { .. } => {
+                "ends observed by one watcher polling the instances' status in start order (the next one as soon as one has ended)"
+            }
+        }
+    }
+}
+
 async fn seq10_latency(client: &Client, n: u64) -> Result<Outcome, BenchError> {
     let mut latencies = Vec::with_capacity(n as usize);
     let started = Instant::now();
@@ -245,14 +458,17 @@ async fn seq10_latency(client: &Client, n: u64) -> Result<Outcome, BenchError> {
             .start_with_id(seq_chain, &id, 10)
             .await
             .map_err(failed("start"))?;
-        let output = handle.wait(WAIT).await.map_err(failed("wait"))?;
+        let output = wait_one(client, &handle).await?;
         latencies.push(t0.elapsed().as_secs_f64() * 1e3);
         check_output(&id, output, 10)?;
     }
     let wall = started.elapsed();
-    let mut notes = vec![
-        "one at a time; latency = start call -> completion observed (wait_for_completion, woken at the commit)".to_owned(),
-    ];
+    let mut notes = vec![if POLLING.load(Ordering::SeqCst) {
+        "one at a time; latency = start call -> completion observed (its status polled every 1 ms)"
+            .to_owned()
+    } else {
+        "one at a time; latency = start call -> completion observed (wait_for_completion, woken at the commit)".to_owned()
+    }];
     check_activity_count(n * 10, &mut notes)?;
     Ok(Outcome {
         instances: n,
@@ -277,22 +493,23 @@ async fn seq10_throughput(client: &Client, n: u64) -> Result<Outcome, BenchError
             })
         })
         .collect();
-    let mut waiters = Vec::with_capacity(n as usize);
+    let mut observer = Observer::new(client, Duration::from_millis(5));
     for start in starts {
         let handle = start
             .await
             .map_err(|error| BenchError::Failed(format!("start task: {error}")))?
             .map_err(failed("start"))?;
-        waiters.push(spawn_waiter(handle));
+        observer.push(handle);
     }
     let enqueued = t0.elapsed();
-    let done = wait_all(waiters).await?;
+    let method = observer.method();
+    let done = observer.finish().await?;
     let last = done.iter().map(|(at, _)| *at).max().unwrap_or(t0);
     for (i, (_, output)) in done.iter().enumerate() {
         check_output(&format!("seqtp-{i}"), *output, 10)?;
     }
     let mut notes = vec![format!(
-        "all {n} start requests issued at once, concurrently (all acknowledged after {:.3}s, inside wall: each start returns once durable); wall = first start -> last completion observed",
+        "all {n} start requests issued at once, concurrently (all acknowledged after {:.3}s, inside wall: each start returns once durable); wall = first start -> last completion observed; {method}",
         enqueued.as_secs_f64()
     )];
     check_activity_count(n * 10, &mut notes)?;
@@ -312,7 +529,7 @@ async fn fanout(client: &Client, n: u64) -> Result<Outcome, BenchError> {
         .start_with_id(fan_out, &id, n)
         .await
         .map_err(failed("start"))?;
-    let output = handle.wait(WAIT).await.map_err(failed("wait"))?;
+    let output = wait_one(client, &handle).await?;
     let wall = t0.elapsed();
     check_output(&id, output, n * (n + 1) / 2)?;
     let history = client
@@ -346,7 +563,7 @@ async fn long_history(client: &Client, n: u64) -> Result<Outcome, BenchError> {
             .start_with_id(seq_chain, &id, n)
             .await
             .map_err(failed("start"))?;
-        handle.wait(WAIT).await.map_err(failed("wait"))
+        wait_one(client, &handle).await
     }
     .await;
     MARK_EVERY.store(0, Ordering::SeqCst);
@@ -398,17 +615,18 @@ async fn long_history(client: &Client, n: u64) -> Result<Outcome, BenchError> {
 async fn timer(client: &Client, n: u64, delay_ms: u64) -> Result<Outcome, BenchError> {
     let t0 = Instant::now();
     let mut starts = Vec::with_capacity(n as usize);
-    let mut waiters = Vec::with_capacity(n as usize);
+    let mut observer = Observer::new(client, Duration::from_millis(1));
     for i in 0..n {
         starts.push(Instant::now());
         let handle = client
             .start_with_id(sleeper, format!("timer-{i}"), delay_ms)
             .await
             .map_err(failed("start"))?;
-        waiters.push(spawn_waiter(handle));
+        observer.push(handle);
     }
     let enqueued = t0.elapsed();
-    let done = wait_all(waiters).await?;
+    let method = observer.method();
+    let done = observer.finish().await?;
     let mut lateness = Vec::with_capacity(done.len());
     let mut early = 0;
     for ((at, output), started) in done.iter().zip(&starts) {
@@ -431,7 +649,7 @@ async fn timer(client: &Client, n: u64, delay_ms: u64) -> Result<Outcome, BenchE
         wall: last - t0,
         samples_ms: Some(lateness),
         notes: vec![format!(
-            "{n} started back to back (starts took {:.3}s), each observed from its start on; lateness = completion observed - start request - {delay_ms}ms; wall = first start -> last completion",
+            "{n} started back to back (starts took {:.3}s), each observed from its start on; lateness = completion observed - start request - {delay_ms}ms; wall = first start -> last completion; {method}",
             enqueued.as_secs_f64()
         )],
     })
@@ -458,7 +676,7 @@ async fn event_roundtrip(client: &Client, n: u64) -> Result<Outcome, BenchError>
             .raise_event(handle.id(), "Go", &payload)
             .await
             .map_err(failed("raise_event"))?;
-        let output = handle.wait(WAIT).await.map_err(failed("wait"))?;
+        let output = wait_one(client, handle).await?;
         latencies.push(sent.elapsed().as_secs_f64() * 1e3);
         if output != payload {
             return Err(BenchError::Failed(format!(
@@ -479,10 +697,90 @@ async fn event_roundtrip(client: &Client, n: u64) -> Result<Outcome, BenchError>
     })
 }
 
+/// The cross-partition hop: one parent orchestration starts `n` sub-orchestrations one
+/// after the other, each with an id in a partition that another worker owns (with one
+/// worker: another partition); the child records the time of its first turn. Samples:
+/// parent's turn -> child's first turn (the parent's commit, the message to the child's
+/// partition, the child's first turn); the round trip back to the parent is in the notes.
+async fn hop(
+    client: &Client,
+    n: u64,
+    owners: Option<&std::collections::BTreeMap<u16, String>>,
+) -> Result<Outcome, BenchError> {
+    let owner_of = |id: &str| {
+        let partition = durable_store::partition_of(id);
+        owners
+            .and_then(|owners| owners.get(&partition).cloned())
+            .unwrap_or_default()
+    };
+    let workers: std::collections::BTreeSet<String> = owners
+        .map(|owners| owners.values().cloned().collect())
+        .unwrap_or_default();
+    // The parent on a worker other than this process when there is one.
+    let me = format!(":{}:", std::process::id());
+    let parent = (0..)
+        .map(|k| format!("hop-parent-{k}"))
+        .find(|id| workers.len() < 2 || !owner_of(id).contains(&me))
+        .unwrap_or_default();
+    let parent_partition = durable_store::partition_of(&parent);
+    let parent_owner = owner_of(&parent);
+    let children: Vec<String> = (0..)
+        .map(|j| format!("{parent}-child-{j}"))
+        .filter(|id| {
+            if workers.len() < 2 {
+                durable_store::partition_of(id) != parent_partition
+            } else {
+                owner_of(id) != parent_owner
+            }
+        })
+        .take(n as usize)
+        .collect();
+    let t0 = Instant::now();
+    let handle = client
+        .start_with_id(hop_parent, &parent, children)
+        .await
+        .map_err(failed("start"))?;
+    let times = wait_one(client, &handle).await?;
+    let wall = t0.elapsed();
+    if times.len() as u64 != n {
+        return Err(BenchError::Failed(format!(
+            "{} hops recorded, expected {n}",
+            times.len()
+        )));
+    }
+    let ms = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e3;
+    let hops: Vec<f64> = times.iter().map(|(a, f, _)| ms(*a, *f)).collect();
+    let round_trips: Vec<f64> = times.iter().map(|(a, _, b)| ms(*a, *b)).collect();
+    let (rt50, rt99) = crate::measure::p50_p99(&round_trips);
+    let placement = if workers.len() < 2 {
+        "every child in a partition other than the parent's (one worker: no process boundary)"
+            .to_owned()
+    } else {
+        format!(
+            "every child in a partition another worker owns than the parent's ({} workers)",
+            workers.len()
+        )
+    };
+    Ok(Outcome {
+        instances: n + 1,
+        activities: 0,
+        wall,
+        samples_ms: Some(hops),
+        notes: vec![
+            format!(
+                "1 parent starting {n} sub-orchestrations one after the other; {placement}; p50/p99 = parent's turn that calls the child -> child's first turn (wall clocks of the processes, which share the machine's clock)"
+            ),
+            format!(
+                "round trip parent's turn -> child's first turn -> parent's next turn: p50 {rt50:.3} ms, p99 {rt99:.3} ms"
+            ),
+        ],
+    })
+}
+
 /// `n` instances in flight when the process stops (each with an activity started and not
 /// finished); then a new runtime starts on the store: timed from the start call to every
 /// instance completed.
-async fn recovery(n: u64, dir: &Path, durability: Durability) -> Result<Outcome, BenchError> {
+async fn recovery(n: u64, dir: &Place, durability: Durability) -> Result<Outcome, BenchError> {
     // Permits left over from an earlier run (whose stopped runtime dropped some of the
     // blocked activities before they took theirs) would let gated activities through.
     while let Ok(permit) = GATE.try_acquire() {
@@ -691,9 +989,9 @@ const HTTP_KEY: &str = "bench-key";
 /// `202` with the check-status payload; then every instance is polled at its
 /// `statusQueryGetUri` until it answers `200` with output `i + 1`. `wall_s` and the
 /// percentiles cover the starts; the polls are in the notes.
-async fn http_start(runtime: &Runtime, n: u64) -> Result<Outcome, BenchError> {
+async fn http_start(client: &Client, n: u64) -> Result<Outcome, BenchError> {
     let server = durable::http::serve(
-        runtime.client(),
+        client.clone(),
         ([127, 0, 0, 1], 0),
         durable::http::Options::with_key(HTTP_KEY),
     )
