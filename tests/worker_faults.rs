@@ -755,7 +755,7 @@ impl Watch {
 const SAMPLE: &str =
     "SELECT id, owner, epoch, expires_at > now(), extract(epoch FROM expires_at)::float8,
         commit_seq, last_commit
-    FROM faults.partitions ORDER BY id";
+    FROM faults.partitions JOIN faults.fences USING (id) ORDER BY id";
 
 struct Sampler {
     watch: Arc<Mutex<Watch>>,
@@ -1406,7 +1406,8 @@ fn a_paused_worker_loses_its_partitions_and_writes_nothing_there_when_it_wakes()
 /// The sum of the commit sequences of the partitions `name` holds.
 fn commit_seqs(db: &mut Db, name: &str) -> i64 {
     db.must(
-        "SELECT coalesce(sum(commit_seq), 0)::bigint FROM faults.partitions
+        "SELECT coalesce(sum(commit_seq), 0)::bigint
+         FROM faults.partitions JOIN faults.fences USING (id)
          WHERE expires_at > now() AND split_part(owner, ':', 1) = $1",
         &[&name],
     )[0]

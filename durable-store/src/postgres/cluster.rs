@@ -132,10 +132,7 @@ impl PostgresEngine {
     /// # Errors
     /// [`Error::Unavailable`].
     pub fn committed(&self, partition: u16, token: i64) -> Result<bool, Error> {
-        let sql = format!(
-            "SELECT last_commit = $2 FROM {} WHERE id = $1",
-            self.partitions
-        );
+        let sql = format!("SELECT last_commit = $2 FROM {} WHERE id = $1", self.fences);
         let id = partition_id(partition)?;
         let row = self
             .block_on(self.reader()?.query_opt(&sql, &[&id, &token]))

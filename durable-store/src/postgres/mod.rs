@@ -134,6 +134,7 @@ pub struct PostgresEngine {
     /// The quoted, schema-qualified table names.
     table: String,
     partitions: String,
+    fences: String,
     messages: String,
     workers: String,
     replies: String,
@@ -200,6 +201,7 @@ impl PostgresEngine {
             reader: Mutex::new(None),
             partitions: format!("\"{schema}\".partitions"),
             messages: format!("\"{schema}\".messages"),
+            fences: format!("\"{schema}\".fences"),
             workers: format!("\"{schema}\".workers"),
             replies: format!("\"{schema}\".replies"),
             id_blocks: format!("\"{schema}\".id_blocks"),
@@ -226,10 +228,22 @@ impl PostgresEngine {
                  id smallint PRIMARY KEY,
                  owner text,
                  epoch bigint NOT NULL DEFAULT 0,
-                 expires_at timestamptz NOT NULL DEFAULT '-infinity',
+                 expires_at timestamptz NOT NULL DEFAULT '-infinity'
+             );
+             -- The epoch is a key: a commit's fence takes a key-share lock on its
+             -- partitions' rows, which a takeover (a new epoch) waits for and a renewal
+             -- (the expiry alone) does not.
+             CREATE UNIQUE INDEX IF NOT EXISTS partitions_epoch
+                 ON \"{schema}\".partitions (id, epoch);
+             -- What each fenced commit records, apart from the leases so that recording
+             -- it does not lock them: how many, and the last one's token.
+             CREATE TABLE IF NOT EXISTS \"{schema}\".fences (
+                 id smallint PRIMARY KEY,
                  commit_seq bigint NOT NULL DEFAULT 0,
                  last_commit bigint NOT NULL DEFAULT 0
              );
+             INSERT INTO \"{schema}\".fences (id)
+                 SELECT generate_series(0, {last}) ON CONFLICT DO NOTHING;
              CREATE TABLE IF NOT EXISTS \"{schema}\".workers (
                  id text PRIMARY KEY,
                  expires_at timestamptz NOT NULL
@@ -688,10 +702,14 @@ impl PostgresEngine {
             }
         }
         let check = format!(
-            "UPDATE {} SET commit_seq = commit_seq + 1, last_commit = $4
-             WHERE owner = $1 AND (id, epoch) IN (SELECT * FROM unnest($2::smallint[], $3::bigint[]))
-             RETURNING id",
-            self.partitions
+            "WITH held AS (
+                 SELECT id FROM {partitions}
+                 WHERE owner = $1 AND (id, epoch) IN (SELECT * FROM unnest($2::smallint[], $3::bigint[]))
+                 FOR KEY SHARE)
+             UPDATE {fences} SET commit_seq = commit_seq + 1, last_commit = $4
+             WHERE id IN (SELECT id FROM held) RETURNING id",
+            partitions = self.partitions,
+            fences = self.fences,
         );
         let delete = format!(
             "DELETE FROM {table} WHERE (space, key) IN (SELECT * FROM unnest($1::smallint[], $2::bytea[]))",
