@@ -39,7 +39,9 @@ pub(crate) fn spawn(shared: &Arc<Shared>, item: ActivityWorkItem) {
         // It stays in the store and runs after the next start.
         return;
     }
-    let cancellation = shared.activity_runs.register(&item);
+    let cancellation = shared
+        .activity_runs
+        .register(&item, shared.ownership.generation());
     match Arc::clone(&shared.activity_slots).try_acquire_owned() {
         Ok(permit) => start(shared, item, cancellation, permit, None),
         Err(TryAcquireError::NoPermits) => {
@@ -112,7 +114,9 @@ pub(crate) fn spawn_isolated(shared: &Arc<Shared>, items: Vec<ActivityWorkItem>)
     let queue: Vec<_> = items
         .into_iter()
         .map(|item| {
-            let cancellation = shared.activity_runs.register(&item);
+            let cancellation = shared
+                .activity_runs
+                .register(&item, shared.ownership.generation());
             (item, cancellation)
         })
         .collect();
@@ -215,8 +219,13 @@ fn start(
         // holding up other activities. (Once the runtime stopped, the result is not
         // committed and the activity runs again after the next start.)
         drop(permit);
-        if runs.finish(&key, outcome.is_ok()) {
-            mailbox.post(ShardMsg::ActivityDone { key, outcome }).await;
+        if let Some(generation) = runs.finish(&key, outcome.is_ok()) {
+            let done = ShardMsg::ActivityDone {
+                key,
+                outcome,
+                generation,
+            };
+            mailbox.post(done).await;
         }
     });
 }
@@ -268,7 +277,14 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
 /// id.
 #[derive(Default)]
 pub(crate) struct Runs {
-    by_run: Mutex<HashMap<RunId, Cancellation, BuildHasherDefault<RunIdHasher>>>,
+    by_run: Mutex<HashMap<RunId, Run, BuildHasherDefault<RunIdHasher>>>,
+}
+
+/// One unfinished run: how to cancel it, and the runtime's generation its result belongs
+/// to (a result of an earlier generation is dropped: see `runtime/ownership.rs`).
+struct Run {
+    cancellation: Cancellation,
+    generation: u64,
 }
 
 /// An activity run's execution and task.
@@ -301,16 +317,27 @@ impl Hasher for RunIdHasher {
 }
 
 impl Runs {
-    fn register(&self, item: &ActivityWorkItem) -> Cancellation {
+    fn register(&self, item: &ActivityWorkItem, generation: u64) -> Cancellation {
         let cancellation = Cancellation::new();
-        self.lock()
-            .insert((item.execution, item.task), cancellation.clone());
+        let run = Run {
+            cancellation: cancellation.clone(),
+            generation,
+        };
+        self.lock().insert((item.execution, item.task), run);
         cancellation
     }
 
-    /// Whether a run of `item` is under way (or waiting for a slot).
-    pub(crate) fn contains(&self, item: &ActivityWorkItem) -> bool {
-        self.lock().contains_key(&(item.execution, item.task))
+    /// Whether a run of `item` is under way (or waiting for a slot); if so, its result
+    /// now belongs to `generation` (a worker taking its partition up again after a reset
+    /// keeps the run rather than starting another).
+    pub(crate) fn adopt(&self, item: &ActivityWorkItem, generation: u64) -> bool {
+        match self.lock().get_mut(&(item.execution, item.task)) {
+            Some(run) => {
+                run.generation = generation;
+                true
+            }
+            None => false,
+        }
     }
 
     fn forget(&self, key: &ActivityKey) {
@@ -321,32 +348,29 @@ impl Runs {
     /// A run the orchestration cancelled is gone from the map; one cancelled by shutdown
     /// keeps a success, and drops anything else (likely its reaction to the cancellation)
     /// so that it runs again at the next start.
-    fn finish(&self, key: &ActivityKey, succeeded: bool) -> bool {
-        match self.lock().remove(&run_id(key)) {
-            None => false,
-            Some(cancellation) => succeeded || !cancellation.is_cancelled(),
-        }
+    fn finish(&self, key: &ActivityKey, succeeded: bool) -> Option<u64> {
+        let run = self.lock().remove(&run_id(key))?;
+        (succeeded || !run.cancellation.is_cancelled()).then_some(run.generation)
     }
 
     /// The orchestration no longer waits for `key`: a waiting run never starts, a running
     /// one is told to stop, and its result is dropped.
     pub(crate) fn cancel(&self, key: &ActivityKey) {
-        if let Some(cancellation) = self.lock().remove(&run_id(key)) {
-            cancellation.cancel();
+        if let Some(run) = self.lock().remove(&run_id(key)) {
+            run.cancellation.cancel();
         }
     }
 
     /// The runtime is stopping: every run is told to stop.
     pub(crate) fn cancel_all(&self) {
-        for cancellation in self.lock().values() {
-            cancellation.cancel();
+        for run in self.lock().values() {
+            run.cancellation.cancel();
         }
     }
 
     fn lock(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<RunId, Cancellation, BuildHasherDefault<RunIdHasher>>>
-    {
+    ) -> std::sync::MutexGuard<'_, HashMap<RunId, Run, BuildHasherDefault<RunIdHasher>>> {
         self.by_run.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -311,7 +311,10 @@ impl Recovery {
         let max_restarts = shared.config.max_activity_restarts;
         let mut isolated = Vec::new();
         for item in self.activities {
-            if shared.activity_runs.contains(&item) {
+            if shared
+                .activity_runs
+                .adopt(&item, shared.ownership.generation())
+            {
                 continue; // a worker taking a partition up again: it runs already
             }
             if item.restarts > max_restarts {
@@ -369,7 +372,14 @@ impl Recovery {
 async fn fail_activity(shared: &Shared, key: ActivityKey, reason: String) {
     let outcome = Err(Failure::new(FailureKind::Internal, reason));
     let mailbox = shared.mailbox(&key.instance);
-    mailbox.post(ShardMsg::ActivityDone { key, outcome }).await;
+    let generation = shared.ownership.generation();
+    mailbox
+        .post(ShardMsg::ActivityDone {
+            key,
+            outcome,
+            generation,
+        })
+        .await;
 }
 
 /// Fails an orchestration's execution, from what is stored, without running its code.

@@ -81,6 +81,8 @@ pub(crate) enum ShardMsg {
     ActivityDone {
         key: ActivityKey,
         outcome: Result<Json, Failure>,
+        /// The runtime's generation the run belongs to.
+        generation: u64,
     },
     /// A timer came due (not yet committed).
     TimerFired { key: TimerKey },
@@ -183,7 +185,10 @@ impl Shard {
                 self.push(message.target, input);
             }
             ShardMsg::Command { command, reply } => self.accept_command(command, reply),
-            ShardMsg::ActivityDone { key, outcome } => {
+            // A run of before a reset whose work item was taken up again: the run
+            // started since (or adopted) is the one whose result counts.
+            ShardMsg::ActivityDone { generation, .. } if generation != self.generation => {}
+            ShardMsg::ActivityDone { key, outcome, .. } => {
                 let event = match outcome {
                     Ok(output) => HistoryEvent::TaskCompleted {
                         id: key.task,
