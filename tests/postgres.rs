@@ -4,22 +4,7 @@
 //! Without PostgreSQL on the machine these tests print how to enable them and pass, unless
 //! `DURABLE_REQUIRE_POSTGRES` is set (as `.ci/run` does): then they fail.
 
-use durable_testkit::postgres::Server;
-
-/// The server for this test, or `None` (with a notice) when PostgreSQL is not available
-/// and not required.
-fn server_or_skip(test: &str) -> Option<Server> {
-    match Server::start() {
-        Ok(server) => Some(server),
-        Err(why) if std::env::var_os("DURABLE_REQUIRE_POSTGRES").is_some() => {
-            panic!("{test}: PostgreSQL is required here but unavailable: {why}")
-        }
-        Err(why) => {
-            eprintln!("{test}: skipped, PostgreSQL is unavailable: {why}");
-            None
-        }
-    }
-}
+use durable_testkit::postgres::server_or_skip;
 
 #[tokio::test]
 async fn a_throwaway_cluster_takes_connections_and_keeps_what_it_is_given() {

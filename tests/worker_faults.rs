@@ -38,7 +38,7 @@ use durable::store::{
     PostgresStore, Store, partition_of,
 };
 use durable::{Client, InstanceId};
-use durable_testkit::postgres::Server;
+use durable_testkit::postgres::server_or_skip;
 use durable_testkit::{PATIENCE, block_on, child_env, wait_until};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -74,19 +74,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn server_or_skip(test: &str) -> Option<Server> {
-    match Server::start() {
-        Ok(server) => Some(server),
-        Err(why) if std::env::var_os("DURABLE_REQUIRE_POSTGRES").is_some() => {
-            panic!("{test}: PostgreSQL is required here but unavailable: {why}")
-        }
-        Err(why) => {
-            eprintln!("{test}: skipped, PostgreSQL is unavailable: {why}");
-            None
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -6,25 +6,12 @@
 
 use durable::prelude::*;
 use durable::{Client, InstanceQuery};
-use durable_testkit::postgres::Server;
+use durable_testkit::postgres::server_or_skip;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn server_or_skip(test: &str) -> Option<Server> {
-    match Server::start() {
-        Ok(server) => Some(server),
-        Err(why) if std::env::var_os("DURABLE_REQUIRE_POSTGRES").is_some() => {
-            panic!("{test}: PostgreSQL is required here but unavailable: {why}")
-        }
-        Err(why) => {
-            eprintln!("{test}: skipped, PostgreSQL is unavailable: {why}");
-            None
-        }
-    }
-}
 
 #[activity]
 async fn triple(_ctx: ActivityContext, x: u64) -> Result<u64, Error> {

@@ -15,6 +15,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The server for `test`, or `None` (with a one-line notice saying how to enable it) when
+/// PostgreSQL is not available and not required.
+///
+/// # Panics
+/// When PostgreSQL is unavailable and `DURABLE_REQUIRE_POSTGRES` is set (as `.ci/run`
+/// sets it).
+pub fn server_or_skip(test: &str) -> Option<Server> {
+    match Server::start() {
+        Ok(server) => Some(server),
+        Err(why) if std::env::var_os("DURABLE_REQUIRE_POSTGRES").is_some() => {
+            panic!("{test}: PostgreSQL is required here but unavailable: {why}")
+        }
+        Err(why) => {
+            eprintln!("{test}: skipped, PostgreSQL is unavailable: {why}");
+            None
+        }
+    }
+}
+
 /// The variable that names a PostgreSQL server to test against instead of a local cluster.
 pub const SERVER_VAR: &str = "DURABLE_TEST_POSTGRES";
 

@@ -188,24 +188,7 @@ impl Shard {
             // A run of before a reset whose work item was taken up again: the run
             // started since (or adopted) is the one whose result counts.
             ShardMsg::ActivityDone { generation, .. } if generation != self.generation => {}
-            ShardMsg::ActivityDone { key, outcome, .. } => {
-                let event = match outcome {
-                    Ok(output) => HistoryEvent::TaskCompleted {
-                        id: key.task,
-                        output,
-                    },
-                    Err(failure) => HistoryEvent::TaskFailed {
-                        id: key.task,
-                        failure,
-                    },
-                };
-                let content = Content::Event {
-                    execution: Some(key.execution),
-                    event,
-                };
-                let instance = key.instance.clone();
-                self.push(instance, input(content, Source::Activity(key)));
-            }
+            ShardMsg::ActivityDone { key, outcome, .. } => self.accept_result(key, outcome),
             ShardMsg::TimerFired { key } => {
                 let content = match key.purpose {
                     TimerPurpose::Task(id) => Content::Event {
@@ -238,6 +221,26 @@ impl Shard {
             ShardMsg::Stop => return true,
         }
         false
+    }
+
+    /// An activity's result, for its orchestration's next turn.
+    fn accept_result(&mut self, key: ActivityKey, outcome: Result<Json, Failure>) {
+        let event = match outcome {
+            Ok(output) => HistoryEvent::TaskCompleted {
+                id: key.task,
+                output,
+            },
+            Err(failure) => HistoryEvent::TaskFailed {
+                id: key.task,
+                failure,
+            },
+        };
+        let content = Content::Event {
+            execution: Some(key.execution),
+            event,
+        };
+        let instance = key.instance.clone();
+        self.push(instance, input(content, Source::Activity(key)));
     }
 
     /// Whether this runtime runs what `message` is for (another worker may, now).
