@@ -2552,30 +2552,54 @@ fn verify_postgres(
         "the crash-free run left work behind: {:?}",
         reference.leftovers
     );
-    assert!(
-        crash.leftovers.is_empty() && tables.messages.is_empty(),
-        "work left after the last batch ended (stuck): {:?}, messages rows {:?}",
-        crash.leftovers,
-        tables.messages
-    );
-    assert_eq!(
-        tables.replies, 0,
-        "answers to commands that nobody took: a command was answered twice"
-    );
-    check_outcomes(plan, crash, reference);
-    check_entities(plan, crash, reference);
-    check_histories(plan, reference, &mut Summary::default());
+    // Every check runs, and a failure names all that failed: over a shared schema one
+    // fault tends to show in several ways, and which ones tells where it is.
+    let mut failed: Vec<String> = Vec::new();
+    attempt(&mut failed, "nothing left", || {
+        assert!(
+            crash.leftovers.is_empty() && tables.messages.is_empty(),
+            "work left after the last batch ended (stuck): {:?}, messages rows {:?}",
+            crash.leftovers,
+            tables.messages
+        );
+    });
+    attempt(&mut failed, "each command answered once", || {
+        assert_eq!(
+            tables.replies, 0,
+            "answers to commands that nobody took: a command was answered twice"
+        );
+    });
     let mut summary = Summary {
         instances: crash.instances.len(),
         ..Summary::default()
     };
-    check_histories(plan, crash, &mut summary);
-    let rerun_elsewhere = check_worker_runs(crash, files, &mut summary);
-    check_retry_keys(files);
-    check_events(files, &mut summary);
-    assert_eq!(
-        summary.events_raised_again, 0,
-        "the driver raised an event twice"
+    let mut rerun_elsewhere = 0;
+    attempt(&mut failed, "no committed step re-ran", || {
+        rerun_elsewhere = check_worker_runs(crash, files, &mut summary);
+    });
+    attempt(&mut failed, "outcomes", || {
+        check_outcomes(plan, crash, reference);
+    });
+    attempt(&mut failed, "entities", || {
+        check_entities(plan, crash, reference);
+    });
+    check_histories(plan, reference, &mut Summary::default());
+    attempt(&mut failed, "histories", || {
+        check_histories(plan, crash, &mut summary);
+    });
+    attempt(&mut failed, "retries", || check_retry_keys(files));
+    attempt(&mut failed, "events", || {
+        check_events(files, &mut summary);
+        assert_eq!(
+            summary.events_raised_again, 0,
+            "the driver raised an event twice"
+        );
+    });
+    assert!(
+        failed.is_empty(),
+        "{} of the checks failed (each one's panic is above):\n{}",
+        failed.len(),
+        failed.join("\n")
     );
     // The work crosses partitions: sub-orchestrations, and the instances spread.
     let partition = |id: &str| durable::store::partition_of(id);
@@ -2609,6 +2633,20 @@ fn verify_postgres(
         subs_crossing,
         partitions: partitions.len(),
         rerun_elsewhere,
+    }
+}
+
+/// Runs one check; a failure joins `failed` (its panic message, shortened) instead of
+/// ending the verification.
+fn attempt(failed: &mut Vec<String>, what: &str, check: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)) {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        let short: String = message.chars().take(300).collect();
+        failed.push(format!("- {what}: {short}"));
     }
 }
 
