@@ -19,13 +19,25 @@
 //!   schema, one of them killed and restarted every 1–5 s. `cargo test --test crash_loop
 //!   -- crash_loop_postgres` runs 12 kills; longer campaigns: `cargo test --release --test
 //!   crash_loop -- crash_loop_postgres --kills 500 --workers 4 --seed 42` (and
-//!   `--kill-every 1000..5000`, in milliseconds). Without PostgreSQL on the machine it
-//!   prints a skip notice and passes, unless `DURABLE_REQUIRE_POSTGRES` is set.
+//!   `--kill-every 1000..5000`, in milliseconds; `--lease-ttl MS`). Without PostgreSQL on
+//!   the machine it prints a skip notice and passes, unless `DURABLE_REQUIRE_POSTGRES` is
+//!   set. Besides the checks above: no `messages` row (inter-partition messages, client
+//!   commands) or `replies` row (an answer nobody took: a command answered twice) is
+//!   left, the failover of each kill is timed, and the sub-orchestrations land in other
+//!   partitions than their parents (their ids are hashed).
 //!
 //! The seed fixes the workload's inputs and the kill schedule and is printed first, so a
 //! failure can be rerun with the same schedule (where exactly a kill lands still depends
-//! on timing). A failed campaign keeps its directory (logs; for PostgreSQL a dump of the
-//! schema) and names it.
+//! on timing). A failed campaign keeps its directory and names it. With PostgreSQL it
+//! holds, besides the side-effect logs: each worker process's runtime log
+//! (`worker-w{slot}.{incarnation}.log`: partitions acquired, handed over, lost, fenced
+//! commits), the driver's (`driver.log`: rounds, kills, every start and event with its
+//! answer), all time-stamped in Unix milliseconds; `schema-dump.txt` (what the schema
+//! holds, decoded) and `database.sql` (`pg_dump`), whose `messages_audit` table records
+//! every row put into or taken out of `messages` (a trigger the driver installs), so that
+//! a message sent twice can be told from one delivered twice. `--lease-ttl MS` shortens
+//! the workers' leases: on a loaded machine, workers then stall past them and lose
+//! partitions while they run, which is where sharing a schema is hardest.
 //!
 //! The workload comes in batches, one per kill: with fjall each generation (incarnation
 //! of the child) starts one, with PostgreSQL the driver starts one between two kills. A
