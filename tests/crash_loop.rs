@@ -19,13 +19,25 @@
 //!   schema, one of them killed and restarted every 1–5 s. `cargo test --test crash_loop
 //!   -- crash_loop_postgres` runs 12 kills; longer campaigns: `cargo test --release --test
 //!   crash_loop -- crash_loop_postgres --kills 500 --workers 4 --seed 42` (and
-//!   `--kill-every 1000..5000`, in milliseconds). Without PostgreSQL on the machine it
-//!   prints a skip notice and passes, unless `DURABLE_REQUIRE_POSTGRES` is set.
+//!   `--kill-every 1000..5000`, in milliseconds; `--lease-ttl MS`). Without PostgreSQL on
+//!   the machine it prints a skip notice and passes, unless `DURABLE_REQUIRE_POSTGRES` is
+//!   set. Besides the checks above: no `messages` row (inter-partition messages, client
+//!   commands) or `replies` row (an answer nobody took: a command answered twice) is
+//!   left, the failover of each kill is timed, and the sub-orchestrations land in other
+//!   partitions than their parents (their ids are hashed).
 //!
 //! The seed fixes the workload's inputs and the kill schedule and is printed first, so a
 //! failure can be rerun with the same schedule (where exactly a kill lands still depends
-//! on timing). A failed campaign keeps its directory (logs; for PostgreSQL a dump of the
-//! schema) and names it.
+//! on timing). A failed campaign keeps its directory and names it. With PostgreSQL it
+//! holds, besides the side-effect logs: each worker process's runtime log
+//! (`worker-w{slot}.{incarnation}.log`: partitions acquired, handed over, lost, fenced
+//! commits), the driver's (`driver.log`: rounds, kills, every start and event with its
+//! answer), all time-stamped in Unix milliseconds; `schema-dump.txt` (what the schema
+//! holds, decoded) and `database.sql` (`pg_dump`), whose `messages_audit` table records
+//! every row put into or taken out of `messages` (a trigger the driver installs), so that
+//! a message sent twice can be told from one delivered twice. `--lease-ttl MS` shortens
+//! the workers' leases: on a loaded machine, workers then stall past them and lose
+//! partitions while they run, which is where sharing a schema is hardest.
 //!
 //! The workload comes in batches, one per kill: with fjall each generation (incarnation
 //! of the child) starts one, with PostgreSQL the driver starts one between two kills. A
@@ -1500,6 +1512,9 @@ struct Options {
     /// PostgreSQL: how many worker processes, and the bounds of the time between kills.
     workers: u32,
     kill_every_ms: (u64, u64),
+    /// PostgreSQL: the workers' lease time to live (`None`: the runtime's default). A short
+    /// one makes workers that the machine's load stalls lose their partitions.
+    lease_ttl_ms: Option<u64>,
 }
 
 /// The campaign's directory: a temporary one, kept (and named) if the campaign fails, or
@@ -1708,6 +1723,8 @@ struct WorkerConfig {
     url: String,
     /// `w{slot}.{incarnation}`: which worker, and which of its processes.
     who: String,
+    /// The partition leases' time to live, if not the runtime's default.
+    lease_ttl_ms: Option<u64>,
 }
 
 /// The shared schema as a [`Store`], for reads (a worker's probe, the driver's checks).
@@ -1740,7 +1757,11 @@ fn worker(config: &str) -> ExitCode {
         .build()
         .expect("a tokio runtime");
     tokio.block_on(async {
-        let runtime = register(Runtime::builder().postgres_schema(&config.url, SCHEMA))
+        let mut builder = Runtime::builder().postgres_schema(&config.url, SCHEMA);
+        if let Some(ttl) = config.lease_ttl_ms {
+            builder = builder.lease_ttl(Duration::from_millis(ttl));
+        }
+        let runtime = register(builder)
             .start()
             .await
             .expect("the worker starts on the schema");
@@ -1835,12 +1856,13 @@ struct Worker {
 
 impl Worker {
     /// Starts incarnation `incarnation` of worker `slot` and waits until it runs.
-    fn start(slot: u32, incarnation: u32, dir: &Path, url: &str) -> Worker {
+    fn start(slot: u32, incarnation: u32, dir: &Path, url: &str, options: &Options) -> Worker {
         let who = format!("w{slot}.{incarnation}");
         let config = WorkerConfig {
             dir: dir.to_owned(),
             url: url.to_owned(),
             who: who.clone(),
+            lease_ttl_ms: options.lease_ttl_ms,
         };
         let exe = std::env::current_exe().expect("the test binary knows its path");
         let mut child = std::process::Command::new(exe)
@@ -2010,6 +2032,38 @@ impl FailoverWatch {
     }
 }
 
+/// A trigger that writes down every row put into or taken out of the `messages` table,
+/// with a digest of its body, in `messages_audit`: test instrumentation of the throwaway
+/// database, so that a message delivered twice can be told from a message sent twice (its
+/// body, which names its inbox key or its command's request, inserted twice). Rows of
+/// transactions that roll back leave no trace, as the rows themselves.
+fn audit_sql() -> String {
+    format!(
+        "CREATE TABLE \"{SCHEMA}\".messages_audit (
+             at timestamptz NOT NULL DEFAULT clock_timestamp(),
+             op text NOT NULL,
+             partition smallint NOT NULL,
+             seq bigint NOT NULL,
+             target text NOT NULL,
+             body_md5 text NOT NULL,
+             txid xid8 NOT NULL DEFAULT pg_current_xact_id()
+         );
+         CREATE FUNCTION \"{SCHEMA}\".audit_messages() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF TG_OP = 'INSERT' THEN
+                 INSERT INTO \"{SCHEMA}\".messages_audit (op, partition, seq, target, body_md5)
+                     VALUES ('insert', NEW.partition, NEW.seq, NEW.target, md5(NEW.body));
+                 RETURN NEW;
+             END IF;
+             INSERT INTO \"{SCHEMA}\".messages_audit (op, partition, seq, target, body_md5)
+                 VALUES ('delete', OLD.partition, OLD.seq, OLD.target, md5(OLD.body));
+             RETURN OLD;
+         END $$;
+         CREATE TRIGGER audit AFTER INSERT OR DELETE ON \"{SCHEMA}\".messages
+             FOR EACH ROW EXECUTE FUNCTION \"{SCHEMA}\".audit_messages();"
+    )
+}
+
 /// What the driver reads through SQL at the end.
 #[derive(Debug)]
 struct Tables {
@@ -2019,6 +2073,10 @@ struct Tables {
     replies: i64,
     /// Partition acquisitions over the campaign (the epochs grow by one at each).
     acquisitions: i64,
+    /// Messages sent through the table, and those whose body was sent more than once
+    /// (from the audit; see [`audit_sql`]).
+    sent: i64,
+    sent_again: Vec<String>,
 }
 
 async fn read_tables(sql: &tokio_postgres::Client) -> Result<Tables, tokio_postgres::Error> {
@@ -2045,10 +2103,35 @@ async fn read_tables(sql: &tokio_postgres::Client) -> Result<Tables, tokio_postg
         )
         .await?
         .get(0);
+    let sent = sql
+        .query_one(
+            &format!("SELECT count(*) FROM \"{SCHEMA}\".messages_audit WHERE op = 'insert'"),
+            &[],
+        )
+        .await?
+        .get(0);
+    let sent_again = sql
+        .query(
+            &format!(
+                "SELECT target, count(*), string_agg(partition || '/' || seq, ' ') \
+                 FROM \"{SCHEMA}\".messages_audit WHERE op = 'insert' \
+                 GROUP BY target, body_md5 HAVING count(*) > 1 ORDER BY 1"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let (target, count, rows): (String, i64, String) = (row.get(0), row.get(1), row.get(2));
+            format!("{target}: {count} times (rows {rows})")
+        })
+        .collect();
     Ok(Tables {
         messages,
         replies,
         acquisitions,
+        sent,
+        sent_again,
     })
 }
 
@@ -2175,6 +2258,27 @@ fn dump_schema(url: &str) -> Result<String, String> {
     let place = PathBuf::from(format!("postgres schema {SCHEMA}"));
     let store = durable::store::KvStore::with_engine(engine, &place).map_err(|e| e.to_string())?;
     let mut out = String::new();
+    let audit = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(async {
+            let (sql, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            read_tables(&sql).await
+        });
+    match audit {
+        Ok(tables) => {
+            let _ = writeln!(
+                out,
+                "messages sent: {}; sent more than once: {:#?}; replies left: {}",
+                tables.sent, tables.sent_again, tables.replies
+            );
+        }
+        Err(error) => {
+            let _ = writeln!(out, "no audit of the messages: {error}");
+        }
+    }
     let _ = writeln!(out, "partition owners (unexpired leases): {owners:?}");
     let _ = writeln!(out, "messages rows: {}", messages.len());
     for row in &messages {
@@ -2245,11 +2349,14 @@ fn postgres_campaign(options: &Options) {
     println!(
         "crash loop on PostgreSQL: seed {seed}, {kills} kills of {workers} workers every \
          {low}..{high} ms (to rerun: cargo test{release} --test crash_loop -- {POSTGRES_TEST} \
-         --seed {seed} --kills {kills} --workers {workers} --kill-every {low}..{high})",
+         --seed {seed} --kills {kills} --workers {workers} --kill-every {low}..{high}{ttl})",
         seed = options.seed,
         low = every.0,
         high = every.1,
         release = release_flag(),
+        ttl = options
+            .lease_ttl_ms
+            .map_or(String::new(), |ttl| format!(" --lease-ttl {ttl}")),
     );
     let plan = Plan::new(options.seed, kills);
     let reference = reference_run(&plan);
@@ -2273,16 +2380,19 @@ fn postgres_campaign(options: &Options) {
         tokio::spawn(connection);
         sql
     });
+    // The schema and its tables, before any worker: the audit sees every message.
+    let probe = open_schema(&url);
+    tokio
+        .block_on(sql.batch_execute(&audit_sql()))
+        .expect("install the messages audit");
     let loop_began = Instant::now();
     let mut pool: Vec<Worker> = (0..workers)
         .map(|slot| {
-            let worker = Worker::start(slot, 0, &workdir.path, &url);
+            let worker = Worker::start(slot, 0, &workdir.path, &url, options);
             driver.line(&format!("w{slot}.0 runs, pid {}", worker.pid()));
             worker
         })
         .collect();
-    // The schema exists once a worker has started.
-    let probe = open_schema(&url);
     let (watch, watcher) = FailoverWatch::spawn(&url);
     let client = tokio
         .block_on(Client::connect_postgres_schema(&url, SCHEMA))
@@ -2307,7 +2417,7 @@ fn postgres_campaign(options: &Options) {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .killed(pid, Instant::now());
-        pool[victim] = Worker::start(slot, incarnation + 1, &workdir.path, &url);
+        pool[victim] = Worker::start(slot, incarnation + 1, &workdir.path, &url, options);
         driver.line(&format!(
             "w{slot}.{} runs, pid {}",
             incarnation + 1,
@@ -2386,7 +2496,8 @@ fn postgres_campaign(options: &Options) {
          {committed} committed, {reruns} re-runs ({rerun_tasks} tasks ran more than once, \
          {elsewhere} of them in another process; none after its commit); {events} events \
          raised, each consumed once; {fired} timers fired ({cancelled} cancelled), none \
-         twice; no message or reply left; failover: {failed_over} kills of a worker holding \
+         twice; {sent} messages through the table, {again} of them sent more than once, \
+         none left, nor any reply; failover: {failed_over} kills of a worker holding \
          partitions ({held} partitions in all), all back in live hands after {median:.2?} \
          (median), {slowest:.2?} at most; {empty} kills of a worker holding none yet; \
          {acquisitions} partition acquisitions; seed {seed}; {total:.1} s (crash-free \
@@ -2408,11 +2519,19 @@ fn postgres_campaign(options: &Options) {
         failed_over = watch.done.len(),
         empty = watch.empty_handed,
         acquisitions = tables.acquisitions,
+        sent = tables.sent,
+        again = tables.sent_again.len(),
         seed = options.seed,
         total = began.elapsed().as_secs_f64(),
         reference = reference_time.as_secs_f64(),
         looped = loop_time.as_secs_f64(),
     );
+    if !tables.sent_again.is_empty() {
+        println!(
+            "crash loop on PostgreSQL: messages sent more than once: {:#?}",
+            tables.sent_again
+        );
+    }
     assert!(
         watch.pending.is_empty(),
         "partitions of killed workers never found a live owner again: {:?}",
@@ -2445,30 +2564,54 @@ fn verify_postgres(
         "the crash-free run left work behind: {:?}",
         reference.leftovers
     );
-    assert!(
-        crash.leftovers.is_empty() && tables.messages.is_empty(),
-        "work left after the last batch ended (stuck): {:?}, messages rows {:?}",
-        crash.leftovers,
-        tables.messages
-    );
-    assert_eq!(
-        tables.replies, 0,
-        "answers to commands that nobody took: a command was answered twice"
-    );
-    check_outcomes(plan, crash, reference);
-    check_entities(plan, crash, reference);
-    check_histories(plan, reference, &mut Summary::default());
+    // Every check runs, and a failure names all that failed: over a shared schema one
+    // fault tends to show in several ways, and which ones tells where it is.
+    let mut failed: Vec<String> = Vec::new();
+    attempt(&mut failed, "nothing left", || {
+        assert!(
+            crash.leftovers.is_empty() && tables.messages.is_empty(),
+            "work left after the last batch ended (stuck): {:?}, messages rows {:?}",
+            crash.leftovers,
+            tables.messages
+        );
+    });
+    attempt(&mut failed, "each command answered once", || {
+        assert_eq!(
+            tables.replies, 0,
+            "answers to commands that nobody took: a command was answered twice"
+        );
+    });
     let mut summary = Summary {
         instances: crash.instances.len(),
         ..Summary::default()
     };
-    check_histories(plan, crash, &mut summary);
-    let rerun_elsewhere = check_worker_runs(crash, files, &mut summary);
-    check_retry_keys(files);
-    check_events(files, &mut summary);
-    assert_eq!(
-        summary.events_raised_again, 0,
-        "the driver raised an event twice"
+    let mut rerun_elsewhere = 0;
+    attempt(&mut failed, "no committed step re-ran", || {
+        rerun_elsewhere = check_worker_runs(crash, files, &mut summary);
+    });
+    attempt(&mut failed, "outcomes", || {
+        check_outcomes(plan, crash, reference);
+    });
+    attempt(&mut failed, "entities", || {
+        check_entities(plan, crash, reference);
+    });
+    check_histories(plan, reference, &mut Summary::default());
+    attempt(&mut failed, "histories", || {
+        check_histories(plan, crash, &mut summary);
+    });
+    attempt(&mut failed, "retries", || check_retry_keys(files));
+    attempt(&mut failed, "events", || {
+        check_events(files, &mut summary);
+        assert_eq!(
+            summary.events_raised_again, 0,
+            "the driver raised an event twice"
+        );
+    });
+    assert!(
+        failed.is_empty(),
+        "{} of the checks failed (each one's panic is above):\n{}",
+        failed.len(),
+        failed.join("\n")
     );
     // The work crosses partitions: sub-orchestrations, and the instances spread.
     let partition = |id: &str| durable::store::partition_of(id);
@@ -2502,6 +2645,20 @@ fn verify_postgres(
         subs_crossing,
         partitions: partitions.len(),
         rerun_elsewhere,
+    }
+}
+
+/// Runs one check; a failure joins `failed` (its panic message, shortened) instead of
+/// ending the verification.
+fn attempt(failed: &mut Vec<String>, what: &str, check: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check)) {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        let short: String = message.chars().take(300).collect();
+        failed.push(format!("- {what}: {short}"));
     }
 }
 
@@ -2609,13 +2766,14 @@ fn release_flag() -> &'static str {
 // The command line.
 
 const USAGE: &str = "usage: crash_loop [--kills N] [--seed S] [--dir DIR] [--workers N] \
-                     [--kill-every MIN_MS..MAX_MS] [FILTER] [libtest options, ignored]
+                     [--kill-every MIN_MS..MAX_MS] [--lease-ttl MS] [FILTER] [libtest options, ignored]
   tests: crash_loop (fjall), crash_loop_postgres (worker processes sharing a PostgreSQL schema)
   --kills N       kills (default: 20 with fjall, 12 with PostgreSQL)
   --seed S        the workload's inputs and the kill schedule (default: a fresh one, printed)
   --dir DIR       keep the logs in DIR/<test>, which must be empty or absent
   --workers N     PostgreSQL worker processes (default 3)
-  --kill-every A..B  PostgreSQL: milliseconds between kills, drawn uniformly (default 1000..5000)";
+  --kill-every A..B  PostgreSQL: milliseconds between kills, drawn uniformly (default 1000..5000)
+  --lease-ttl MS  PostgreSQL: the workers' lease time to live (default: the runtime's, 1.5 s)";
 
 /// The tests, in the order they run.
 const TESTS: [&str; 2] = [FJALL_TEST, POSTGRES_TEST];
@@ -2662,6 +2820,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         dir: None,
         workers: PG_CI_WORKERS,
         kill_every_ms: KILL_EVERY_MS,
+        lease_ttl_ms: None,
     };
     let (mut list, mut ignored, mut exact) = (false, false, false);
     let (mut filters, mut skips) = (Vec::new(), Vec::new());
@@ -2691,6 +2850,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 }
             }
             "--kill-every" => options.kill_every_ms = parse_range(flag, &value()?)?,
+            "--lease-ttl" => options.lease_ttl_ms = Some(parse_number(flag, &value()?)?),
             "--seed" => options.seed = parse_number(flag, &value()?)?,
             "--dir" => options.dir = Some(PathBuf::from(value()?)),
             "--skip" => skips.push(value()?),
