@@ -2,7 +2,8 @@
 //! out fairly with one owner each, work crosses partitions (sub-orchestrations, entity
 //! signals, events and commands sent to instances another worker runs), a client of the
 //! database alone reaches every instance, and a worker that stops hands its partitions
-//! over. (Worker *processes*, killed and paused, are `tests/worker_crash_loop.rs`.)
+//! over. (Worker *processes*, killed and paused, are in `tests/worker_faults.rs` and
+//! `tests/crash_loop.rs`.)
 
 use durable::prelude::*;
 use durable::{Client, InstanceQuery};
