@@ -4,10 +4,11 @@
 //!
 //! One table per schema, `kv (space smallint, key bytea, value bytea, PRIMARY KEY (space,
 //! key))`. `bytea` compares byte by byte, shorter first on a tie, exactly as the codec's keys
-//! must order, so a scan is a range of the primary key. A write is one transaction: the
-//! deletes (`unnest` of arrays) and the puts (`INSERT … ON CONFLICT DO UPDATE`), each a
-//! single statement whatever the batch's size; with PostgreSQL's default
-//! `synchronous_commit = on` it returns once the commit is flushed to the WAL.
+//! must order, so a scan is a range of the primary key. A write is one statement, prepared
+//! once and a transaction of its own (one round trip): the deletes (`unnest` of arrays) and
+//! the puts (`INSERT … ON CONFLICT DO UPDATE`) as data-modifying `WITH` queries, whatever
+//! the batch's size; with PostgreSQL's default `synchronous_commit = on` it returns once
+//! the commit is flushed to the WAL.
 //!
 //! The [`Store`](crate::Store) contract is blocking, so the engine runs tokio-postgres on
 //! a runtime of its own (one worker thread, which drives both connections) and blocks the
@@ -34,16 +35,12 @@ use std::future::Future;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Statement};
 
 mod cluster;
 
 /// A [`KvStore`] in a PostgreSQL schema.
 pub type PostgresStore = KvStore<PostgresEngine>;
-
-/// How long a transaction of the writer may sit idle (its process paused or cut off)
-/// before the server ends it, releasing what it locked.
-const STALLED_TRANSACTION: Duration = Duration::from_secs(3);
 
 /// How long a lease statement waits for a row lock before it gives up for this round.
 const CONTROL_LOCK_WAIT: Duration = Duration::from_millis(500);
@@ -128,7 +125,7 @@ pub struct PostgresEngine {
     schema: String,
     exclusive: bool,
     /// The connection for writes, taken in turn; `None` or closed until reconnected.
-    writer: Mutex<Option<Client>>,
+    writer: Mutex<Option<Writer>>,
     /// The connection for reads, shared (its queries are pipelined).
     reader: Mutex<Option<Arc<Client>>>,
     /// The quoted, schema-qualified table names.
@@ -279,7 +276,7 @@ impl PostgresEngine {
             .block_on(writer.batch_execute(&create))
             .map_err(unavailable)?;
         engine.hold_schema(&writer)?;
-        engine.prepare_writer(&writer)?;
+        let writer = engine.prepare_writer(writer)?;
         *engine.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(writer);
         Ok(engine)
     }
@@ -324,14 +321,13 @@ impl PostgresEngine {
     /// The writer's connection, connected again if it was lost (the server restarted, the
     /// network dropped it): a lost database is an error of the calls made while it is
     /// gone, not of every later one.
-    fn writer(&self) -> Result<MutexGuard<'_, Option<Client>>, Error> {
+    fn writer(&self) -> Result<MutexGuard<'_, Option<Writer>>, Error> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        if writer.as_ref().is_none_or(Client::is_closed) {
+        if writer.as_ref().is_none_or(|writer| writer.client.is_closed()) {
             *writer = None;
             let client = self.new_client()?;
             self.hold_schema(&client)?;
-            self.prepare_writer(&client)?;
-            *writer = Some(client);
+            *writer = Some(self.prepare_writer(client)?);
         }
         Ok(writer)
     }
@@ -353,15 +349,13 @@ impl PostgresEngine {
         Ok(control)
     }
 
-    /// Settings of the writer's connection. A process paused (or cut off) inside a commit
-    /// would keep the partitions' rows locked, and every takeover waiting, until its socket
-    /// times out: the server ends such a transaction instead.
-    fn prepare_writer(&self, writer: &Client) -> Result<(), Error> {
-        self.block_on(writer.batch_execute(&format!(
-            "SET idle_in_transaction_session_timeout = {}",
-            STALLED_TRANSACTION.as_millis()
-        )))
-        .map_err(unavailable)
+    /// The writer's connection with its commit statement prepared (once per connection:
+    /// a commit is then a single round trip, see [`PostgresEngine::commit_statement`]).
+    fn prepare_writer(&self, client: Client) -> Result<Writer, Error> {
+        let commit = self
+            .block_on(client.prepare(&self.commit_statement()))
+            .map_err(unavailable)?;
+        Ok(Writer { client, commit })
     }
 
     /// The readers' connection, connected again if it was lost.
@@ -575,11 +569,14 @@ impl Drop for PostgresEngine {
             .writer
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(writer) = writer.as_ref().filter(|writer| !writer.is_closed()) {
+        if let Some(writer) = writer.as_ref().filter(|writer| !writer.client.is_closed()) {
             std::thread::scope(|scope| {
                 scope.spawn(|| {
-                    let _ =
-                        runtime.block_on(writer.batch_execute("SELECT pg_advisory_unlock_all()"));
+                    let _ = runtime.block_on(
+                        writer
+                            .client
+                            .batch_execute("SELECT pg_advisory_unlock_all()"),
+                    );
                 });
             });
         }
@@ -701,117 +698,117 @@ impl PostgresEngine {
                 }
             }
         }
-        let check = format!(
-            "WITH held AS (
-                 SELECT id FROM {partitions}
-                 WHERE owner = $1 AND (id, epoch) IN (SELECT * FROM unnest($2::smallint[], $3::bigint[]))
-                 FOR KEY SHARE)
-             UPDATE {fences} SET commit_seq = commit_seq + 1, last_commit = $4
-             WHERE id IN (SELECT id FROM held) RETURNING id",
-            partitions = self.partitions,
-            fences = self.fences,
-        );
-        let delete = format!(
-            "DELETE FROM {table} WHERE (space, key) IN (SELECT * FROM unnest($1::smallint[], $2::bytea[]))",
-            table = self.table
-        );
-        let put = format!(
-            "INSERT INTO {table} (space, key, value)
-             SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[])
-             ON CONFLICT (space, key) DO UPDATE SET value = excluded.value",
-            table = self.table
-        );
+        let fence = fence.unwrap_or(Fence {
+            worker: "",
+            ids: Vec::new(),
+            epochs: Vec::new(),
+            token: 0,
+        });
+        let messages = messages.unwrap_or_default();
         let mut writer = self.writer()?;
         let writer = writer.as_mut().ok_or_else(lost)?;
-        self.block_on(async {
-            let transaction = writer.transaction().await?;
-            if let Some(fence) = &fence {
-                // The partitions' rows stay locked to the commit: a takeover waits for it,
-                // or has already moved the epoch and this matches nothing.
-                let held = transaction
-                    .query(
-                        &check,
-                        &[&fence.worker, &fence.ids, &fence.epochs, &fence.token],
-                    )
-                    .await?;
-                let held: Vec<i16> = held.iter().map(|row| row.get(0)).collect();
-                let lost: Vec<i16> = fence
-                    .ids
-                    .iter()
-                    .filter(|id| !held.contains(id))
-                    .copied()
-                    .collect();
-                if !lost.is_empty() {
-                    transaction.rollback().await?;
-                    return Ok(lost);
-                }
-            }
-            if !delete_keys.is_empty() {
-                transaction
-                    .execute(&delete, &[&delete_spaces, &delete_keys])
-                    .await?;
-            }
-            if !put_keys.is_empty() {
-                transaction
-                    .execute(&put, &[&put_spaces, &put_keys, &put_values])
-                    .await?;
-            }
-            if let Some(messages) = &messages {
-                if !messages.send_targets.is_empty() {
-                    let send = format!(
-                        "INSERT INTO {} (partition, target, body)
-                         SELECT * FROM unnest($1::smallint[], $2::text[], $3::bytea[])",
-                        self.messages
-                    );
-                    transaction
-                        .execute(
-                            &send,
-                            &[
-                                &messages.send_partitions,
-                                &messages.send_targets,
-                                &messages.send_bodies,
-                            ],
-                        )
-                        .await?;
-                }
-                if !messages.reply_requests.is_empty() {
-                    let reply = format!(
-                        "INSERT INTO {} (request, body)
-                         SELECT * FROM unnest($1::bigint[], $2::bytea[])
-                         ON CONFLICT (request) DO UPDATE SET body = excluded.body",
-                        self.replies
-                    );
-                    transaction
-                        .execute(&reply, &[&messages.reply_requests, &messages.reply_bodies])
-                        .await?;
-                }
-                if !messages.send_targets.is_empty() || !messages.reply_requests.is_empty() {
-                    transaction
-                        .execute("SELECT pg_notify($1, '')", &[&self.channel])
-                        .await?;
-                }
-                if !messages.consume_seqs.is_empty() {
-                    let consume = format!(
-                        "DELETE FROM {} WHERE (partition, seq) IN
-                         (SELECT * FROM unnest($1::smallint[], $2::bigint[]))",
-                        self.messages
-                    );
-                    transaction
-                        .execute(
-                            &consume,
-                            &[&messages.consume_partitions, &messages.consume_seqs],
-                        )
-                        .await?;
-                }
-            }
-            transaction.commit().await?;
-            Ok(Vec::new())
-        })
-        .map_err(unavailable)
+        let row = self
+            .block_on(writer.client.query_one(
+                &writer.commit,
+                &[
+                    &fence.worker,
+                    &fence.ids,
+                    &fence.epochs,
+                    &fence.token,
+                    &delete_spaces,
+                    &delete_keys,
+                    &put_spaces,
+                    &put_keys,
+                    &put_values,
+                    &messages.send_partitions,
+                    &messages.send_targets,
+                    &messages.send_bodies,
+                    &messages.consume_partitions,
+                    &messages.consume_seqs,
+                    &messages.reply_requests,
+                    &messages.reply_bodies,
+                    &self.channel,
+                ],
+            ))
+            .map_err(unavailable)?;
+        let held: Vec<i16> = row.get(0);
+        Ok(fence
+            .ids
+            .iter()
+            .filter(|id| !held.contains(id))
+            .copied()
+            .collect())
+    }
+
+    /// The one statement of every write, prepared once per connection: no `BEGIN` and
+    /// `COMMIT`, it is a transaction of its own, so a commit is one round trip, and a
+    /// process paused or cut off in the middle of it holds no lock (the server runs the
+    /// statement to its end alone).
+    ///
+    /// `held` takes a key-share lock on the fence's partitions' rows at their epochs (a
+    /// takeover, which writes a new epoch, waits for the commit; a renewal does not) and
+    /// `bumped` records the commit in their `fences` rows. Every change after that is
+    /// conditional on `fenced.ok`: all of the fence held, so a commit that lost a partition
+    /// changes nothing but returns which it still holds. An empty fence (the store of one
+    /// process) always holds. The scalar subqueries on `fenced` are evaluated once, before
+    /// the rows they guard.
+    fn commit_statement(&self) -> String {
+        format!(
+            "WITH held AS (
+                 SELECT id FROM {partitions}
+                 WHERE owner = $1
+                   AND (id, epoch) IN (SELECT * FROM unnest($2::smallint[], $3::bigint[]))
+                 FOR KEY SHARE),
+             bumped AS (
+                 UPDATE {fences} SET commit_seq = commit_seq + 1, last_commit = $4::bigint
+                 WHERE id IN (SELECT id FROM held) RETURNING id),
+             fenced AS (
+                 SELECT count(*) = (SELECT count(DISTINCT id) FROM unnest($2::smallint[]) id) AS ok
+                 FROM bumped),
+             deleted AS (
+                 DELETE FROM {table}
+                 WHERE (space, key) IN (SELECT * FROM unnest($5::smallint[], $6::bytea[]))
+                   AND (SELECT ok FROM fenced)),
+             put AS (
+                 INSERT INTO {table} (space, key, value)
+                 SELECT * FROM unnest($7::smallint[], $8::bytea[], $9::bytea[])
+                 WHERE (SELECT ok FROM fenced)
+                 ON CONFLICT (space, key) DO UPDATE SET value = excluded.value),
+             sent AS (
+                 INSERT INTO {messages} (partition, target, body)
+                 SELECT * FROM unnest($10::smallint[], $11::text[], $12::bytea[])
+                 WHERE (SELECT ok FROM fenced)),
+             consumed AS (
+                 DELETE FROM {messages}
+                 WHERE (partition, seq) IN (SELECT * FROM unnest($13::smallint[], $14::bigint[]))
+                   AND (SELECT ok FROM fenced)),
+             replied AS (
+                 INSERT INTO {replies} (request, body)
+                 SELECT * FROM unnest($15::bigint[], $16::bytea[])
+                 WHERE (SELECT ok FROM fenced)
+                 ON CONFLICT (request) DO UPDATE SET body = excluded.body)
+             SELECT array(SELECT id FROM bumped),
+                    (SELECT count(*) FROM (
+                         SELECT pg_notify($17::text, '')
+                         WHERE (cardinality($11::text[]) > 0 OR cardinality($15::bigint[]) > 0)
+                           AND (SELECT ok FROM fenced)) notified)",
+            partitions = self.partitions,
+            fences = self.fences,
+            table = self.table,
+            messages = self.messages,
+            replies = self.replies,
+        )
     }
 }
 
+/// The writer's connection and its prepared statements.
+struct Writer {
+    client: Client,
+    commit: Statement,
+}
+
 /// The messages a fenced write sends and consumes, as query parameters.
+#[derive(Default)]
 struct Messages {
     send_partitions: Vec<i16>,
     send_targets: Vec<String>,
