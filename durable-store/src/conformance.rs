@@ -30,6 +30,10 @@ pub fn checks() -> Vec<Check> {
         ("empty_store_reads_nothing", empty_store_reads_nothing),
         ("instance_records_roundtrip", instance_records_roundtrip),
         (
+            "instance_records_read_together_in_order",
+            instance_records_read_together_in_order,
+        ),
+        (
             "history_is_per_execution_and_ordered",
             history_is_per_execution_and_ordered,
         ),
@@ -209,6 +213,35 @@ fn instance_records_roundtrip(store: &dyn Store) {
     batch.delete_instance(id.clone());
     store.commit(&batch).unwrap();
     assert_eq!(store.instance(&id).unwrap(), None);
+}
+
+/// Several records read at once come back in the order asked, absent ones as `None`,
+/// whatever the order they were written in, and a repeated id twice.
+fn instance_records_read_together_in_order(store: &dyn Store) {
+    let ids: Vec<InstanceId> = ["many-c", "many-a", "many-b"]
+        .into_iter()
+        .map(instance_id)
+        .collect();
+    let mut batch = WriteBatch::new();
+    for (created, id) in (1..).zip(&ids) {
+        batch.put_instance(record(id, "orch", RuntimeStatus::Running, created));
+    }
+    store.commit(&batch).unwrap();
+    let asked = vec![
+        ids[1].clone(),
+        instance_id("many-missing"),
+        ids[0].clone(),
+        ids[2].clone(),
+        ids[1].clone(),
+    ];
+    let read: Vec<Option<u64>> = store
+        .instances(&asked)
+        .unwrap()
+        .into_iter()
+        .map(|record| record.unwrap().map(|record| record.created_at.0))
+        .collect();
+    assert_eq!(read, vec![Some(2), None, Some(1), Some(3), Some(2)]);
+    assert!(store.instances(&[]).unwrap().is_empty());
 }
 
 fn history_is_per_execution_and_ordered(store: &dyn Store) {

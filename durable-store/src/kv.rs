@@ -68,6 +68,15 @@ pub trait KvEngine: Send + Sync + 'static {
     /// Read errors.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
 
+    /// Reads several values of one keyspace, in the order of `keys`: for an engine that
+    /// reads across a network, one round trip instead of one each.
+    ///
+    /// # Errors
+    /// Read errors.
+    fn get_many(&self, space: Space, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        keys.iter().map(|key| self.get(space, key)).collect()
+    }
+
     /// Visits the entries of `space` within the bounds in key order until `visit` says stop.
     ///
     /// # Errors
@@ -301,6 +310,30 @@ impl<E: KvEngine> Store for KvStore<E> {
             .map_err(|error| locate(error, Space::Instances, &key))?;
         codec::check_instance(&key, &record)?;
         Ok(Some(record))
+    }
+
+    fn instances(
+        &self,
+        ids: &[InstanceId],
+    ) -> Result<Vec<Result<Option<InstanceRecord>, Error>>, Error> {
+        let keys: Vec<Vec<u8>> = ids.iter().map(codec::instance_key).collect();
+        let wanted: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let values = self.engine.get_many(Space::Instances, &wanted)?;
+        Ok(ids
+            .iter()
+            .zip(&keys)
+            .zip(values)
+            .map(|((id, key), value)| {
+                let Some(bytes) = value else {
+                    return Ok(None);
+                };
+                let record: InstanceRecord =
+                    codec::decode_value(Space::Instances, Some(id), &bytes)
+                        .map_err(|error| locate(error, Space::Instances, key))?;
+                codec::check_instance(key, &record)?;
+                Ok(Some(record))
+            })
+            .collect())
     }
 
     fn history(&self, id: &InstanceId, execution: ExecutionId) -> Result<Vec<HistoryEvent>, Error> {

@@ -80,6 +80,20 @@ pub trait Store: Send + Sync + 'static {
     /// Read errors and undecodable records.
     fn instance(&self, id: &InstanceId) -> Result<Option<InstanceRecord>, Error>;
 
+    /// Reads several instance records at once (one round trip on a store across a
+    /// network), in the order of `ids`. The outer error is a failed read; an inner one
+    /// is that record's own (undecodable).
+    ///
+    /// # Errors
+    /// Read errors.
+    #[allow(clippy::type_complexity)]
+    fn instances(
+        &self,
+        ids: &[InstanceId],
+    ) -> Result<Vec<Result<Option<InstanceRecord>, Error>>, Error> {
+        Ok(ids.iter().map(|id| self.instance(id)).collect())
+    }
+
     /// Reads the whole history of one execution, in order.
     ///
     /// # Errors

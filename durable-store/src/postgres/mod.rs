@@ -127,7 +127,7 @@ pub struct PostgresEngine {
     /// The connection for writes, taken in turn; `None` or closed until reconnected.
     writer: Mutex<Option<Writer>>,
     /// The connection for reads, shared (its queries are pipelined).
-    reader: Mutex<Option<Arc<Client>>>,
+    reader: Mutex<Option<Arc<Reader>>>,
     /// The quoted, schema-qualified table names.
     table: String,
     partitions: String,
@@ -293,6 +293,13 @@ impl PostgresEngine {
                     tracing::warn!(%error, "a connection to PostgreSQL ended");
                 }
             });
+            // Statements are prepared once, but planned at every execution: a generic
+            // plan made while a table was small (a new schema) would keep scanning it
+            // whole once it is large.
+            client
+                .batch_execute("SET plan_cache_mode = force_custom_plan")
+                .await
+                .map_err(unavailable)?;
             Ok(client)
         })
     }
@@ -323,7 +330,10 @@ impl PostgresEngine {
     /// gone, not of every later one.
     fn writer(&self) -> Result<MutexGuard<'_, Option<Writer>>, Error> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        if writer.as_ref().is_none_or(|writer| writer.client.is_closed()) {
+        if writer
+            .as_ref()
+            .is_none_or(|writer| writer.client.is_closed())
+        {
             *writer = None;
             let client = self.new_client()?;
             self.hold_schema(&client)?;
@@ -359,16 +369,33 @@ impl PostgresEngine {
     }
 
     /// The readers' connection, connected again if it was lost.
-    fn reader(&self) -> Result<Arc<Client>, Error> {
+    fn reader(&self) -> Result<Arc<Reader>, Error> {
         let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
         match reader.as_ref() {
-            Some(client) if !client.is_closed() => Ok(Arc::clone(client)),
+            Some(current) if !current.client.is_closed() => Ok(Arc::clone(current)),
             _ => {
-                let client = Arc::new(self.new_client()?);
-                *reader = Some(Arc::clone(&client));
-                Ok(client)
+                let fresh = Arc::new(Reader {
+                    client: self.new_client()?,
+                    statements: Mutex::default(),
+                });
+                *reader = Some(Arc::clone(&fresh));
+                Ok(fresh)
             }
         }
+    }
+
+    /// Runs `sql`, prepared once per reader connection, on the readers' connection.
+    fn read(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, Error> {
+        let reader = self.reader()?;
+        self.block_on(async {
+            let statement = reader.statement(sql).await?;
+            reader.client.query(&statement, params).await
+        })
+        .map_err(unavailable)
     }
 
     /// Takes `partition` for `worker` until `ttl` from now (database time), if it is free:
@@ -598,10 +625,28 @@ impl KvEngine for PostgresEngine {
             "SELECT value FROM {} WHERE space = $1 AND key = $2",
             self.table
         );
-        let row = self
-            .block_on(self.reader()?.query_opt(&sql, &[&space_id(space), &key]))
-            .map_err(unavailable)?;
-        Ok(row.map(|row| row.get(0)))
+        let rows = self.read(&sql, &[&space_id(space), &key])?;
+        Ok(rows.first().map(|row| row.get(0)))
+    }
+
+    fn get_many(&self, space: Space, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        let sql = format!(
+            "SELECT wanted.at, kv.value
+             FROM unnest($2::bytea[]) WITH ORDINALITY AS wanted (key, at)
+             JOIN {} kv ON kv.space = $1 AND kv.key = wanted.key",
+            self.table
+        );
+        let mut values = vec![None; keys.len()];
+        for row in self.read(&sql, &[&space_id(space), &keys])? {
+            let at: i64 = row.get(0);
+            if let Some(value) = usize::try_from(at - 1)
+                .ok()
+                .and_then(|at| values.get_mut(at))
+            {
+                *value = Some(row.get(1));
+            }
+        }
+        Ok(values)
     }
 
     fn scan(
@@ -628,12 +673,10 @@ impl KvEngine for PostgresEngine {
                 "SELECT key, value FROM {} WHERE space = $1 AND {from} AND {to} ORDER BY key LIMIT $4",
                 self.table
             );
-            let rows = self
-                .block_on(self.reader()?.query(
-                    &sql,
-                    &[&space_id(space), &from_value, &to_value, &SCAN_PAGE],
-                ))
-                .map_err(unavailable)?;
+            let rows = self.read(
+                &sql,
+                &[&space_id(space), &from_value, &to_value, &SCAN_PAGE],
+            )?;
             let full = rows.len() as i64 == SCAN_PAGE;
             for row in &rows {
                 let key: &[u8] = row.get(0);
@@ -801,6 +844,42 @@ impl PostgresEngine {
     }
 }
 
+/// The readers' connection and the statements prepared on it, by their text.
+struct Reader {
+    client: Client,
+    statements: Mutex<HashMap<String, Statement>>,
+}
+
+impl Reader {
+    /// `sql` prepared on this connection: once, then from the cache (a statement sent as
+    /// text is prepared again at every call, a round trip of its own).
+    async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        let cached = self
+            .statements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sql)
+            .cloned();
+        if let Some(statement) = cached {
+            return Ok(statement);
+        }
+        let statement = self.client.prepare(sql).await?;
+        self.statements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+}
+
+impl std::ops::Deref for Reader {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
 /// The writer's connection and its prepared statements.
 struct Writer {
     client: Client,
@@ -869,12 +948,10 @@ impl PostgresEngine {
             self.messages
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
-            .block_on(self.reader()?.query(
-                &sql,
-                &[&ids, &horizon.xid.to_string(), &horizon.seq, &limit],
-            ))
-            .map_err(unavailable)?;
+        let rows = self.read(
+            &sql,
+            &[&ids, &horizon.xid.to_string(), &horizon.seq, &limit],
+        )?;
         let number = |text: &str| text.parse::<u64>().unwrap_or(0);
         let mut polled = Vec::new();
         let mut settled = true;

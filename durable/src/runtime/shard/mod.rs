@@ -382,6 +382,7 @@ impl Shard {
         let mut round = Writes::default();
         let mut touched = Vec::new();
         let ready = std::mem::take(&mut self.ready);
+        self.prefetch_records(&ready, &env);
         for instance in &ready {
             if let Some(writes) = self.step(instance, &env) {
                 if writes.touches {
@@ -402,6 +403,29 @@ impl Shard {
             }
         }
         self.evict();
+    }
+
+    /// Reads, all at once, the records of the orchestrations about to step that memory does
+    /// not hold: a burst of starts on a store across a network is then one round trip, not
+    /// one per instance. What this does not read (a failed read, an undecodable record)
+    /// each step reads, and reports, itself.
+    fn prefetch_records(&mut self, ready: &[InstanceId], env: &Env) {
+        let wanted: Vec<InstanceId> = ready
+            .iter()
+            .filter(|instance| self.slots.get(*instance).is_some_and(Slot::lacks_record))
+            .cloned()
+            .collect();
+        if wanted.len() < 2 {
+            return;
+        }
+        let Ok(records) = env.store.instances(&wanted) else {
+            return;
+        };
+        for (instance, record) in wanted.iter().zip(records) {
+            if let (Ok(record), Some(slot)) = (record, self.slots.get_mut(instance)) {
+                slot.set_record(record);
+            }
+        }
     }
 
     /// Runs one instance's step; its writes are kept only if the step ran to the end, so

@@ -148,6 +148,23 @@ impl Slot {
         }
     }
 
+    /// Whether this is an orchestration whose record its next step must read first.
+    pub(crate) fn lacks_record(&self) -> bool {
+        !self.stale
+            && matches!(&self.kind, Kind::Orchestration(orchestration)
+                if !orchestration.record.is_loaded())
+    }
+
+    /// Sets the record read for an orchestration that [`Slot::lacks_record`].
+    pub(crate) fn set_record(&mut self, record: Option<InstanceRecord>) {
+        if let Kind::Orchestration(orchestration) = &mut self.kind {
+            orchestration.record = match record {
+                Some(record) => Loaded::Present(record),
+                None => Loaded::Absent,
+            };
+        }
+    }
+
     /// Whether nothing about this instance needs memory: ended or unknown (for an entity:
     /// without state, lock or spilled messages), nothing pending.
     pub(crate) fn is_idle_and_done(&self) -> bool {
