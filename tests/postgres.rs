@@ -80,6 +80,65 @@ fn the_postgres_store_passes_the_store_conformance_suite() {
     });
 }
 
+/// Rows stored before the schema had the partition column (or with it lost) get their
+/// partition when a store opens the schema, so a partition's scans still find them.
+#[test]
+fn rows_stored_without_a_partition_get_theirs_when_the_schema_is_opened() {
+    use durable_store::{
+        ActivityWorkItem, ExecutionId, InstanceId, Json, PostgresStore, Store, TaskId, WriteBatch,
+        partition_of,
+    };
+    let Some(server) = server_or_skip("rows_stored_without_a_partition_get_theirs") else {
+        return;
+    };
+    let url = server.database("backfill").unwrap();
+    let ids: Vec<InstanceId> = (0..40)
+        .map(|n| InstanceId::new(format!("old-{n}")).unwrap())
+        .collect();
+    {
+        let store = PostgresStore::connect(&url, "hub").unwrap();
+        let mut batch = WriteBatch::new();
+        for id in &ids {
+            batch.put_activity(ActivityWorkItem {
+                instance: id.clone(),
+                execution: ExecutionId::FIRST,
+                task: TaskId(1),
+                name: "work".to_owned(),
+                input: Json::null(),
+                restarts: 0,
+                isolated: false,
+                retry: None,
+            });
+        }
+        store.commit(&batch).unwrap();
+    }
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    tokio.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let cleared = client
+            .execute("UPDATE hub.kv SET part = NULL WHERE part IS NOT NULL", &[])
+            .await
+            .unwrap();
+        assert_eq!(cleared, 40);
+    });
+    let store = PostgresStore::connect(&url, "hub").unwrap();
+    let partition = partition_of(ids[0].as_str());
+    let found = store.scan_activities_in(partition, None, 100).unwrap();
+    let expected = ids
+        .iter()
+        .filter(|id| partition_of(id.as_str()) == partition)
+        .count();
+    assert_eq!(found.len(), expected);
+    assert!(
+        found
+            .iter()
+            .all(|item| partition_of(item.instance.as_str()) == partition)
+    );
+}
+
 #[test]
 fn an_unreachable_database_and_a_bad_schema_are_clear_errors() {
     use durable_store::{Error, PostgresStore};

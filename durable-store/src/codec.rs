@@ -240,6 +240,21 @@ pub fn instance_prefix(id: &InstanceId) -> Vec<u8> {
     key
 }
 
+/// The partition of the instance a key of `space` belongs to, for the keyspaces a worker
+/// taking a partition up reads (inbox, activities, timers); `None` for other keyspaces
+/// and for a key too short to name an instance.
+pub fn key_partition(space: Space, key: &[u8]) -> Option<u16> {
+    let id_at = match space {
+        Space::Inbox | Space::Activities => 0,
+        Space::Timers => 8,
+        _ => return None,
+    };
+    let len = key.get(id_at..id_at + 2)?;
+    let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+    let id = key.get(id_at + 2..id_at + 2 + len)?;
+    Some(crate::partition::partition_of_bytes(id))
+}
+
 fn push_instance(key: &mut Vec<u8>, id: &InstanceId) {
     let bytes = id.as_str().as_bytes();
     // Instance ids are at most 256 bytes (checked by `InstanceId::new`).

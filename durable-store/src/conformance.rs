@@ -43,6 +43,10 @@ pub fn checks() -> Vec<Check> {
         ),
         ("inbox_orders_by_arrival", inbox_orders_by_arrival),
         (
+            "partition_scans_read_one_partitions_instances",
+            partition_scans_read_one_partitions_instances,
+        ),
+        (
             "activity_scan_pages_in_key_order",
             activity_scan_pages_in_key_order,
         ),
@@ -288,6 +292,69 @@ fn history_of_one_id_excludes_longer_ids(store: &dyn Store) {
     );
     assert!(store.inbox(&short).unwrap().is_empty());
     assert_eq!(store.inbox(&long).unwrap().len(), 1);
+}
+
+/// Ids of instances in partition `partition`, `count` of them, in key order.
+fn ids_in_partition(partition: u16, count: usize) -> Vec<InstanceId> {
+    let mut ids: Vec<InstanceId> = (0..)
+        .map(|n| instance_id(&format!("part-{n}")))
+        .filter(|id| crate::partition_of(id.as_str()) == partition)
+        .take(count)
+        .collect();
+    ids.sort_by_key(crate::codec::instance_prefix);
+    ids
+}
+
+/// The inbox and activity scans of one partition return its instances' records and no
+/// others, in key order, page by page.
+fn partition_scans_read_one_partitions_instances(store: &dyn Store) {
+    let ours = ids_in_partition(5, 3);
+    let theirs = ids_in_partition(6, 2);
+    let mut batch = WriteBatch::new();
+    for (n, id) in (0..).zip(ours.iter().chain(&theirs)) {
+        for seq in [n + 1, n + 100] {
+            let key = InboxKey {
+                instance: id.clone(),
+                seq,
+            };
+            batch.put_inbox(key, message(id, "scoped"));
+        }
+        batch.put_activity(activity(id, 1));
+        batch.put_activity(activity(id, 2));
+    }
+    store.commit(&batch).unwrap();
+    let inbox: Vec<(String, u64)> = store
+        .scan_inbox_in(5, None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(key, _)| (key.instance.to_string(), key.seq))
+        .collect();
+    let expected: Vec<(String, u64)> = (0..)
+        .zip(&ours)
+        .flat_map(|(n, id)| [(id.to_string(), n + 1), (id.to_string(), n + 100)])
+        .collect();
+    assert_eq!(inbox, expected);
+    // Page by page: two at a time, after the last one read.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.scan_activities_in(5, after.as_ref(), 2).unwrap();
+        after = page.last().map(ActivityWorkItem::key);
+        paged.extend(
+            page.iter()
+                .map(|item| (item.instance.to_string(), item.task.0)),
+        );
+        if page.len() < 2 {
+            break;
+        }
+    }
+    let expected: Vec<(String, u64)> = ours
+        .iter()
+        .flat_map(|id| [(id.to_string(), 1), (id.to_string(), 2)])
+        .collect();
+    assert_eq!(paged, expected);
+    assert_eq!(store.scan_activities_in(6, None, 100).unwrap().len(), 4);
+    assert!(store.scan_inbox_in(7, None, 100).unwrap().is_empty());
 }
 
 fn inbox_orders_by_arrival(store: &dyn Store) {

@@ -89,6 +89,29 @@ pub trait KvEngine: Send + Sync + 'static {
         visit: &mut Visitor<'_>,
     ) -> Result<(), Error>;
 
+    /// [`KvEngine::scan`] of the entries of `space` whose instance is in `partition`
+    /// ([`codec::key_partition`]). This filters a scan of the whole keyspace; an engine
+    /// shared by workers reads only the partition's entries.
+    ///
+    /// # Errors
+    /// Read errors, and the visitor's errors.
+    fn scan_partition(
+        &self,
+        space: Space,
+        partition: u16,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        visit: &mut Visitor<'_>,
+    ) -> Result<(), Error> {
+        self.scan(space, lower, upper, &mut |key, value| {
+            if codec::key_partition(space, key) == Some(partition) {
+                visit(key, value)
+            } else {
+                Ok(Scan::Continue)
+            }
+        })
+    }
+
     /// Applies `ops` atomically and as durably as [`KvEngine::durability`] says; of two
     /// operations on one key the later wins.
     ///
@@ -421,13 +444,16 @@ impl<E: KvEngine> Store for KvStore<E> {
         after: Option<&InboxKey>,
         limit: usize,
     ) -> Result<Vec<(InboxKey, InboxMessage)>, Error> {
-        let after = after.map(codec::inbox_key);
-        let mut messages = Vec::new();
-        scan_limited(&self.engine, Space::Inbox, &after, limit, |key, value| {
-            messages.push(decode_inbox(key, value, None)?);
-            Ok(())
-        })?;
-        Ok(messages)
+        self.inbox_of(None, after, limit)
+    }
+
+    fn scan_inbox_in(
+        &self,
+        partition: u16,
+        after: Option<&InboxKey>,
+        limit: usize,
+    ) -> Result<Vec<(InboxKey, InboxMessage)>, Error> {
+        self.inbox_of(Some(partition), after, limit)
     }
 
     fn activity(&self, key: &ActivityKey) -> Result<Option<ActivityWorkItem>, Error> {
@@ -446,22 +472,16 @@ impl<E: KvEngine> Store for KvStore<E> {
         after: Option<&ActivityKey>,
         limit: usize,
     ) -> Result<Vec<ActivityWorkItem>, Error> {
-        let after = after.map(codec::activity_key);
-        let mut items = Vec::new();
-        scan_limited(
-            &self.engine,
-            Space::Activities,
-            &after,
-            limit,
-            |key, value| {
-                let item: ActivityWorkItem = codec::decode_value(Space::Activities, None, value)
-                    .map_err(|error| locate(error, Space::Activities, key))?;
-                codec::check_activity(key, &item)?;
-                items.push(item);
-                Ok(())
-            },
-        )?;
-        Ok(items)
+        self.activities_of(None, after, limit)
+    }
+
+    fn scan_activities_in(
+        &self,
+        partition: u16,
+        after: Option<&ActivityKey>,
+        limit: usize,
+    ) -> Result<Vec<ActivityWorkItem>, Error> {
+        self.activities_of(Some(partition), after, limit)
     }
 
     fn scan_timers(
@@ -471,13 +491,20 @@ impl<E: KvEngine> Store for KvStore<E> {
     ) -> Result<Vec<TimerRecord>, Error> {
         let after = after.map(codec::timer_key);
         let mut timers = Vec::new();
-        scan_limited(&self.engine, Space::Timers, &after, limit, |key, value| {
-            let timer: TimerRecord = codec::decode_value(Space::Timers, None, value)
-                .map_err(|error| locate(error, Space::Timers, key))?;
-            codec::check_timer(key, &timer)?;
-            timers.push(timer);
-            Ok(())
-        })?;
+        scan_limited(
+            &self.engine,
+            Space::Timers,
+            None,
+            &after,
+            limit,
+            |key, value| {
+                let timer: TimerRecord = codec::decode_value(Space::Timers, None, value)
+                    .map_err(|error| locate(error, Space::Timers, key))?;
+                codec::check_timer(key, &timer)?;
+                timers.push(timer);
+                Ok(())
+            },
+        )?;
         Ok(timers)
     }
 
@@ -623,9 +650,64 @@ fn decode_inbox(
     Ok((key, message))
 }
 
+impl<E: KvEngine> KvStore<E> {
+    /// Up to `limit` inbox messages after `after`, of `partition`'s instances if given.
+    fn inbox_of(
+        &self,
+        partition: Option<u16>,
+        after: Option<&InboxKey>,
+        limit: usize,
+    ) -> Result<Vec<(InboxKey, InboxMessage)>, Error> {
+        let after = after.map(codec::inbox_key);
+        let mut messages = Vec::new();
+        scan_limited(
+            &self.engine,
+            Space::Inbox,
+            partition,
+            &after,
+            limit,
+            |key, value| {
+                messages.push(decode_inbox(key, value, None)?);
+                Ok(())
+            },
+        )?;
+        Ok(messages)
+    }
+
+    /// Up to `limit` activity work items after `after`, of `partition`'s instances if
+    /// given.
+    fn activities_of(
+        &self,
+        partition: Option<u16>,
+        after: Option<&ActivityKey>,
+        limit: usize,
+    ) -> Result<Vec<ActivityWorkItem>, Error> {
+        let after = after.map(codec::activity_key);
+        let mut items = Vec::new();
+        scan_limited(
+            &self.engine,
+            Space::Activities,
+            partition,
+            &after,
+            limit,
+            |key, value| {
+                let item: ActivityWorkItem = codec::decode_value(Space::Activities, None, value)
+                    .map_err(|error| locate(error, Space::Activities, key))?;
+                codec::check_activity(key, &item)?;
+                items.push(item);
+                Ok(())
+            },
+        )?;
+        Ok(items)
+    }
+}
+
+/// Visits up to `limit` entries of `space` after `after`, of one partition's instances
+/// when `partition` says so.
 fn scan_limited<E: KvEngine>(
     engine: &E,
     space: Space,
+    partition: Option<u16>,
     after: &Option<Vec<u8>>,
     limit: usize,
     mut each: impl FnMut(&[u8], &[u8]) -> Result<(), Error>,
@@ -634,20 +716,22 @@ fn scan_limited<E: KvEngine>(
         return Ok(());
     }
     let mut seen = 0usize;
-    engine.scan(
-        space,
-        lower_after(after),
-        Bound::Unbounded,
-        &mut |key, value| {
-            each(key, value)?;
-            seen += 1;
-            Ok(if seen >= limit {
-                Scan::Stop
-            } else {
-                Scan::Continue
-            })
-        },
-    )
+    let mut visit = |key: &[u8], value: &[u8]| {
+        each(key, value)?;
+        seen += 1;
+        Ok(if seen >= limit {
+            Scan::Stop
+        } else {
+            Scan::Continue
+        })
+    };
+    let lower = lower_after(after);
+    match partition {
+        Some(partition) => {
+            engine.scan_partition(space, partition, lower, Bound::Unbounded, &mut visit)
+        }
+        None => engine.scan(space, lower, Bound::Unbounded, &mut visit),
+    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,13 @@ pub const PARTITIONS: u16 = 64;
 /// The partition of an instance: FNV-1a (64 bits) of its id's bytes, modulo
 /// [`PARTITIONS`]. Part of the stored format: never change it for existing data.
 pub fn partition_of(instance: &str) -> u16 {
+    partition_of_bytes(instance.as_bytes())
+}
+
+/// [`partition_of`] of an id's bytes (as a key holds them).
+pub(crate) fn partition_of_bytes(instance: &[u8]) -> u16 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in instance.as_bytes() {
+    for byte in instance {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }

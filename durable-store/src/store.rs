@@ -128,6 +128,47 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(InboxKey, InboxMessage)>, Error>;
 
+    /// [`Store::scan_inbox`] of the instances of one partition (see
+    /// [`partition_of`](crate::partition_of)): up to `limit` of their messages after
+    /// `after`, in key order. A store that workers share reads only that partition's.
+    ///
+    /// # Errors
+    /// Read errors and undecodable records.
+    fn scan_inbox_in(
+        &self,
+        partition: u16,
+        after: Option<&InboxKey>,
+        limit: usize,
+    ) -> Result<Vec<(InboxKey, InboxMessage)>, Error> {
+        filtered_pages(
+            after.cloned(),
+            limit,
+            |after, limit| self.scan_inbox(after, limit),
+            |(key, _)| key.clone(),
+            |(key, _)| crate::partition_of(key.instance.as_str()) == partition,
+        )
+    }
+
+    /// [`Store::scan_activities`] of the instances of one partition, as
+    /// [`Store::scan_inbox_in`].
+    ///
+    /// # Errors
+    /// Read errors and undecodable records.
+    fn scan_activities_in(
+        &self,
+        partition: u16,
+        after: Option<&ActivityKey>,
+        limit: usize,
+    ) -> Result<Vec<ActivityWorkItem>, Error> {
+        filtered_pages(
+            after.cloned(),
+            limit,
+            |after, limit| self.scan_activities(after, limit),
+            |item| item.key(),
+            |item| crate::partition_of(item.instance.as_str()) == partition,
+        )
+    }
+
     /// Reads one activity work item.
     ///
     /// # Errors
@@ -183,4 +224,27 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&InstanceId>,
         limit: usize,
     ) -> Result<Vec<InstanceRecord>, Error>;
+}
+
+/// Up to `limit` records that `keep`, after `after` in key order, read from `scan` a page at
+/// a time: the partition-scoped scans of a store that holds every partition itself.
+fn filtered_pages<K, R>(
+    mut after: Option<K>,
+    limit: usize,
+    scan: impl Fn(Option<&K>, usize) -> Result<Vec<R>, Error>,
+    key: impl Fn(&R) -> K,
+    keep: impl Fn(&R) -> bool,
+) -> Result<Vec<R>, Error> {
+    const PAGE: usize = 512;
+    let mut kept = Vec::new();
+    while kept.len() < limit {
+        let page = scan(after.as_ref(), PAGE)?;
+        let full = page.len() == PAGE;
+        after = page.last().map(&key);
+        kept.extend(page.into_iter().filter(&keep).take(limit - kept.len()));
+        if !full {
+            break;
+        }
+    }
+    Ok(kept)
 }

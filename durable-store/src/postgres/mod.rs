@@ -221,6 +221,12 @@ impl PostgresEngine {
                  value bytea NOT NULL,
                  PRIMARY KEY (space, key)
              );
+             -- The partition of the instance a key belongs to, in the keyspaces a worker
+             -- taking a partition up reads (`codec::key_partition`): it reads only the
+             -- partition's rows.
+             ALTER TABLE {table} ADD COLUMN IF NOT EXISTS part smallint;
+             CREATE INDEX IF NOT EXISTS kv_part ON {table} (space, part, key)
+                 WHERE part IS NOT NULL;
              CREATE TABLE IF NOT EXISTS \"{schema}\".partitions (
                  id smallint PRIMARY KEY,
                  owner text,
@@ -276,9 +282,50 @@ impl PostgresEngine {
             .block_on(writer.batch_execute(&create))
             .map_err(unavailable)?;
         engine.hold_schema(&writer)?;
+        engine.fill_partitions(&writer)?;
         let writer = engine.prepare_writer(writer)?;
         *engine.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(writer);
         Ok(engine)
+    }
+
+    /// Sets the partition of the rows written before the schema had the column (none in a
+    /// schema made by this version). Engines opening the schema together set the same.
+    fn fill_partitions(&self, writer: &Client) -> Result<(), Error> {
+        let spaces: Vec<i16> = [Space::Inbox, Space::Activities, Space::Timers]
+            .into_iter()
+            .map(space_id)
+            .collect();
+        let select = format!(
+            "SELECT space, key FROM {} WHERE part IS NULL AND space = ANY($1) LIMIT 10000",
+            self.table
+        );
+        let update = format!(
+            "UPDATE {table} SET part = p.part
+             FROM unnest($1::smallint[], $2::bytea[], $3::smallint[]) AS p (space, key, part)
+             WHERE {table}.space = p.space AND {table}.key = p.key",
+            table = self.table
+        );
+        loop {
+            let rows = self
+                .block_on(writer.query(&select, &[&spaces]))
+                .map_err(unavailable)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let (mut row_spaces, mut keys, mut parts) = (Vec::new(), Vec::new(), Vec::new());
+            for row in &rows {
+                let space: i16 = row.get(0);
+                let key: Vec<u8> = row.get(1);
+                let part = space_of(space)
+                    .and_then(|space| crate::codec::key_partition(space, &key))
+                    .map_or(-1, |part| i16::try_from(part).unwrap_or(-1));
+                row_spaces.push(space);
+                keys.push(key);
+                parts.push(part);
+            }
+            self.block_on(writer.execute(&update, &[&row_spaces, &keys, &parts]))
+                .map_err(unavailable)?;
+        }
     }
 
     /// A new connection, driven by the engine's runtime.
@@ -656,6 +703,36 @@ impl KvEngine for PostgresEngine {
         upper: Bound<&[u8]>,
         visit: &mut Visitor<'_>,
     ) -> Result<(), Error> {
+        self.scan_rows(space, None, lower, upper, visit)
+    }
+
+    fn scan_partition(
+        &self,
+        space: Space,
+        partition: u16,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        visit: &mut Visitor<'_>,
+    ) -> Result<(), Error> {
+        self.scan_rows(space, Some(partition_id(partition)?), lower, upper, visit)
+    }
+
+    fn write(&self, ops: Vec<KvOp>) -> Result<(), Error> {
+        self.transact(ops, None, None).map(|_| ())
+    }
+}
+
+impl PostgresEngine {
+    /// The rows of `space` within the bounds, in key order, of one partition if `part`
+    /// says which (its own index: the rows of other partitions are not read).
+    fn scan_rows(
+        &self,
+        space: Space,
+        part: Option<i16>,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        visit: &mut Visitor<'_>,
+    ) -> Result<(), Error> {
         let mut lower: Bound<Vec<u8>> = lower.map(<[u8]>::to_vec);
         let upper: Bound<Vec<u8>> = upper.map(<[u8]>::to_vec);
         loop {
@@ -669,13 +746,18 @@ impl KvEngine for PostgresEngine {
                 Bound::Excluded(key) => ("key < $3", Some(key.clone())),
                 Bound::Unbounded => ("$3::bytea IS NULL", None),
             };
+            let of_part = match part {
+                Some(_) => "part = $5",
+                None => "$5::smallint IS NULL",
+            };
             let sql = format!(
-                "SELECT key, value FROM {} WHERE space = $1 AND {from} AND {to} ORDER BY key LIMIT $4",
+                "SELECT key, value FROM {} WHERE space = $1 AND {of_part} AND {from} AND {to}
+                 ORDER BY key LIMIT $4",
                 self.table
             );
             let rows = self.read(
                 &sql,
-                &[&space_id(space), &from_value, &to_value, &SCAN_PAGE],
+                &[&space_id(space), &from_value, &to_value, &SCAN_PAGE, &part],
             )?;
             let full = rows.len() as i64 == SCAN_PAGE;
             for row in &rows {
@@ -690,10 +772,6 @@ impl KvEngine for PostgresEngine {
                 _ => return Ok(()),
             }
         }
-    }
-
-    fn write(&self, ops: Vec<KvOp>) -> Result<(), Error> {
-        self.transact(ops, None, None).map(|_| ())
     }
 }
 
@@ -727,10 +805,16 @@ impl PostgresEngine {
             };
         }
         let (mut put_spaces, mut put_keys, mut put_values) = (Vec::new(), Vec::new(), Vec::new());
+        let mut put_parts: Vec<Option<i16>> = Vec::new();
         let (mut delete_spaces, mut delete_keys) = (Vec::new(), Vec::new());
         for ((space, key), value) in last {
             match value {
                 Some(value) => {
+                    put_parts.push(
+                        space_of(space)
+                            .and_then(|space| crate::codec::key_partition(space, &key))
+                            .and_then(|part| i16::try_from(part).ok()),
+                    );
                     put_spaces.push(space);
                     put_keys.push(key);
                     put_values.push(value);
@@ -771,6 +855,7 @@ impl PostgresEngine {
                     &messages.reply_requests,
                     &messages.reply_bodies,
                     &self.channel,
+                    &put_parts,
                 ],
             ))
             .map_err(unavailable)?;
@@ -813,8 +898,8 @@ impl PostgresEngine {
                  WHERE (space, key) IN (SELECT * FROM unnest($5::smallint[], $6::bytea[]))
                    AND (SELECT ok FROM fenced)),
              put AS (
-                 INSERT INTO {table} (space, key, value)
-                 SELECT * FROM unnest($7::smallint[], $8::bytea[], $9::bytea[])
+                 INSERT INTO {table} (space, key, value, part)
+                 SELECT * FROM unnest($7::smallint[], $8::bytea[], $9::bytea[], $18::smallint[])
                  WHERE (SELECT ok FROM fenced)
                  ON CONFLICT (space, key) DO UPDATE SET value = excluded.value),
              sent AS (
@@ -1016,6 +1101,21 @@ fn space_id(space: Space) -> i16 {
         Space::Timers => 5,
         Space::Entities => 6,
     }
+}
+
+/// The keyspace stored as `id`.
+fn space_of(id: i16) -> Option<Space> {
+    [
+        Space::Meta,
+        Space::Instances,
+        Space::History,
+        Space::Inbox,
+        Space::Activities,
+        Space::Timers,
+        Space::Entities,
+    ]
+    .into_iter()
+    .find(|space| space_id(*space) == id)
 }
 
 /// A connection slot found empty right after it was filled: cannot happen, but is an

@@ -71,7 +71,7 @@ impl Recovery {
 /// Reads every committed, unconsumed message and activity, counting (durably, before any
 /// runs again) how the process ended against the activities it left unfinished.
 pub(crate) fn recover(store: &dyn Store, max_restarts: u32) -> Result<Recovery, StoreError> {
-    let (mut inbox, damaged_messages) = read_inbox(store)?;
+    let (mut inbox, damaged_messages) = read_inbox(store, None)?;
     let (activities, damaged_activities) = read_activities(store, max_restarts)?;
     let next_inbox_seq = inbox
         .iter()
@@ -92,15 +92,22 @@ pub(crate) fn recover(store: &dyn Store, max_restarts: u32) -> Result<Recovery, 
 
 type Messages = Vec<(InboxKey, InboxMessage)>;
 
-/// Every stored inbox message, and the keys of those that do not decode.
-fn read_inbox(store: &dyn Store) -> Result<(Messages, Vec<(InboxKey, String)>), StoreError> {
+/// Every stored inbox message (of one partition's instances, if given), and the keys of
+/// those that do not decode.
+fn read_inbox(
+    store: &dyn Store,
+    partition: Option<u16>,
+) -> Result<(Messages, Vec<(InboxKey, String)>), StoreError> {
     let (mut inbox, mut damaged) = (Vec::new(), Vec::new());
     let mut after = None;
     loop {
         let page = scan_tolerant(
             after,
             PAGE,
-            |after, limit| store.scan_inbox(after, limit),
+            |after, limit| match partition {
+                Some(partition) => store.scan_inbox_in(partition, after, limit),
+                None => store.scan_inbox(after, limit),
+            },
             |(key, _)| key.clone(),
             |error| match error {
                 StoreError::Corrupt {
@@ -133,17 +140,25 @@ pub(crate) fn recover_partitions(
     store: &dyn Store,
     partitions: durable_store::PartitionSet,
 ) -> Result<Recovery, StoreError> {
-    let (mut inbox, damaged_messages) = read_inbox(store)?;
-    let (activities, damaged_activities) = read_stored_activities(store)?;
-    inbox.sort_by_key(|(key, _)| key.seq);
     let mut found = Recovery {
-        inbox,
-        activities,
-        damaged_activities,
-        damaged_messages,
+        inbox: Vec::new(),
+        activities: Vec::new(),
+        damaged_activities: Vec::new(),
+        damaged_messages: Vec::new(),
         next_inbox_seq: 0,
         execution_floor: ExecutionId(0),
     };
+    // Each partition's rows alone: a store that workers share reads no others.
+    for partition in partitions.iter() {
+        let (inbox, damaged_messages) = read_inbox(store, Some(partition))?;
+        let (activities, damaged_activities) = read_stored_activities(store, Some(partition))?;
+        found.inbox.extend(inbox);
+        found.damaged_messages.extend(damaged_messages);
+        found.activities.extend(activities);
+        found.damaged_activities.extend(damaged_activities);
+    }
+    found.inbox.sort_by_key(|(key, _)| key.seq);
+    // A damaged record another partition's scan stepped over is that partition's.
     found.retain(partitions);
     Ok(found)
 }
@@ -180,7 +195,7 @@ fn read_activities(
     store: &dyn Store,
     max_restarts: u32,
 ) -> Result<(Vec<ActivityWorkItem>, Damaged), StoreError> {
-    let (mut activities, damaged) = read_stored_activities(store)?;
+    let (mut activities, damaged) = read_stored_activities(store, None)?;
     let stopped_gracefully = store.stopped_gracefully()?;
     let changed = if stopped_gracefully {
         Vec::new()
@@ -203,9 +218,11 @@ fn read_activities(
     Ok((activities, damaged))
 }
 
-/// Every stored activity work item, and the keys of those that do not decode.
+/// Every stored activity work item (of one partition's instances, if given), and the keys
+/// of those that do not decode.
 fn read_stored_activities(
     store: &dyn Store,
+    partition: Option<u16>,
 ) -> Result<(Vec<ActivityWorkItem>, Damaged), StoreError> {
     let (mut activities, mut damaged) = (Vec::new(), Vec::new());
     let mut after = None;
@@ -213,7 +230,10 @@ fn read_stored_activities(
         let page = scan_tolerant(
             after,
             PAGE,
-            |after, limit| store.scan_activities(after, limit),
+            |after, limit| match partition {
+                Some(partition) => store.scan_activities_in(partition, after, limit),
+                None => store.scan_activities(after, limit),
+            },
             ActivityWorkItem::key,
             |error| match error {
                 StoreError::Corrupt {
