@@ -4,10 +4,21 @@
 //! by `durable::http::serve(..)` on 127.0.0.1.
 //!
 //! Run: `cargo run --example http_api` and follow the `curl` session it prints (the README
-//! shows one). It serves until Ctrl-C. `DURABLE_HTTP_KEY` sets the key (default: a key
-//! printed at start); `DURABLE_HTTP_PORT` the port (default 7071, as the Functions host);
-//! `--self-test` runs the session itself and exits. State goes to `./durable-data/http_api`,
-//! or `$DURABLE_DATA`.
+//! shows one). It serves until Ctrl-C, on 127.0.0.1 only. Settings, from the environment:
+//!
+//! - `DURABLE_HTTP_KEY`: the key (default: a key printed at start), sent as
+//!   `Authorization: Bearer <key>` or as `?code=<key>` (what the Durable Functions client
+//!   libraries send in their webhook URLs);
+//! - `DURABLE_HTTP_ANONYMOUS=1` (without a key): no key at all, as a Functions host's local
+//!   endpoint, which the client libraries call without one in their `rpcBaseUrl` mode —
+//!   logged, and served on the loopback interface only;
+//! - `DURABLE_HTTP_PORT`: the port (default 7071, as the Functions host);
+//! - `DURABLE_HTTP_PUBLIC_URL`: the scheme and host its URLs start with, behind a proxy
+//!   (default: the request's `Host`);
+//! - `DURABLE_DATA`: where the state goes (default `./durable-data/http_api`), or
+//!   `DURABLE_POSTGRES` to use PostgreSQL.
+//!
+//! `--self-test` runs the session itself and exits.
 
 use durable::http::{self, Options, Server};
 use durable::prelude::*;
@@ -44,6 +55,28 @@ async fn city_reports(
     ctx.join_all(tasks).await
 }
 
+/// A counter entity (the aggregator's), to try the entity endpoints: signal `add` with a
+/// number, read its state.
+#[derive(Default, Serialize, Deserialize)]
+struct Counter {
+    value: i64,
+}
+
+#[entity]
+impl Counter {
+    fn add(&mut self, amount: i64) {
+        self.value += amount;
+    }
+
+    fn reset(&mut self) {
+        self.value = 0;
+    }
+
+    fn get(&self) -> i64 {
+        self.value
+    }
+}
+
 /// Waits for an approval event, to show raising events over HTTP.
 #[orchestrator]
 async fn approval(ctx: OrchestrationContext, request: String) -> Result<String, Error> {
@@ -55,7 +88,17 @@ async fn approval(ctx: OrchestrationContext, request: String) -> Result<String, 
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match serve().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("http_api: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     // Each example keeps its state in a directory of its own, so that two can run at
     // once: `./durable-data/http_api`, or the directory `$DURABLE_DATA` names.
     let dir = std::env::var("DURABLE_DATA").unwrap_or_else(|_| "durable-data/http_api".to_owned());
@@ -64,24 +107,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .register(compile_report)
         .register(city_reports)
         .register(approval)
+        .register_entity::<Counter>()
         .start()
         .await?;
-    let key = std::env::var(durable::http::KEY_VAR)
-        .unwrap_or_else(|_| format!("demo-{}", std::process::id()));
-    let port: u16 = std::env::var("DURABLE_HTTP_PORT")
-        .ok()
-        .and_then(|port| port.parse().ok())
-        .unwrap_or(7071);
+    let anonymous = std::env::var(http::KEY_VAR).is_err()
+        && std::env::var(http::ANONYMOUS_VAR).is_ok_and(|value| value == "1");
+    let key =
+        std::env::var(http::KEY_VAR).unwrap_or_else(|_| format!("demo-{}", std::process::id()));
+    let port = match std::env::var("DURABLE_HTTP_PORT") {
+        Ok(port) => port
+            .parse::<u16>()
+            .map_err(|_| format!("DURABLE_HTTP_PORT must be a port number, not `{port}`"))?,
+        Err(_) => 7071,
+    };
     let self_test = std::env::args().any(|arg| arg == "--self-test");
     let port = if self_test { 0 } else { port };
-    let server = http::serve(
-        runtime.client(),
-        ([127, 0, 0, 1], port),
-        Options::with_key(&key),
-    )
-    .await?;
+    let mut options = if anonymous {
+        Options::anonymous()
+    } else {
+        Options::with_key(&key)
+    };
+    if let Ok(url) = std::env::var("DURABLE_HTTP_PUBLIC_URL") {
+        options = options.public_base_url(url);
+    }
+    // The loopback interface only: with no key, nothing else may reach it.
+    let server = http::serve(runtime.client(), ([127, 0, 0, 1], port), options).await?;
     let base = server.base_url();
-    println!("Durable Functions management API at {base} (key: {key})\n");
+    if anonymous {
+        println!(
+            "Durable Functions management API at {base}, WITHOUT a key ({}=1): loopback only\n",
+            http::ANONYMOUS_VAR
+        );
+    } else {
+        println!("Durable Functions management API at {base} (key: {key})\n");
+    }
     println!("Start an orchestration (202 + Location):");
     println!(
         "  curl -i -X POST -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n    -d '[\"Tokyo\",\"Seattle\",\"London\"]' {base}/orchestrators/city_reports"
@@ -90,11 +149,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  curl -i -H 'Authorization: Bearer {key}' {base}/instances/<id>");
     println!("Raise an event:");
     println!(
-        "  curl -i -X POST -H 'Authorization: Bearer {key}' {base}/orchestrators/approval/req-1 -d '\"new laptop\"'"
+        "  curl -i -X POST -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' {base}/orchestrators/approval/req-1 -d '\"new laptop\"'"
     );
     println!(
         "  curl -i -X POST -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d true {base}/instances/req-1/raiseEvent/Approval"
     );
+    println!("Signal the counter entity, then read it:");
+    println!(
+        "  curl -i -X POST -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d 5 '{base}/entities/counter/visits?op=add'"
+    );
+    println!("  curl -i -H 'Authorization: Bearer {key}' {base}/entities/counter/visits");
     println!("The OpenAPI document: curl {base}/openapi.json\n");
 
     if self_test {

@@ -816,7 +816,7 @@ async fn a_signal_with_an_unknown_operation_or_a_wrong_input_is_refused_at_the_c
         .unwrap_err();
     let text = error.to_string();
     assert!(
-        text.contains("entity `Counter` has no operation `nope`"),
+        text.contains("entity `counter` has no operation `nope`"),
         "{text}"
     );
     assert!(text.contains("add, add_and_get, reset, get"), "{text}");
@@ -832,7 +832,7 @@ async fn a_signal_with_an_unknown_operation_or_a_wrong_input_is_refused_at_the_c
             .unwrap_err();
         let text = error.to_string();
         assert!(
-            text.contains(&format!("operation `{operation}` of entity `Counter`")),
+            text.contains(&format!("operation `{operation}` of entity `counter`")),
             "{input}: {text}"
         );
         assert!(text.contains(expect), "{input}: {text}");

@@ -162,9 +162,9 @@ fn caught_user_panics_are_logged_once_and_not_printed_as_crashes() {
             Some("sd"),
         ),
         (
-            "entity operation `Fuse.blow`",
+            "entity operation `fuse.blow`",
             "entity exploded",
-            Some("@Fuse@f"),
+            Some("@fuse@f"),
         ),
     ] {
         let logged: Vec<&&str> = lines

@@ -140,7 +140,7 @@ async fn same_named_entities_are_refused() {
         .register_entity::<shop::Counter>()
         .register_entity::<Tally>();
     let text = start_error(builder).await.to_string();
-    assert!(text.contains("entity type `Counter`"), "{text}");
+    assert!(text.contains("entity type `counter`"), "{text}");
     assert!(text.contains("`registration::shop::Counter`"), "{text}");
     assert!(text.contains("`registration::Tally`"), "{text}");
     assert!(text.contains("#[entity(name = "), "{text}");

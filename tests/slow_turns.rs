@@ -143,7 +143,7 @@ async fn an_entity_operation_that_blocks_is_logged_with_its_entity_and_counted()
     .await;
     let metrics = runtime.metrics();
     assert!(metrics.slow_entity_operations >= 1, "{metrics:?}");
-    let warned = warnings_with(&["@Stalling@slowpoke", "operation=stall", "elapsed_ms="]);
+    let warned = warnings_with(&["@stalling@slowpoke", "operation=stall", "elapsed_ms="]);
     assert_eq!(warned.len(), 1, "{:#?}", log());
     runtime.shutdown().await;
 }

@@ -103,8 +103,16 @@ fn expand_impl(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream>
     };
     check_block(&block)?;
     let type_ident = type_ident(&block.self_ty)?;
-    let name =
-        name.unwrap_or_else(|| LitStr::new(&type_ident.unraw().to_string(), type_ident.span()));
+    // Entity names are case-insensitive, as in Durable Functions: held lowercased.
+    let name = name.map_or_else(
+        || {
+            LitStr::new(
+                &type_ident.unraw().to_string().to_lowercase(),
+                type_ident.span(),
+            )
+        },
+        |name| LitStr::new(&name.value().to_lowercase(), name.span()),
+    );
     let mut operations = Vec::new();
     let mut seen = BTreeSet::new();
     let mut any_method = false;

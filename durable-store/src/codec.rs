@@ -257,7 +257,7 @@ pub fn key_partition(space: Space, key: &[u8]) -> Option<u16> {
 
 fn push_instance(key: &mut Vec<u8>, id: &InstanceId) {
     let bytes = id.as_str().as_bytes();
-    // Instance ids are at most 256 bytes (checked by `InstanceId::new`).
+    // Instance ids are at most 256 characters, 1,024 bytes (checked by `InstanceId::new`).
     let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
     key.extend_from_slice(&len.to_be_bytes());
     key.extend_from_slice(bytes);

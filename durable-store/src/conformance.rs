@@ -660,24 +660,24 @@ fn entity(name: &str, key: &str, value: i64) -> EntityRecord {
 fn entities_roundtrip_and_list_by_name(store: &dyn Store) {
     let mut batch = WriteBatch::new();
     for key in 0..30 {
-        batch.put_entity(entity("Counter", &format!("c{key:02}"), key));
-        batch.put_entity(entity("Account", &format!("a{key:02}"), key));
+        batch.put_entity(entity("counter", &format!("c{key:02}"), key));
+        batch.put_entity(entity("account", &format!("a{key:02}"), key));
     }
     // A name that is a prefix of another must not list the other's entities.
-    batch.put_entity(entity("Count", "x", 1));
+    batch.put_entity(entity("count", "x", 1));
     store.commit(&batch).unwrap();
 
-    let id = EntityId::new("Counter", "c07").unwrap();
+    let id = EntityId::new("counter", "c07").unwrap();
     assert_eq!(
         store.entity(&id).unwrap(),
-        Some(entity("Counter", "c07", 7))
+        Some(entity("counter", "c07", 7))
     );
-    let counters = store.list_entities(Some("Counter"), None, 100).unwrap();
+    let counters = store.list_entities(Some("counter"), None, 100).unwrap();
     assert_eq!(counters.len(), 30);
-    assert!(counters.iter().all(|r| r.id.name() == "Counter"));
-    let first = store.list_entities(Some("Counter"), None, 10).unwrap();
+    assert!(counters.iter().all(|r| r.id.name() == "counter"));
+    let first = store.list_entities(Some("counter"), None, 10).unwrap();
     let rest = store
-        .list_entities(Some("Counter"), Some(&first[9].id), 100)
+        .list_entities(Some("counter"), Some(&first[9].id), 100)
         .unwrap();
     assert_eq!(first.len() + rest.len(), 30);
     assert_eq!(store.list_entities(None, None, 1000).unwrap().len(), 61);

@@ -184,6 +184,13 @@ impl<T: Copy> Names<T> {
         self.by_name.get(name).map(|registered| registered.entry)
     }
 
+    /// The names registered, sorted.
+    fn names(&self) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = self.by_name.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
     fn duplicates(&self) -> impl Iterator<Item = Duplicate> + '_ {
         self.by_name
             .iter()
@@ -317,6 +324,16 @@ impl Registry {
 
     pub(crate) fn entity(&self, name: &str) -> Option<EntityEntry> {
         self.entities.get(name)
+    }
+
+    /// The names of the orchestrators registered, sorted.
+    pub fn orchestrator_names(&self) -> Vec<&'static str> {
+        self.orchestrators.names()
+    }
+
+    /// The names of the entity types registered, sorted.
+    pub fn entity_names(&self) -> Vec<&'static str> {
+        self.entities.names()
     }
 
     /// Whether an orchestrator of this name is registered.

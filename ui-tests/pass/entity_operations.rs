@@ -242,7 +242,7 @@ async fn client_side(client: Client) -> Result<(), durable::client::Error> {
 
 fn main() {
     assert_eq!(<Inventory as Entity>::NAME, "inventory");
-    assert_eq!(<Audit as Entity>::NAME, "Audit");
+    assert_eq!(<Audit as Entity>::NAME, "audit"); // lowercased: entity names are case-insensitive
     assert_eq!(<Register<u64> as Entity>::NAME, "register-u64");
     let operations = <Inventory as Entity>::operations();
     assert!(operations.contains(&"type"));

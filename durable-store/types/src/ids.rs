@@ -6,12 +6,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The longest instance id accepted, in bytes.
+/// The longest instance id accepted, in characters (as Durable Functions counts; up to
+/// four bytes each in UTF-8).
 pub const INSTANCE_ID_MAX_LEN: usize = 256;
 
 /// The id of an orchestration instance: caller-chosen or generated, unique in a store.
 ///
-/// An id is 1 to [`INSTANCE_ID_MAX_LEN`] bytes of UTF-8 that does not start with `@`
+/// An id is 1 to [`INSTANCE_ID_MAX_LEN`] characters that does not start with `@`
 /// (reserved for entities) and contains none of `/ \ # ?` nor control characters, so
 /// that it can appear unescaped in a URL path and in log lines. Cloning is cheap.
 ///
@@ -31,10 +32,10 @@ pub enum InvalidInstanceId {
     /// The id is the empty string.
     #[error("an instance id must not be empty")]
     Empty,
-    /// The id is longer than [`INSTANCE_ID_MAX_LEN`] bytes.
-    #[error("instance id is {len} bytes long; the limit is {INSTANCE_ID_MAX_LEN}")]
+    /// The id is longer than [`INSTANCE_ID_MAX_LEN`] characters.
+    #[error("instance id is {len} characters long; the limit is {INSTANCE_ID_MAX_LEN}")]
     TooLong {
-        /// Length of the rejected id, in bytes.
+        /// Length of the rejected id, in characters.
         len: usize,
     },
     /// The id starts with `@`, which is reserved for entity ids.
@@ -50,7 +51,23 @@ pub enum InvalidInstanceId {
         /// The first offending character.
         found: char,
     },
+    /// The id is `.` or `..`: in a URL path those are dot segments, which every client
+    /// removes, so the instance could not be addressed.
+    #[error("`{0}` cannot be an id: URL clients remove `.` and `..` path segments")]
+    DotSegment(String),
+    /// An entity's name or key breaks a rule of ids, or the name holds `@`.
+    #[error("the entity {part} {problem}")]
+    InvalidEntityPart {
+        /// `"name"` or `"key"`.
+        part: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
+
+/// The longest entity name, and the longest entity key, in characters: together (as
+/// `@name@key`) they fit in an instance id.
+pub const ENTITY_PART_MAX_LEN: usize = (INSTANCE_ID_MAX_LEN - 2) / 2;
 
 impl InstanceId {
     /// Validates `id` and wraps it.
@@ -84,13 +101,18 @@ impl InstanceId {
 }
 
 /// The rules an instance id, an entity name and an entity key share: not empty, not too
-/// long, and no `/ \\ # ?` nor control characters (they appear unescaped in URL paths).
+/// long, not `.` or `..`, and no `/ \\ # ?` nor control characters (they appear in URL
+/// paths).
 pub(crate) fn check_id_text(id: &str) -> Result<(), InvalidInstanceId> {
     if id.is_empty() {
         return Err(InvalidInstanceId::Empty);
     }
-    if id.len() > INSTANCE_ID_MAX_LEN {
-        return Err(InvalidInstanceId::TooLong { len: id.len() });
+    if id == "." || id == ".." {
+        return Err(InvalidInstanceId::DotSegment(id.to_owned()));
+    }
+    let len = id.chars().count();
+    if len > INSTANCE_ID_MAX_LEN {
+        return Err(InvalidInstanceId::TooLong { len });
     }
     if let Some(found) = id
         .chars()
@@ -149,7 +171,8 @@ impl InstanceId {
     /// [`InvalidInstanceId`] when it is neither.
     pub fn from_stored(id: &str) -> Result<InstanceId, InvalidInstanceId> {
         if let Some((name, key)) = id.strip_prefix('@').and_then(|rest| rest.split_once('@')) {
-            return EntityId::new(name, key).map(|entity| entity.instance_id());
+            return EntityId::checked(name.to_owned(), key.to_owned())
+                .map(|entity| entity.instance_id());
         }
         InstanceId::new(id)
     }
@@ -162,7 +185,7 @@ impl InstanceId {
 /// ```
 /// use durable_types::EntityId;
 /// let id = EntityId::new("Counter", "myCounter").unwrap();
-/// assert_eq!(id.instance_id().as_str(), "@Counter@myCounter");
+/// assert_eq!(id.instance_id().as_str(), "@counter@myCounter"); // names are case-insensitive
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "EntityIdParts")]
@@ -181,13 +204,17 @@ struct EntityIdParts {
 impl TryFrom<EntityIdParts> for EntityId {
     type Error = InvalidInstanceId;
     fn try_from(parts: EntityIdParts) -> Result<EntityId, InvalidInstanceId> {
-        EntityId::new(parts.name, parts.key)
+        // As it was written (a name stored before names were lowercased stays as it is).
+        EntityId::checked(parts.name, parts.key)
     }
 }
 
 impl EntityId {
-    /// An entity id; the name and key follow the rules of instance ids (1 to 127 bytes each,
-    /// no `/ \ # ?` nor control characters), and the name cannot contain `@`.
+    /// An entity id; the name and key follow the rules of instance ids (1 to
+    /// [`ENTITY_PART_MAX_LEN`] characters each, not `.` or `..`, no `/ \ # ?` nor control
+    /// characters), and the name cannot contain `@`. Names are
+    /// case-insensitive, as in Durable Functions: the name is held lowercased (`Counter`
+    /// and `counter` are one entity type); keys are case-sensitive.
     ///
     /// # Errors
     /// [`InvalidInstanceId`] saying which rule is broken.
@@ -195,15 +222,18 @@ impl EntityId {
         name: impl Into<String>,
         key: impl Into<String>,
     ) -> Result<EntityId, InvalidInstanceId> {
-        let (name, key) = (name.into(), key.into());
-        check_id_text(&name)?;
-        check_id_text(&key)?;
-        if let Some(found) = name.chars().find(|c| *c == '@') {
-            return Err(InvalidInstanceId::BadCharacter { id: name, found });
-        }
-        let len = name.len() + key.len() + 2;
-        if len > INSTANCE_ID_MAX_LEN {
-            return Err(InvalidInstanceId::TooLong { len });
+        EntityId::checked(name.into().to_lowercase(), key.into())
+    }
+
+    /// An entity id of exactly this name and key, validated.
+    fn checked(name: String, key: String) -> Result<EntityId, InvalidInstanceId> {
+        check_entity_part(&name, "name")?;
+        check_entity_part(&key, "key")?;
+        if name.contains('@') {
+            return Err(InvalidInstanceId::InvalidEntityPart {
+                part: "name",
+                problem: format!("`{name}` contains '@', which separates the name from the key"),
+            });
         }
         Ok(EntityId { name, key })
     }
@@ -232,6 +262,28 @@ impl EntityId {
             key: key.to_owned(),
         })
     }
+}
+
+/// The rules of ids, for one part of an entity id, with errors that name the part.
+fn check_entity_part(text: &str, part: &'static str) -> Result<(), InvalidInstanceId> {
+    let problem = match check_id_text(text) {
+        Ok(()) => {
+            let len = text.chars().count();
+            if len <= ENTITY_PART_MAX_LEN {
+                return Ok(());
+            }
+            format!("is {len} characters long; the limit is {ENTITY_PART_MAX_LEN}")
+        }
+        Err(InvalidInstanceId::Empty) => "must not be empty".to_owned(),
+        Err(InvalidInstanceId::BadCharacter { found, .. }) => format!(
+            "`{text}` contains {found:?}; `/`, `\\`, `#`, `?` and control characters are not allowed"
+        ),
+        Err(InvalidInstanceId::DotSegment(_)) => {
+            format!("cannot be `{text}`: URL clients remove `.` and `..` path segments")
+        }
+        Err(other) => other.to_string(),
+    };
+    Err(InvalidInstanceId::InvalidEntityPart { part, problem })
 }
 
 impl fmt::Display for EntityId {
@@ -337,12 +389,39 @@ impl Json {
         serde_json::to_string(value).map(|text| Json(Arc::from(text)))
     }
 
-    /// Deserializes this document into `T`.
+    /// Deserializes this document into `T`. Some clients encode a body twice (Durable
+    /// Functions' Python client does, and Durable Functions takes it): a JSON string whose
+    /// text is itself JSON. Such a string is decoded once more when `T` does not take it
+    /// as it is (`T` is not a string), and always when its text is a JSON string (a string
+    /// of a quoted string is never what was meant). Any other string stays the string it
+    /// is.
+    ///
+    /// ```
+    /// # use durable_types::Json;
+    /// #[derive(serde::Deserialize)]
+    /// struct Report { city: String }
+    /// let twice = Json::parse(r#""{\"city\":\"Oslo\"}""#)?;
+    /// assert_eq!(twice.decode::<Report>()?.city, "Oslo");
+    /// assert_eq!(twice.decode::<String>()?, r#"{"city":"Oslo"}"#);
+    /// let quoted = Json::parse(r#""\"laptop\"""#)?;
+    /// assert_eq!(quoted.decode::<String>()?, "laptop");
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
     ///
     /// # Errors
     /// When the document does not have the shape `T` expects.
     pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(&self.0)
+        let inner = || serde_json::from_str::<String>(&self.0).ok();
+        // A string of a quoted string (`"\"laptop\""`): the quoted string, for any `T`.
+        if self.0.trim_start().starts_with("\"\\\"")
+            && let Some(text) = inner().filter(|text| serde_json::from_str::<String>(text).is_ok())
+        {
+            return serde_json::from_str(&text);
+        }
+        serde_json::from_str(&self.0).or_else(|error| match inner() {
+            Some(text) => serde_json::from_str(&text).map_err(|_| error),
+            None => Err(error),
+        })
     }
 
     /// Checks that `text` is well-formed JSON and wraps it (an empty string is `null`).
@@ -415,7 +494,17 @@ mod tests {
             InstanceId::new("@counter@a"),
             Err(InvalidInstanceId::ReservedPrefix(_))
         ));
-        for bad in ["a/b", "a\\b", "a#b", "a?b", "a\nb", "a\u{0}b"] {
+        for dots in [".", ".."] {
+            assert_eq!(
+                InstanceId::new(dots),
+                Err(InvalidInstanceId::DotSegment(dots.to_owned()))
+            );
+            assert!(EntityId::new("counter", dots).is_err());
+            assert!(EntityId::new(dots, "k").is_err());
+        }
+        assert!(InstanceId::new("...").is_ok());
+        assert!(InstanceId::new(".a").is_ok());
+        for bad in ["a/b", "a\\b", "a#b", "a?b", "a\nb", "a\u{0}b", "a\u{85}b"] {
             assert!(
                 matches!(
                     InstanceId::new(bad),

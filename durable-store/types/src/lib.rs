@@ -14,8 +14,8 @@ mod ids;
 mod model;
 
 pub use ids::{
-    EntityId, ExecutionId, INSTANCE_ID_MAX_LEN, InstanceId, InvalidInstanceId, Json, TaskId,
-    Timestamp,
+    ENTITY_PART_MAX_LEN, EntityId, ExecutionId, INSTANCE_ID_MAX_LEN, InstanceId, InvalidInstanceId,
+    Json, TaskId, Timestamp,
 };
 pub use model::{
     ActivityKey, ActivityWorkItem, Attempt, EntityCaller, EntityMessage, EntityRecord,

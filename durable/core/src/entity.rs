@@ -57,7 +57,11 @@ use std::time::SystemTime;
 /// }
 /// ```
 pub trait Entity: Default + Serialize + DeserializeOwned + 'static {
-    /// The registered name (the type's name unless `#[entity(name = "...")]`).
+    /// The registered name: the type's name unless `#[entity(name = "...")]`, lowercased.
+    /// Entity names are case-insensitive, as in Durable Functions ([`EntityId`]s hold them
+    /// lowercased), so a hand-written implementation must give a lowercase name.
+    ///
+    /// [`EntityId`]: durable_types::EntityId
     const NAME: &'static str;
     /// Typed calls from an orchestrator (each returns a durable task).
     type Calls<'a>;

@@ -20,7 +20,7 @@ pub struct Limits {
     pub max_actions_per_turn: usize,
     /// The history length at which a warning advises `continue_as_new`.
     pub history_warning_events: u64,
-    /// The longest instance id a client may start, in bytes (at most
+    /// The longest instance id a client may start, in characters (at most
     /// [`INSTANCE_ID_MAX_LEN`]).
     pub max_instance_id_len: usize,
 }

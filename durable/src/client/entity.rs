@@ -239,7 +239,7 @@ impl Client {
         }
     }
 
-    /// One page of entities, of type `name` or of every type, in id order.
+    /// One page of entities, of type `name` (any case) or of every type, in id order.
     ///
     /// # Errors
     /// [`Error::InvalidContinuation`], store errors.
@@ -251,7 +251,8 @@ impl Client {
     ) -> Result<EntityPage, Error> {
         let after = continuation.map(decode_entity_continuation).transpose()?;
         let page_size = page_size.max(1);
-        let name = name.map(str::to_owned);
+        // Entity names are held lowercased (they are case-insensitive).
+        let name = name.map(str::to_lowercase);
         let mut records = self
             .read(move |store| {
                 store.list_entities(name.as_deref(), after.as_ref(), page_size.saturating_add(1))

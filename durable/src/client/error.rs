@@ -135,14 +135,26 @@ pub enum Error {
     /// An instance id is longer than the runtime accepts
     /// ([`RuntimeBuilder::max_instance_id_len`](crate::RuntimeBuilder::max_instance_id_len)).
     #[error(
-        "instance id `{id}` is {len} bytes long; this runtime accepts at most {limit} (max_instance_id_len)"
+        "instance id `{id}` is {len} characters long; this runtime accepts at most {limit} (max_instance_id_len)"
     )]
     InstanceIdTooLong {
         /// The id.
         id: String,
-        /// Its length in bytes.
+        /// Its length in characters.
         len: usize,
         /// The configured limit.
+        limit: usize,
+    },
+    /// A name or text is longer than its limit: an event name
+    /// ([`EVENT_NAME_MAX_LEN`](super::EVENT_NAME_MAX_LEN)) or a reason
+    /// ([`REASON_MAX_LEN`](super::REASON_MAX_LEN)).
+    #[error("the {what} is {len} characters long; the limit is {limit}")]
+    TooLong {
+        /// What it was: "event name", "reason".
+        what: &'static str,
+        /// Its length in characters.
+        len: usize,
+        /// The limit.
         limit: usize,
     },
     /// A payload is larger than the runtime accepts

@@ -157,6 +157,18 @@ impl Client {
         Client { backend }
     }
 
+    /// The orchestrator and entity type names this client's runtime registers, when it
+    /// knows them (a client of a shared database does not).
+    pub(crate) fn registered_names(&self) -> Option<(Vec<&'static str>, Vec<&'static str>)> {
+        let registry = self.backend.registry()?;
+        Some((registry.orchestrator_names(), registry.entity_names()))
+    }
+
+    /// The largest JSON payload this client's runtime takes, in bytes.
+    pub(crate) fn max_payload_bytes(&self) -> usize {
+        self.backend.limits().max_payload_bytes
+    }
+
     /// Starts orchestrator `O` with `input` under a new instance id.
     ///
     /// Returns once the start is durable (the instance's first turn committed with it).
@@ -461,6 +473,14 @@ impl Client {
     ) -> Result<(), Error> {
         let instance = InstanceId::new(instance_id)?;
         let name = name.event_name().to_owned();
+        let len = name.chars().count();
+        if len > EVENT_NAME_MAX_LEN {
+            return Err(Error::TooLong {
+                what: "event name",
+                len,
+                limit: EVENT_NAME_MAX_LEN,
+            });
+        }
         let input = Json::encode(&payload).map_err(|error| Error::InvalidInput {
             name: format!("event `{name}`"),
             message: error.to_string(),
@@ -514,7 +534,7 @@ impl Client {
         let instance = InstanceId::new(instance_id)?;
         let command = Command::Suspend {
             instance: instance.clone(),
-            reason: reason.into(),
+            reason: checked_reason(reason.into())?,
         };
         self.submit(command).await
     }
@@ -532,7 +552,7 @@ impl Client {
         let instance = InstanceId::new(instance_id)?;
         let command = Command::Resume {
             instance: instance.clone(),
-            reason: reason.into(),
+            reason: checked_reason(reason.into())?,
         };
         self.submit(command).await
     }
@@ -578,7 +598,7 @@ impl Client {
         let instance = InstanceId::new(instance_id)?;
         let command = Command::Terminate {
             instance: instance.clone(),
-            reason: reason.into(),
+            reason: checked_reason(reason.into())?,
         };
         self.submit(command).await
     }
@@ -1033,7 +1053,7 @@ impl Client {
     fn check(&self, command: &Command, arguments: Arguments) -> Result<(), Error> {
         let limits = self.backend.limits();
         if let Command::Start { instance, .. } = command {
-            let len = instance.as_str().len();
+            let len = instance.as_str().chars().count();
             if len > limits.max_instance_id_len {
                 return Err(Error::InstanceIdTooLong {
                     id: instance.to_string(),
@@ -1194,6 +1214,25 @@ pub(super) fn decode_entity_continuation(token: &str) -> Result<EntityId, Error>
         .and_then(|rest| rest.split_once('@'))
         .ok_or(Error::InvalidContinuation)?;
     EntityId::new(name, key).map_err(|_| Error::InvalidContinuation)
+}
+
+/// The longest event name [`Client::raise_event`] takes, in characters.
+pub const EVENT_NAME_MAX_LEN: usize = 256;
+
+/// The longest reason [`Client::terminate`], [`Client::suspend`] and [`Client::resume`]
+/// take, in characters: it is stored in the instance's history.
+pub const REASON_MAX_LEN: usize = 4096;
+
+fn checked_reason(reason: String) -> Result<String, Error> {
+    let len = reason.chars().count();
+    if len > REASON_MAX_LEN {
+        return Err(Error::TooLong {
+            what: "reason",
+            len,
+            limit: REASON_MAX_LEN,
+        });
+    }
+    Ok(reason)
 }
 
 #[cfg(test)]

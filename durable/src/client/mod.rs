@@ -18,6 +18,6 @@ pub(crate) use backend::{Backend, Command, EndWatch};
 pub use entity::{ClientEntity, ClientSignaler, EntityClient};
 pub use error::Error;
 pub(crate) use instances::new_instance_id;
-pub use instances::{Client, InstanceHandle, StartOptions};
+pub use instances::{Client, EVENT_NAME_MAX_LEN, InstanceHandle, REASON_MAX_LEN, StartOptions};
 pub use reuse::IdReuse;
 pub use status::{EntityPage, EntityStatus, InstancePage, InstanceStatus};

@@ -9,15 +9,15 @@ use super::time::parse_time;
 use super::wire::{Problem, encode, json_response, parse_bool, parse_seconds, raw_json_response};
 use crate::client;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{OriginalUri, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use durable_types::{EntityId, InstanceId, InstanceQuery, Json, RuntimeStatus, Timestamp};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
+type Params = RawQuery;
 type Body = Result<Bytes, BytesRejection>;
 type Answer = Result<Response, Problem>;
 
@@ -25,31 +25,86 @@ const CONTINUATION: &str = "x-ms-continuation-token";
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 10_000;
 
-/// The query parameters by name. A parameter given more than once (as Durable Functions
-/// allows for `runtimeStatus`) has its values joined with commas.
-fn params(query: Params) -> Result<BTreeMap<String, String>, Problem> {
-    let Query(pairs) = query
-        .map_err(|rejection| Problem::bad_request(format!("bad query string: {rejection}")))?;
+/// The query parameters that may be given more than once (as Durable Functions allows):
+/// their values are joined with commas.
+const LIST_PARAMS: &[&str] = &["runtimeStatus"];
+
+/// The query parameters by name, percent-decoded. Bytes that do not decode to UTF-8 are
+/// refused, as in paths; a parameter given twice is refused unless it is a list.
+fn params(RawQuery(query): Params) -> Result<BTreeMap<String, String>, Problem> {
     let mut params = BTreeMap::<String, String>::new();
-    for (name, value) in pairs {
-        params
-            .entry(name)
-            .and_modify(|joined| {
+    for pair in query.as_deref().unwrap_or("").split('&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (name, value) = (query_text(name)?, query_text(value)?);
+        match params.get_mut(&name) {
+            Some(joined) if LIST_PARAMS.contains(&name.as_str()) => {
                 joined.push(',');
                 joined.push_str(&value);
-            })
-            .or_insert(value);
+            }
+            Some(_) => {
+                return Err(Problem::bad_request(format!(
+                    "query parameter `{name}` is given more than once; give it once"
+                )));
+            }
+            None => {
+                params.insert(name, value);
+            }
+        }
     }
     Ok(params)
 }
 
-fn body(body: Body) -> Result<Bytes, Problem> {
+fn hex_digit(byte: u8) -> Option<u8> {
+    char::from(byte)
+        .to_digit(16)
+        .and_then(|digit| u8::try_from(digit).ok())
+}
+
+/// A query string's name or value, decoded (`+` is a space, `%XX` a byte).
+fn query_text(raw: &str) -> Result<String, Problem> {
+    let bad = || {
+        Problem::bad_request(format!(
+            "bad query string: `{raw}` is not percent-encoded UTF-8"
+        ))
+    };
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut rest = raw.bytes();
+    while let Some(byte) = rest.next() {
+        bytes.push(match byte {
+            b'+' => b' ',
+            b'%' => {
+                let high = rest.next().and_then(hex_digit).ok_or_else(bad)?;
+                let low = rest.next().and_then(hex_digit).ok_or_else(bad)?;
+                high << 4 | low
+            }
+            other => other,
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| bad())
+}
+
+/// A request's body: JSON (sent with `Content-Type: application/json` or a `+json`
+/// type, or with none), within the API's size limit. Every endpoint that takes a body
+/// takes it so.
+fn body(api: &Api, headers: &HeaderMap, body: Body) -> Result<Bytes, Problem> {
+    if headers.contains_key(header::CONTENT_TYPE) && !is_json(headers) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON: send it with `Content-Type: application/json` (or no Content-Type)",
+        ));
+    }
     body.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::new(
                 status,
-                "the request body is larger than the server accepts (see http::Options::max_body_bytes)",
+                format!(
+                    "the request body is larger than this server accepts: {} bytes at most (http::Options::max_body_bytes)",
+                    api.body_limit
+                ),
             )
         } else {
             Problem::new(status, format!("cannot read the request body: {rejection}"))
@@ -93,6 +148,7 @@ fn client_error(error: client::Error) -> Problem {
         | E::InvalidEntityInput { .. }
         | E::InvalidInstanceId(_)
         | E::InstanceIdTooLong { .. }
+        | E::TooLong { .. }
         | E::InvalidInput { .. }
         | E::InvalidContinuation => StatusCode::BAD_REQUEST,
         E::ShuttingDown | E::Poisoned => StatusCode::SERVICE_UNAVAILABLE,
@@ -132,7 +188,7 @@ pub(crate) async fn start_without_id(
             &uri,
             &headers,
             params(query)?,
-            body(payload)?,
+            body(&api, &headers, payload)?,
         )
         .await
     };
@@ -157,7 +213,7 @@ pub(crate) async fn start_with_id(
             &uri,
             &headers,
             params(query)?,
-            body(payload)?,
+            body(&api, &headers, payload)?,
         )
         .await
     };
@@ -174,7 +230,9 @@ async fn start(
     payload: Bytes,
 ) -> Answer {
     let input = json_body(&payload, "input")?;
+    // Every parameter is checked before the instance starts.
     let wait = wait_time(&query)?;
+    let fail = fail_on_failure(&query)?;
     let instance = api
         .client
         .start_by_name(name, id.as_ref().map(InstanceId::as_str), input.as_str())
@@ -186,7 +244,7 @@ async fn start(
             other => client_error(other),
         })?;
     let accepted = check_status(api, headers, uri, "/orchestrators/", instance.clone());
-    wait_or_accept(api, &query, wait, &instance, accepted).await
+    wait_or_accept(api, fail, wait, &instance, accepted).await
 }
 
 /// How long to wait for a started instance: with both `timeout` and `pollingInterval`
@@ -208,7 +266,7 @@ fn wait_time(query: &BTreeMap<String, String>) -> Result<Option<std::time::Durat
 /// was terminated, else the `202` answer all the same.
 async fn wait_or_accept(
     api: &Api,
-    query: &BTreeMap<String, String>,
+    fail: bool,
     wait: Option<std::time::Duration>,
     instance: &InstanceId,
     accepted: CheckStatusResponse,
@@ -225,7 +283,6 @@ async fn wait_or_accept(
         )),
         // Failed or terminated in time: its status, as `GET instances/{id}` gives it.
         Ok(status) => {
-            let fail = fail_on_failure(query)?;
             let code = if fail && status.runtime_status == RuntimeStatus::Failed {
                 StatusCode::INTERNAL_SERVER_ERROR
             } else {
@@ -496,18 +553,13 @@ pub(crate) async fn raise_event(
     let answer = async {
         let (id, event) = path(names)?;
         let id = instance_id(&id)?;
-        if !is_json(&headers) {
-            return Err(Problem::bad_request(
-                "an event's body must be JSON, sent with `Content-Type: application/json`",
-            ));
-        }
-        let data = json_body(&body(payload)?, "event data")?;
+        let data = json_body(&body(&api, &headers, payload)?, "event data")?;
         let data = raw(&data).ok_or_else(|| Problem::bad_request("the event data is not JSON"))?;
         api.client
             .raise_event(&id, event, data)
             .await
             .map_err(client_error)?;
-        Ok(accepted())
+        Ok::<_, Problem>(accepted())
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -584,13 +636,14 @@ pub(crate) async fn restart(
         )?
         .unwrap_or(true);
         let wait = wait_time(&query)?;
+        let fail = fail_on_failure(&query)?;
         let started = api
             .client
             .restart(&id, new_id)
             .await
             .map_err(client_error)?;
         let accepted = check_status(&api, &headers, &uri, "/instances/", started.clone());
-        wait_or_accept(&api, &query, wait, &started, accepted).await
+        wait_or_accept(&api, fail, wait, &started, accepted).await
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -601,6 +654,7 @@ pub(crate) async fn restart(
 pub(crate) async fn signal_entity(
     State(api): State<Arc<Api>>,
     names: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
     query: Params,
     payload: Body,
 ) -> Response {
@@ -612,7 +666,7 @@ pub(crate) async fn signal_entity(
             .get("op")
             .filter(|op| !op.is_empty())
             .ok_or_else(|| Problem::bad_request("name the operation to signal with `?op=`"))?;
-        let input = json_body(&body(payload)?, "operation input")?;
+        let input = json_body(&body(&api, &headers, payload)?, "operation input")?;
         api.client
             .signal_entity(&entity, operation, input)
             .await

@@ -36,9 +36,23 @@
 //!   a bearer key is never echoed into a response.
 //! - Purging an instance that is still running answers `409 Conflict` (Durable
 //!   Functions: `412 Precondition Failed`); terminate it first.
-//! - Names are case-sensitive: orchestrator and entity names, the literal path segments
-//!   and the query parameter names (`showHistory`, not `showhistory`); a trailing `/` is
-//!   not trimmed.
+//! - Orchestrator names, the literal path segments and the query parameter names
+//!   (`showHistory`, not `showhistory`) are case-sensitive. Entity names are not (held
+//!   lowercased, as Durable Functions does); entity keys are. A trailing `/` is taken on
+//!   every path, as Durable Functions takes it.
+//! - A body is JSON, sent with a JSON `Content-Type` or none (another type is `415`); one
+//!   encoded twice (a JSON string whose text is JSON, as Durable Functions' Python client
+//!   sends it) is decoded once more where the target type is not a string. The body limit
+//!   is above the runtime's payload limit ([`Options::max_body_bytes`]).
+//! - Query values are percent-decoded strictly (bytes that are not UTF-8 are `400`, as in
+//!   paths); only `runtimeStatus` may be given more than once. Event names and reasons
+//!   have limits ([`EVENT_NAME_MAX_LEN`](crate::client::EVENT_NAME_MAX_LEN),
+//!   [`REASON_MAX_LEN`](crate::client::REASON_MAX_LEN)).
+//! - Error bodies are RFC 9457 problems that also carry the message as `Message` and
+//!   `ExceptionMessage`, the fields of Durable Functions' error bodies.
+//! - The URLs in responses start with the request's `Host` (and `X-Forwarded-Proto`):
+//!   trust it only when every request comes through a proxy that sets it, or configure
+//!   [`Options::public_base_url`].
 //! - A signal (`POST entities/{name}/{key}?op=`) names an operation the entity type has,
 //!   with a body that decodes as its argument; otherwise it answers `400`, listing the
 //!   operations or saying what does not decode (Durable Functions accepts it with `202`,
@@ -48,9 +62,11 @@
 //! - `POST instances/{id}/rewind` answers `501 Not Implemented`; entity lists do not
 //!   filter by `lastOperationTimeFrom`/`To` (`400`).
 //! - History events (`showHistory=true`) follow Durable Functions' shape (`EventType`,
-//!   `Timestamp`, `FunctionName`, `Result`, scheduling folded into completions) with this
-//!   runtime's event types (`SubOrchestrationCreated`, `TimerCreated`, ...) and its
-//!   other fields in PascalCase; `Input` is shown too with `showHistoryOutput=true`.
+//!   `Timestamp`, `FunctionName`, `Result`, scheduling folded into completions) with its
+//!   event type names (`SubOrchestrationInstanceCreated`, `TimerCreated`, ...) where it
+//!   has the event, this runtime's for the others (entity events), the other fields in
+//!   PascalCase and every time in ISO 8601 (`FireAt` too); `Input` is shown too with
+//!   `showHistoryOutput=true`.
 mod auth;
 mod check_status;
 mod handlers;

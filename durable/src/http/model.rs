@@ -96,7 +96,7 @@ pub(crate) struct HistoryEventBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<FailureBody>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    fire_at: Option<u64>,
+    fire_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     function_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -233,7 +233,7 @@ fn payload(json: &Json) -> Value {
 /// History events shaped as Durable Functions shows them. The turn markers
 /// (`OrchestratorStarted`) are left out and give the `Timestamp` of the events after them;
 /// a task's scheduling is folded into its completion or failure ([`Folding`]), leaving
-/// only tasks still running as `TaskScheduled` or `SubOrchestrationCreated`.
+/// only tasks still running as `TaskScheduled` or `SubOrchestrationInstanceCreated`.
 pub(crate) fn history_bodies(history: &[HistoryEvent], show_output: bool) -> Vec<HistoryEventBody> {
     let mut turn = Timestamp::EPOCH;
     let mut folding = Folding::default();
@@ -267,9 +267,9 @@ fn shown_as(event: &HistoryEvent) -> Shown {
         E::TaskFailed { .. } => Shown::Event("TaskFailed"),
         E::TimerCreated { .. } => Shown::Event("TimerCreated"),
         E::TimerFired { .. } => Shown::Event("TimerFired"),
-        E::SubOrchestrationCreated { .. } => Shown::Event("SubOrchestrationCreated"),
-        E::SubOrchestrationCompleted { .. } => Shown::Event("SubOrchestrationCompleted"),
-        E::SubOrchestrationFailed { .. } => Shown::Event("SubOrchestrationFailed"),
+        E::SubOrchestrationCreated { .. } => Shown::Event("SubOrchestrationInstanceCreated"),
+        E::SubOrchestrationCompleted { .. } => Shown::Event("SubOrchestrationInstanceCompleted"),
+        E::SubOrchestrationFailed { .. } => Shown::Event("SubOrchestrationInstanceFailed"),
         E::EventRaised { .. } => Shown::Event("EventRaised"),
         E::ExecutionCompleted { .. } => Shown::Event("ExecutionCompleted"),
         E::ExecutionFailed { .. } => Shown::Event("ExecutionFailed"),
@@ -446,9 +446,9 @@ impl Draft {
         self
     }
 
-    /// `FireAt`, in milliseconds since the Unix epoch.
+    /// `FireAt`, in ISO 8601 as every other time.
     fn fire_at(mut self, fire_at: Timestamp) -> Draft {
-        self.body.fire_at = Some(fire_at.as_millis());
+        self.body.fire_at = Some(format_time(fire_at.to_system_time()));
         self
     }
 
@@ -584,13 +584,19 @@ pub(crate) struct PurgedBody {
     pub(crate) instances_deleted: u64,
 }
 
-/// An error answer, `application/problem+json` (RFC 9457).
+/// An error answer, `application/problem+json` (RFC 9457), with the fields of the error
+/// bodies of Durable Functions (ASP.NET's), which its client libraries read: the same
+/// message as `Message` and `ExceptionMessage`.
 #[derive(Serialize)]
 pub(crate) struct ProblemBody<'a> {
     pub(crate) r#type: &'static str,
     pub(crate) title: &'a str,
     pub(crate) status: u16,
     pub(crate) detail: &'a str,
+    #[serde(rename = "Message")]
+    pub(crate) message: &'a str,
+    #[serde(rename = "ExceptionMessage")]
+    pub(crate) exception_message: &'a str,
 }
 
 /// The JSON this API answers with, pinned byte for byte: a change to a stored record must
@@ -842,22 +848,22 @@ mod tests {
     fn history_events_with_output() {
         let expected = [
             r#"{"EventType":"ExecutionStarted","FunctionName":"order","Input":{"a":[1,2],"b":1},"Parent":{"execution":3,"instance":"parent-1","task":4},"Timestamp":"1970-01-01T00:00:00Z"}"#,
-            r#"{"EventType":"TimerCreated","FireAt":1767225660000,"Id":1,"Timestamp":"2026-01-01T00:00:00Z"}"#,
+            r#"{"EventType":"TimerCreated","FireAt":"2026-01-01T00:01:00Z","Id":1,"Timestamp":"2026-01-01T00:00:00Z"}"#,
             r#"{"EventType":"TaskScheduled","FunctionName":"notify","Id":3,"Input":null,"Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"Entity":{"key":"k","name":"Counter"},"EventType":"EntityCalled","Id":4,"Input":1,"Operation":"add","Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"Entity":{"key":"k","name":"Counter"},"EventType":"EntitySignaled","Id":5,"Input":null,"Operation":"reset","Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"Entities":[{"key":"a","name":"Lock"},{"key":"b","name":"Lock"}],"EventType":"LocksRequested","Id":6,"Timestamp":"2026-01-01T00:00:00Z"}"#,
+            r#"{"Entity":{"key":"k","name":"counter"},"EventType":"EntityCalled","Id":4,"Input":1,"Operation":"add","Timestamp":"2026-01-01T00:00:00Z"}"#,
+            r#"{"Entity":{"key":"k","name":"counter"},"EventType":"EntitySignaled","Id":5,"Input":null,"Operation":"reset","Timestamp":"2026-01-01T00:00:00Z"}"#,
+            r#"{"Entities":[{"key":"a","name":"lock"},{"key":"b","name":"lock"}],"EventType":"LocksRequested","Id":6,"Timestamp":"2026-01-01T00:00:00Z"}"#,
             r#"{"EventType":"TaskCompleted","FunctionName":"charge","Result":"ok","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":0,"Timestamp":"2026-01-01T00:00:01Z"}"#,
             r#"{"EventType":"TimerFired","Id":1,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"SubOrchestrationFailed","Failure":{"cause":{"cause":null,"details":null,"kind":"Application","message":"no stock"},"details":"{\"code\": 7}","kind":"SubOrchestrationFailed","message":"ship failed"},"FunctionName":"ship","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":2,"Timestamp":"2026-01-01T00:00:01Z"}"#,
+            r#"{"EventType":"SubOrchestrationInstanceFailed","Failure":{"cause":{"cause":null,"details":null,"kind":"Application","message":"no stock"},"details":"{\"code\": 7}","kind":"SubOrchestrationFailed","message":"ship failed"},"FunctionName":"ship","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":2,"Timestamp":"2026-01-01T00:00:01Z"}"#,
             r#"{"EventType":"EntityCompleted","Id":4,"Result":2,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"Entities":[{"key":"a","name":"Lock"},{"key":"b","name":"Lock"}],"EventType":"LocksGranted","Id":6,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"SubOrchestrationCompleted","FunctionName":"pack","Result":true,"ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":7,"Timestamp":"2026-01-01T00:00:01Z"}"#,
+            r#"{"Entities":[{"key":"a","name":"lock"},{"key":"b","name":"lock"}],"EventType":"LocksGranted","Id":6,"Timestamp":"2026-01-01T00:00:01Z"}"#,
+            r#"{"EventType":"SubOrchestrationInstanceCompleted","FunctionName":"pack","Result":true,"ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":7,"Timestamp":"2026-01-01T00:00:01Z"}"#,
             r#"{"EventType":"TaskFailed","Failure":{"cause":null,"details":null,"kind":"Panic","message":"refund panicked"},"FunctionName":"refund","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":8,"Timestamp":"2026-01-01T00:00:01Z"}"#,
             r#"{"EventType":"EventRaised","Input":true,"Name":"Approval","Timestamp":"2026-01-01T00:00:01Z"}"#,
             r#"{"EventType":"LocksReleased","Id":6,"Timestamp":"2026-01-01T00:00:02Z"}"#,
             r#"{"EventType":"EntityFailed","Failure":{"cause":null,"details":null,"kind":"EntityOperationFailed","message":"boom"},"Id":9,"Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"TimerCreated","FireAt":1767229200000,"Id":10,"Timestamp":"2026-01-01T00:00:02Z"}"#,
+            r#"{"EventType":"TimerCreated","FireAt":"2026-01-01T01:00:00Z","Id":10,"Timestamp":"2026-01-01T00:00:02Z"}"#,
             r#"{"EventType":"TimerCancelled","Id":10,"Timestamp":"2026-01-01T00:00:02Z"}"#,
             r#"{"EventType":"ExecutionSuspended","Reason":"pause","Timestamp":"2026-01-01T00:00:02Z"}"#,
             r#"{"EventType":"ExecutionResumed","Reason":"go","Timestamp":"2026-01-01T00:00:02Z"}"#,
@@ -873,22 +879,22 @@ mod tests {
     fn history_events_without_output() {
         let expected = [
             r#"{"EventType":"ExecutionStarted","FunctionName":"order","Parent":{"execution":3,"instance":"parent-1","task":4},"Timestamp":"1970-01-01T00:00:00Z"}"#,
-            r#"{"EventType":"TimerCreated","FireAt":1767225660000,"Id":1,"Timestamp":"2026-01-01T00:00:00Z"}"#,
+            r#"{"EventType":"TimerCreated","FireAt":"2026-01-01T00:01:00Z","Id":1,"Timestamp":"2026-01-01T00:00:00Z"}"#,
             r#"{"EventType":"TaskScheduled","FunctionName":"notify","Id":3,"Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"Entity":{"key":"k","name":"Counter"},"EventType":"EntityCalled","Id":4,"Operation":"add","Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"Entity":{"key":"k","name":"Counter"},"EventType":"EntitySignaled","Id":5,"Operation":"reset","Timestamp":"2026-01-01T00:00:00Z"}"#,
-            r#"{"Entities":[{"key":"a","name":"Lock"},{"key":"b","name":"Lock"}],"EventType":"LocksRequested","Id":6,"Timestamp":"2026-01-01T00:00:00Z"}"#,
+            r#"{"Entity":{"key":"k","name":"counter"},"EventType":"EntityCalled","Id":4,"Operation":"add","Timestamp":"2026-01-01T00:00:00Z"}"#,
+            r#"{"Entity":{"key":"k","name":"counter"},"EventType":"EntitySignaled","Id":5,"Operation":"reset","Timestamp":"2026-01-01T00:00:00Z"}"#,
+            r#"{"Entities":[{"key":"a","name":"lock"},{"key":"b","name":"lock"}],"EventType":"LocksRequested","Id":6,"Timestamp":"2026-01-01T00:00:00Z"}"#,
             r#"{"EventType":"TaskCompleted","FunctionName":"charge","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":0,"Timestamp":"2026-01-01T00:00:01Z"}"#,
             r#"{"EventType":"TimerFired","Id":1,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"SubOrchestrationFailed","Failure":{"cause":{"cause":null,"details":null,"kind":"Application","message":"no stock"},"details":"{\"code\": 7}","kind":"SubOrchestrationFailed","message":"ship failed"},"FunctionName":"ship","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":2,"Timestamp":"2026-01-01T00:00:01Z"}"#,
+            r#"{"EventType":"SubOrchestrationInstanceFailed","Failure":{"cause":{"cause":null,"details":null,"kind":"Application","message":"no stock"},"details":"{\"code\": 7}","kind":"SubOrchestrationFailed","message":"ship failed"},"FunctionName":"ship","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":2,"Timestamp":"2026-01-01T00:00:01Z"}"#,
             r#"{"EventType":"EntityCompleted","Id":4,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"Entities":[{"key":"a","name":"Lock"},{"key":"b","name":"Lock"}],"EventType":"LocksGranted","Id":6,"Timestamp":"2026-01-01T00:00:01Z"}"#,
-            r#"{"EventType":"SubOrchestrationCompleted","FunctionName":"pack","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":7,"Timestamp":"2026-01-01T00:00:01Z"}"#,
+            r#"{"Entities":[{"key":"a","name":"lock"},{"key":"b","name":"lock"}],"EventType":"LocksGranted","Id":6,"Timestamp":"2026-01-01T00:00:01Z"}"#,
+            r#"{"EventType":"SubOrchestrationInstanceCompleted","FunctionName":"pack","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":7,"Timestamp":"2026-01-01T00:00:01Z"}"#,
             r#"{"EventType":"TaskFailed","Failure":{"cause":null,"details":null,"kind":"Panic","message":"refund panicked"},"FunctionName":"refund","ScheduledTime":"2026-01-01T00:00:00Z","TaskScheduledId":8,"Timestamp":"2026-01-01T00:00:01Z"}"#,
             r#"{"EventType":"EventRaised","Name":"Approval","Timestamp":"2026-01-01T00:00:01Z"}"#,
             r#"{"EventType":"LocksReleased","Id":6,"Timestamp":"2026-01-01T00:00:02Z"}"#,
             r#"{"EventType":"EntityFailed","Failure":{"cause":null,"details":null,"kind":"EntityOperationFailed","message":"boom"},"Id":9,"Timestamp":"2026-01-01T00:00:02Z"}"#,
-            r#"{"EventType":"TimerCreated","FireAt":1767229200000,"Id":10,"Timestamp":"2026-01-01T00:00:02Z"}"#,
+            r#"{"EventType":"TimerCreated","FireAt":"2026-01-01T01:00:00Z","Id":10,"Timestamp":"2026-01-01T00:00:02Z"}"#,
             r#"{"EventType":"TimerCancelled","Id":10,"Timestamp":"2026-01-01T00:00:02Z"}"#,
             r#"{"EventType":"ExecutionSuspended","Reason":"pause","Timestamp":"2026-01-01T00:00:02Z"}"#,
             r#"{"EventType":"ExecutionResumed","Reason":"go","Timestamp":"2026-01-01T00:00:02Z"}"#,
@@ -904,13 +910,13 @@ mod tests {
     fn history_of_a_running_execution() {
         let with_output = [
             r#"{"EventType":"ExecutionStarted","FunctionName":"order","Input":"not json","Parent":null,"Timestamp":"1970-01-01T00:00:00Z"}"#,
-            r#"{"EventType":"SubOrchestrationCreated","FunctionName":"ship","Id":0,"Input":7,"Instance":"child-1","Timestamp":"1970-01-01T00:00:00Z"}"#,
+            r#"{"EventType":"SubOrchestrationInstanceCreated","FunctionName":"ship","Id":0,"Input":7,"Instance":"child-1","Timestamp":"1970-01-01T00:00:00Z"}"#,
             r#"{"EventType":"TaskCompleted","Result":1,"TaskScheduledId":5,"Timestamp":"1970-01-01T00:00:00Z"}"#,
         ];
         assert_eq!(history_wire(&running(), true), array(&with_output));
         let without_output = [
             r#"{"EventType":"ExecutionStarted","FunctionName":"order","Parent":null,"Timestamp":"1970-01-01T00:00:00Z"}"#,
-            r#"{"EventType":"SubOrchestrationCreated","FunctionName":"ship","Id":0,"Instance":"child-1","Timestamp":"1970-01-01T00:00:00Z"}"#,
+            r#"{"EventType":"SubOrchestrationInstanceCreated","FunctionName":"ship","Id":0,"Instance":"child-1","Timestamp":"1970-01-01T00:00:00Z"}"#,
             r#"{"EventType":"TaskCompleted","TaskScheduledId":5,"Timestamp":"1970-01-01T00:00:00Z"}"#,
         ];
         assert_eq!(history_wire(&running(), false), array(&without_output));
@@ -963,7 +969,7 @@ mod tests {
     fn status_with_history_and_without_input() {
         assert_eq!(
             status_wire(&status(RuntimeStatus::Running), false, Some(&running())),
-            r#"{"name":"order","instanceId":"order-1","runtimeStatus":"Running","input":null,"customStatus":null,"output":null,"createdTime":"2026-01-01T00:00:00Z","lastUpdatedTime":"2026-01-01T00:01:01Z","historyEvents":[{"EventType":"ExecutionStarted","FunctionName":"order","Parent":null,"Timestamp":"1970-01-01T00:00:00Z"},{"EventType":"SubOrchestrationCreated","FunctionName":"ship","Id":0,"Instance":"child-1","Timestamp":"1970-01-01T00:00:00Z"},{"EventType":"TaskCompleted","TaskScheduledId":5,"Timestamp":"1970-01-01T00:00:00Z"}]}"#
+            r#"{"name":"order","instanceId":"order-1","runtimeStatus":"Running","input":null,"customStatus":null,"output":null,"createdTime":"2026-01-01T00:00:00Z","lastUpdatedTime":"2026-01-01T00:01:01Z","historyEvents":[{"EventType":"ExecutionStarted","FunctionName":"order","Parent":null,"Timestamp":"1970-01-01T00:00:00Z"},{"EventType":"SubOrchestrationInstanceCreated","FunctionName":"ship","Id":0,"Instance":"child-1","Timestamp":"1970-01-01T00:00:00Z"},{"EventType":"TaskCompleted","TaskScheduledId":5,"Timestamp":"1970-01-01T00:00:00Z"}]}"#
         );
         assert_eq!(
             status_wire(&status(RuntimeStatus::Pending), true, Some(&[])),
@@ -980,15 +986,15 @@ mod tests {
         let stateful = entity_status(Some(r#"{"value": 3}"#));
         assert_eq!(
             entity_wire(&stateful, true),
-            r#"{"entityId":{"name":"Counter","key":"k"},"lastOperationTime":"2026-01-01T00:00:01Z","state":{"value": 3}}"#
+            r#"{"entityId":{"name":"counter","key":"k"},"lastOperationTime":"2026-01-01T00:00:01Z","state":{"value": 3}}"#
         );
         assert_eq!(
             entity_wire(&stateful, false),
-            r#"{"entityId":{"name":"Counter","key":"k"},"lastOperationTime":"2026-01-01T00:00:01Z"}"#
+            r#"{"entityId":{"name":"counter","key":"k"},"lastOperationTime":"2026-01-01T00:00:01Z"}"#
         );
         assert_eq!(
             entity_wire(&entity_status(None), true),
-            r#"{"entityId":{"name":"Counter","key":"k"},"lastOperationTime":"2026-01-01T00:00:01Z"}"#
+            r#"{"entityId":{"name":"counter","key":"k"},"lastOperationTime":"2026-01-01T00:00:01Z"}"#
         );
     }
 

@@ -3,13 +3,16 @@
 
 use super::options::Options;
 use super::shared::{Api, BASE_PATH, OPENAPI, OPENAPI_PATH};
+use super::wire::Problem;
 use super::{auth, handlers, wire};
 use crate::client::Client;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::handler::Handler;
-use axum::http::{Method, StatusCode};
-use axum::response::Response;
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use std::sync::Arc;
 
@@ -62,13 +65,27 @@ pub fn router(client: Client, options: Options) -> Router {
             "the HTTP management API is served WITHOUT a key: anyone who can reach it can start, terminate and purge instances"
         );
     }
-    let body_limit = options.max_body_bytes;
-    let api = Arc::new(Api { client, options });
+    let body_limit = options.body_limit(client.max_payload_bytes());
+    let document: Arc<str> = Arc::from(served_document(&client));
+    let api = Arc::new(Api {
+        client,
+        options,
+        body_limit,
+    });
+    // Each path also with a trailing slash, as Durable Functions takes it: its client
+    // libraries list and purge at `instances/?…`.
     let routes = endpoints()
         .into_iter()
         .fold(Router::new(), |routes, endpoint| {
-            routes.route(endpoint.path, endpoint.handler)
+            routes
+                .route(&format!("{}/", endpoint.path), endpoint.handler.clone())
+                .route(endpoint.path, endpoint.handler)
         })
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&api),
+            read_body,
+        ))
+        // Outermost: a request without the key is refused before its body is read.
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&api),
             auth::authorize,
@@ -77,9 +94,33 @@ pub fn router(client: Client, options: Options) -> Router {
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(api);
-    Router::new()
-        .nest(BASE_PATH, routes)
-        .route(OPENAPI_PATH, get(openapi))
+    Router::new().nest(BASE_PATH, routes).route(
+        OPENAPI_PATH,
+        get(move || async move { wire::raw_json_response(StatusCode::OK, document.to_string()) }),
+    )
+}
+
+/// The OpenAPI document as this router serves it: [`OPENAPI`], with the names the runtime
+/// registers as the only values of `orchestratorName` and `entityName`, when it knows them.
+fn served_document(client: &Client) -> String {
+    let Some((orchestrators, entities)) = client.registered_names() else {
+        return OPENAPI.to_owned();
+    };
+    let Ok(mut document) = serde_json::from_str::<serde_json::Value>(OPENAPI) else {
+        return OPENAPI.to_owned();
+    };
+    let parameters = &mut document["components"]["parameters"];
+    for (parameter, names) in [
+        ("orchestratorName", orchestrators),
+        ("entityName", entities),
+    ] {
+        if let Some(schema) = parameters[parameter]["schema"].as_object_mut()
+            && !names.is_empty()
+        {
+            schema.insert("enum".to_owned(), serde_json::json!(names));
+        }
+    }
+    serde_json::to_string_pretty(&document).unwrap_or_else(|_| OPENAPI.to_owned())
 }
 
 /// One operation of the API: a method on a path under [`BASE_PATH`]. The router is built
@@ -145,9 +186,47 @@ fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-async fn openapi() -> Response {
-    wire::raw_json_response(StatusCode::OK, OPENAPI)
+/// Reads the whole body before the handler runs, within the body timeout and the size
+/// limit: a client that sends a body slowly, or never finishes it, does not hold a
+/// request open.
+async fn read_body(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than this server accepts: {} bytes at most (http::Options::max_body_bytes)",
+                api.body_limit
+            ),
+        )
+        .into_response()
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > api.body_limit) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    let timeout = api.options.body_timeout;
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, api.body_limit));
+    match read.await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(error)) if error.to_string().contains("length limit") => too_large(),
+        Ok(Err(error)) => {
+            Problem::bad_request(format!("cannot read the request body: {error}")).into_response()
+        }
+        Err(_) => Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {timeout:?}"),
+        )
+        .into_response(),
+    }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,10 +284,16 @@ mod tests {
             .await
             .unwrap();
         let app = router(runtime.client(), Options::anonymous());
+        // Every endpoint also with a trailing slash (but the document's own path).
+        let slashed: Vec<(Method, String)> = endpoints()
+            .iter()
+            .map(|e| (e.method.clone(), format!("{}/", e.path)))
+            .collect();
         for endpoint in endpoints()
             .iter()
-            .map(|e| (e.method.clone(), e.path))
-            .chain([(Method::GET, &OPENAPI_PATH[BASE_PATH.len()..])])
+            .map(|e| (e.method.clone(), e.path.to_owned()))
+            .chain([(Method::GET, OPENAPI_PATH[BASE_PATH.len()..].to_owned())])
+            .chain(slashed)
         {
             let (method, path) = endpoint;
             let path = path

@@ -17,4 +17,6 @@ pub const OPENAPI_PATH: &str = "/runtime/webhooks/durabletask/openapi.json";
 pub(crate) struct Api {
     pub(crate) client: Client,
     pub(crate) options: Options,
+    /// The largest body taken, in bytes.
+    pub(crate) body_limit: usize,
 }

@@ -35,6 +35,8 @@ impl IntoResponse for Problem {
             title: self.status.canonical_reason().unwrap_or("Error"),
             status: self.status.as_u16(),
             detail: &self.detail,
+            message: &self.detail,
+            exception_message: &self.detail,
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, bytes).into_response();
@@ -130,7 +132,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             body,
-            r#"{"type":"about:blank","title":"Bad Request","status":400,"detail":"send `x` \"quoted\""}"#
+            r#"{"type":"about:blank","title":"Bad Request","status":400,"detail":"send `x` \"quoted\"","Message":"send `x` \"quoted\"","ExceptionMessage":"send `x` \"quoted\""}"#
         );
     }
 

@@ -394,15 +394,16 @@ impl RuntimeBuilder {
         self
     }
 
-    /// The longest instance id a client may start, in bytes (default and most: 256). Ids
+    /// The longest instance id a client may start, in characters (default and most: 256). Ids
     /// are keys in the store and segments of the HTTP API's URLs; a lower limit keeps what
     /// callers send short. A longer one is refused with
     /// [`client::Error::InstanceIdTooLong`](crate::client::Error::InstanceIdTooLong)
-    /// (`400` over HTTP). Sub-orchestrations are held only to the store's 256 bytes, as
+    /// (`400` over HTTP). Sub-orchestrations are held only to the store's 256 characters, as
     /// their derived ids grow with their parent's. Which characters are allowed is fixed:
     /// see [`InstanceId`].
-    pub fn max_instance_id_len(mut self, bytes: usize) -> Self {
-        self.config.limits.max_instance_id_len = bytes.clamp(1, durable_types::INSTANCE_ID_MAX_LEN);
+    pub fn max_instance_id_len(mut self, characters: usize) -> Self {
+        self.config.limits.max_instance_id_len =
+            characters.clamp(1, durable_types::INSTANCE_ID_MAX_LEN);
         self
     }
 

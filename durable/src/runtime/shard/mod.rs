@@ -391,7 +391,7 @@ impl Shard {
                 round.merge(writes);
             }
         }
-        self.run_purges(&env, &mut round, &touched);
+        self.run_purges(&env, &mut round, &mut touched);
         self.submit(round, touched);
         for instance in ready {
             if self
@@ -566,7 +566,7 @@ impl Shard {
         }
     }
 
-    fn run_purges(&mut self, env: &Env, round: &mut Writes, touched: &[InstanceId]) {
+    fn run_purges(&mut self, env: &Env, round: &mut Writes, touched: &mut Vec<InstanceId>) {
         for (instance, reply) in std::mem::take(&mut self.purges) {
             let busy = touched.contains(&instance);
             match purge::purge(self.slot(&instance), &instance, busy, env) {
@@ -579,7 +579,13 @@ impl Shard {
                     round.after.push(Dispatch::Refuse(reply, rejection));
                 }
                 Purge::Purged(mut writes) => {
-                    self.slots.remove(&instance);
+                    // Gone, as far as this shard knows, and in flight until the commit:
+                    // another purge waits for it and then finds nothing, so each
+                    // deletion is reported once.
+                    let slot = self.slot(&instance);
+                    slot.forget();
+                    slot.set_record(None);
+                    touched.push(instance);
                     writes.after.push(Dispatch::Reply(reply));
                     round.merge(writes);
                 }

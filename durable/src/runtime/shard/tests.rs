@@ -698,25 +698,25 @@ fn an_entity_runs_operations_in_order_and_writes_its_state_once() {
     let inputs = vec![
         from_client(operation("add", json(2), None)),
         from_inbox(
-            "@Counter@k",
+            "@counter@k",
             5,
             operation("add", json(3), Some(caller("o-7", 4))),
         ),
         from_inbox(
-            "@Counter@k",
+            "@counter@k",
             6,
             operation("get", Json::null(), Some(caller("o-7", 5))),
         ),
     ];
-    let (writes, _) = shard.step("@Counter@k", inputs);
+    let (writes, _) = shard.step("@counter@k", inputs);
     assert_eq!(
         writes,
         [
             "store message #100 to o-7: EntityCompleted for execution 7",
-            "consume message #5 of @Counter@k",
+            "consume message #5 of @counter@k",
             "store message #101 to o-7: EntityCompleted for execution 7",
-            "consume message #6 of @Counter@k",
-            "entity @Counter@k state {\"value\":5} lock none",
+            "consume message #6 of @counter@k",
+            "entity @counter@k state {\"value\":5} lock none",
             "→ reply ok",
             "→ deliver #100",
             "→ deliver #101",
@@ -728,24 +728,24 @@ fn an_entity_runs_operations_in_order_and_writes_its_state_once() {
 fn a_failed_operation_is_undone_and_its_caller_told() {
     let mut shard = Harness::new();
     shard.step(
-        "@Counter@u",
+        "@counter@u",
         vec![from_client(operation("add", json(5), None))],
     );
     let inputs = vec![
         from_inbox(
-            "@Counter@u",
+            "@counter@u",
             9,
             operation("explode", Json::null(), Some(caller("o-8", 1))),
         ),
         from_client(operation("add", json(1), None)),
     ];
-    let (writes, _) = shard.step("@Counter@u", inputs);
+    let (writes, _) = shard.step("@counter@u", inputs);
     assert_eq!(
         writes,
         [
             "store message #100 to o-8: EntityFailed for execution 7",
-            "consume message #9 of @Counter@u",
-            "entity @Counter@u state {\"value\":6} lock none",
+            "consume message #9 of @counter@u",
+            "entity @counter@u state {\"value\":6} lock none",
             "→ deliver #100",
             "→ reply ok",
         ]
@@ -762,13 +762,13 @@ fn a_locked_entity_parks_others_then_spills_beyond_its_queue() {
         entities: vec![durable_types::EntityId::new("Counter", "l").unwrap()],
         position: 0,
     });
-    let (writes, _) = shard.step("@Counter@l", vec![from_inbox("@Counter@l", 1, request)]);
+    let (writes, _) = shard.step("@counter@l", vec![from_inbox("@counter@l", 1, request)]);
     assert_eq!(
         writes,
         [
             "store message #100 to o-1: LocksGranted for execution 7",
-            "consume message #1 of @Counter@l",
-            "entity @Counter@l state none lock o-1",
+            "consume message #1 of @counter@l",
+            "entity @counter@l state none lock o-1",
             "→ deliver #100",
         ]
     );
@@ -776,45 +776,45 @@ fn a_locked_entity_parks_others_then_spills_beyond_its_queue() {
         from_client(operation("add", json(1), None)),
         from_client(operation("add", json(10), None)),
         from_inbox(
-            "@Counter@l",
+            "@counter@l",
             2,
             operation("add", json(100), Some(holder.clone())),
         ),
     ];
-    let (writes, _) = shard.step("@Counter@l", others);
+    let (writes, _) = shard.step("@counter@l", others);
     assert_eq!(
         writes,
         [
-            "store message #101 to @Counter@l: add(1)",
-            "store message #102 to @Counter@l: add(10)",
+            "store message #101 to @counter@l: add(1)",
+            "store message #102 to @counter@l: add(10)",
             "store message #103 to o-1: EntityCompleted for execution 7",
-            "consume message #2 of @Counter@l",
-            "entity @Counter@l state {\"value\":100} lock o-1",
+            "consume message #2 of @counter@l",
+            "entity @counter@l state {\"value\":100} lock o-1",
             "→ reply ok",
             "→ reply ok",
             "→ deliver #103",
         ],
         "one parked in memory, one spilled; the holder's call runs"
     );
-    assert_eq!(shard.slot("@Counter@l").inputs.len(), 1);
+    assert_eq!(shard.slot("@counter@l").inputs.len(), 1);
     let release = Content::Entity(EntityMessage::LockRelease { holder });
-    let (writes, next) = shard.step("@Counter@l", vec![from_inbox("@Counter@l", 3, release)]);
+    let (writes, next) = shard.step("@counter@l", vec![from_inbox("@counter@l", 3, release)]);
     assert_eq!(
         writes,
         [
-            "consume message #3 of @Counter@l",
-            "consume message #101 of @Counter@l",
-            "entity @Counter@l state {\"value\":101} lock none",
+            "consume message #3 of @counter@l",
+            "consume message #101 of @counter@l",
+            "entity @counter@l state {\"value\":101} lock none",
         ],
         "the parked one runs after the release"
     );
     assert_eq!(next, Next::Again, "the spilled one is read back next round");
-    let (writes, next) = shard.step("@Counter@l", vec![]);
+    let (writes, next) = shard.step("@counter@l", vec![]);
     assert_eq!(
         writes,
         [
-            "consume message #102 of @Counter@l",
-            "entity @Counter@l state {\"value\":111} lock none",
+            "consume message #102 of @counter@l",
+            "entity @counter@l state {\"value\":111} lock none",
         ]
     );
     assert_eq!(next, Next::Wait);
@@ -851,10 +851,10 @@ fn deleting_an_entity_waits_its_turn() {
         from_client(operation("add", json(4), None)),
         from_client(operation(DELETE_OPERATION, Json::null(), None)),
     ];
-    let (writes, _) = shard.step("@Counter@del", inputs);
+    let (writes, _) = shard.step("@counter@del", inputs);
     assert_eq!(
         writes,
-        ["delete entity @Counter@del", "→ reply ok", "→ reply ok"]
+        ["delete entity @counter@del", "→ reply ok", "→ reply ok"]
     );
 }
 
@@ -896,7 +896,7 @@ fn purging_waits_for_the_end_then_deletes_everything() {
     assert_eq!(
         refused(purged),
         "delete history g-1 execution 1 (5 events), delete instance g-1, \
-         store message #100 to @Counter@x: LockRelease, consume message #42 of g-1, → deliver #100"
+         store message #100 to @counter@x: LockRelease, consume message #42 of g-1, → deliver #100"
     );
     let mut absent = Slot::new(&InstanceId::new("nobody").unwrap());
     let nobody = purge(
@@ -961,7 +961,7 @@ fn turns_and_operations_past_the_slow_turn_warning_are_counted() {
     shard.config.slow_turn_warning = std::time::Duration::from_secs(3600);
     shard.step("fast", vec![from_client(start("chain", json(1)))]);
     shard.step(
-        "@Counter@fast",
+        "@counter@fast",
         vec![from_client(operation("add", json(1), None))],
     );
     let slow = |metrics: &Metrics| metrics.snapshot().slow_turns;
@@ -977,7 +977,7 @@ fn turns_and_operations_past_the_slow_turn_warning_are_counted() {
         from_client(operation("add", json(1), None)),
         from_client(operation("get", Json::null(), None)),
     ];
-    shard.step("@Counter@slow", signals);
+    shard.step("@counter@slow", signals);
     assert_eq!(
         (slow(&shard.metrics), slow_operations(&shard.metrics)),
         (2, 2)
