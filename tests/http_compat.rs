@@ -199,6 +199,11 @@ async fn bodies_encoded_twice_are_decoded_once_more_unless_the_target_is_a_strin
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(output(&client, "quoted").await, "laptop");
+    // Stored as meant: the status shows the input once encoded.
+    let (_, status) = call(&app, "GET", "instances/quoted", None, "").await;
+    assert_eq!(status["input"], "laptop");
+    let (_, status) = call(&app, "GET", "instances/twice-object", None, "").await;
+    assert_eq!(status["input"]["quantity"], 3);
     // A string input that reads as JSON stays the string it is.
     let (status, _) = call(
         &app,

@@ -78,10 +78,10 @@ pub type ActivityFn = fn(ActivityContext, Json) -> BoxFuture<'static, Result<Jso
 /// Checks that a JSON document decodes as a function's input type.
 pub type InputCheck = fn(&Json) -> Result<(), String>;
 
-/// The [`InputCheck`] of input type `T`.
+/// The [`InputCheck`] of input type `T`: whether the document is `T` as it is (strictly,
+/// without the second decoding of [`Json::decode`] that a body encoded twice gets).
 pub fn check_input<T: DeserializeOwned>(input: &Json) -> Result<(), String> {
-    input
-        .decode::<T>()
+    serde_json::from_str::<T>(input.as_str())
         .map(drop)
         .map_err(|error| error.to_string())
 }

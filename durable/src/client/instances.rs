@@ -404,6 +404,7 @@ impl Client {
             name: name.to_owned(),
             message: format!("not valid JSON: {error}"),
         })?;
+        let input = once_encoded(input, check_input);
         if let Some(check_input) = check_input {
             check_input(&input).map_err(|message| Error::InvalidInput {
                 name: name.to_owned(),
@@ -1214,6 +1215,23 @@ pub(super) fn decode_entity_continuation(token: &str) -> Result<EntityId, Error>
         .and_then(|rest| rest.split_once('@'))
         .ok_or(Error::InvalidContinuation)?;
     EntityId::new(name, key).map_err(|_| Error::InvalidContinuation)
+}
+
+/// An input as it was meant, when a client encoded it twice (a JSON string whose text is
+/// JSON, as Durable Functions' Python client sends it): the text, when it is a quoted
+/// string itself, or when the orchestrator's input type takes it and not the string.
+/// Otherwise the input as it came (an orchestration decodes such a string once more
+/// anyway, [`Json::decode`]); stored so, its status shows it as sent.
+pub(crate) fn once_encoded(input: Json, check: Option<durable_core::InputCheck>) -> Json {
+    let Some(text) = serde_json::from_str::<String>(input.as_str()).ok() else {
+        return input;
+    };
+    let Ok(inner) = Json::parse(&text) else {
+        return input;
+    };
+    let quoted = serde_json::from_str::<String>(inner.as_str()).is_ok();
+    let typed = check.is_some_and(|check| check(&input).is_err() && check(&inner).is_ok());
+    if quoted || typed { inner } else { input }
 }
 
 /// The longest event name [`Client::raise_event`] takes, in characters.

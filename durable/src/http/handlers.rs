@@ -553,7 +553,10 @@ pub(crate) async fn raise_event(
     let answer = async {
         let (id, event) = path(names)?;
         let id = instance_id(&id)?;
-        let data = json_body(&body(&api, &headers, payload)?, "event data")?;
+        let data = client::once_encoded(
+            json_body(&body(&api, &headers, payload)?, "event data")?,
+            None,
+        );
         let data = raw(&data).ok_or_else(|| Problem::bad_request("the event data is not JSON"))?;
         api.client
             .raise_event(&id, event, data)
@@ -666,7 +669,10 @@ pub(crate) async fn signal_entity(
             .get("op")
             .filter(|op| !op.is_empty())
             .ok_or_else(|| Problem::bad_request("name the operation to signal with `?op=`"))?;
-        let input = json_body(&body(&api, &headers, payload)?, "operation input")?;
+        let input = client::once_encoded(
+            json_body(&body(&api, &headers, payload)?, "operation input")?,
+            None,
+        );
         api.client
             .signal_entity(&entity, operation, input)
             .await
