@@ -1105,17 +1105,7 @@ fn space_id(space: Space) -> i16 {
 
 /// The keyspace stored as `id`.
 fn space_of(id: i16) -> Option<Space> {
-    [
-        Space::Meta,
-        Space::Instances,
-        Space::History,
-        Space::Inbox,
-        Space::Activities,
-        Space::Timers,
-        Space::Entities,
-    ]
-    .into_iter()
-    .find(|space| space_id(*space) == id)
+    Space::ALL.into_iter().find(|space| space_id(*space) == id)
 }
 
 /// A connection slot found empty right after it was filled: cannot happen, but is an

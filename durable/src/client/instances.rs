@@ -159,12 +159,14 @@ impl Client {
 
     /// The orchestrator and entity type names this client's runtime registers, when it
     /// knows them (a client of a shared database does not).
+    #[cfg(feature = "http")]
     pub(crate) fn registered_names(&self) -> Option<(Vec<&'static str>, Vec<&'static str>)> {
         let registry = self.backend.registry()?;
         Some((registry.orchestrator_names(), registry.entity_names()))
     }
 
     /// The largest JSON payload this client's runtime takes, in bytes.
+    #[cfg(feature = "http")]
     pub(crate) fn max_payload_bytes(&self) -> usize {
         self.backend.limits().max_payload_bytes
     }

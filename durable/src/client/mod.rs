@@ -18,6 +18,7 @@ pub(crate) use backend::{Backend, Command, EndWatch};
 pub use entity::{ClientEntity, ClientSignaler, EntityClient};
 pub use error::Error;
 pub(crate) use instances::new_instance_id;
+#[cfg(feature = "http")]
 pub(crate) use instances::once_encoded;
 pub use instances::{Client, EVENT_NAME_MAX_LEN, InstanceHandle, REASON_MAX_LEN, StartOptions};
 pub use reuse::IdReuse;
