@@ -717,10 +717,10 @@ fn expected_entities(plan: &Plan) -> BTreeMap<String, Value> {
     }
     let counters = counters
         .iter()
-        .map(|(key, state)| (format!("@Counter@{key}"), to_value(state)));
+        .map(|(key, state)| (format!("@counter@{key}"), to_value(state)));
     let accounts = accounts
         .iter()
-        .map(|(key, state)| (format!("@Account@{key}"), to_value(state)));
+        .map(|(key, state)| (format!("@account@{key}"), to_value(state)));
     counters.chain(accounts).collect()
 }
 

@@ -1065,7 +1065,7 @@ fn check_data(url: &str, driver: Driver) -> Checked {
             .filter_map(|op| book.attempted.iter().find(|(_, job)| job.op == *op))
             .map(|(id, _)| (id, partition_of(id)))
             .collect();
-        let entity = format!("@Tally@{counter}");
+        let entity = format!("@tally@{counter}");
         assert!(
             duplicates.is_empty(),
             "{counter} (partition {}): operations {duplicates:?} applied twice, signalled by \
